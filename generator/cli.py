@@ -1,0 +1,66 @@
+"""The command line: ``gen-repo build | serve | verify | bench | demo``.
+
+This is the only place that prints errors and picks exit codes. ``main(argv) -> int`` is callable
+from tests. Exit codes: 0 success; 1 failure; 2 bad usage or spec; 3 partial success (some variants
+or models failed, the others were written / are fine); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+from . import __version__, progress
+from .commands import COMMANDS
+from .errors import GenRepoError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gen-repo",
+        description="Turn a PyTorch model into a Triton model repository (TorchScript on the"
+                    " PyTorch backend + the eager model on the Python backend), serve it, verify"
+                    " it over HTTP and gRPC, and benchmark the variants.")
+    parser.add_argument("--version", action="version", version=f"gen-repo {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show tracebacks and more detail")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    progress.set_quiet(args.quiet)
+    try:
+        return int(args.run(args) or 0)
+    except GenRepoError as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"ERROR: {e.message}", file=sys.stderr)
+        if e.tip:
+            print(f"TIP: {e.tip}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("ERROR: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: say so plainly, keep the traceback behind -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"ERROR: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        print("TIP: this is a gen-repo bug; rerun with -v for the traceback and report it.",
+              file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Sub-commands. Each module has ``add_parser(subparsers)``, which sets ``run(args) -> int``."""
+
+from . import build
+
+COMMANDS = [build]

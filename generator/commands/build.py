@@ -1,0 +1,55 @@
+"""gen-repo build: a model -> a Triton model repository with each variant checked against eager."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import spec as specmod
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "build", help="build a model repository from a PyTorch model",
+        description="Export one model into side-by-side variants (TorchScript on the PyTorch"
+                    " backend, the eager model on the Python backend), write each config.pbtxt,"
+                    " and check every artifact against the eager model in a fresh process."
+                    " Every flag is also a key of the --config spec file (TOML).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", nargs="?", default=None, metavar="SOURCE",
+                   help=f"model source (default: {specmod.DEFAULT_SOURCE})")
+    p.add_argument("--config", metavar="FILE", help="spec file (TOML) with any of the flags as keys")
+    for opt in specmod.OPTIONS:
+        if opt.key == "source":
+            continue
+        if opt.kind == "bool":
+            p.add_argument(opt.flag, dest=opt.key, action=argparse.BooleanOptionalAction,
+                           default=None, help=f"{opt.help} (default: {opt.default})")
+        elif opt.kind == "inputs":
+            p.add_argument(opt.flag, dest=opt.key, action="append", default=None,
+                           metavar=opt.metavar, help=opt.help)
+        else:
+            default = ",".join(map(str, opt.default)) if isinstance(opt.default, tuple) \
+                else opt.default
+            p.add_argument(opt.flag, dest=opt.key, default=None, metavar=opt.metavar,
+                           help=f"{opt.help} (default: {default})")
+    p.set_defaults(run=run)
+
+
+def spec_from_args(args) -> specmod.ModelSpec:
+    file_values = specmod.load_spec_file(args.config) if args.config else {}
+    cli_values = {}
+    for opt in specmod.OPTIONS:
+        raw = getattr(args, opt.key, None)
+        if raw is not None:
+            cli_values[opt.key] = specmod.coerce(opt, raw, opt.flag)
+    return specmod.build_spec(specmod.merge_values(file_values, cli_values))
+
+
+def run(args) -> int:
+    from ..build import build_repository
+
+    spec = spec_from_args(args)
+    report = build_repository(spec, command=["gen-repo", *sys.argv[1:]])
+    print(report.table())
+    return report.exit_code

@@ -1,0 +1,118 @@
+"""What a built model directory holds, and how to read it back (for serve, verify and bench).
+
+    <repo>/<name>_<variant>/
+        config.pbtxt                 written last: a directory without it is not a model
+        1/<artifact> [1/model.py]
+        gen_repo.json                build record: spec, variant, versions, command, hashes, checks
+        gen_repo_samples.npz         sample inputs (case "a", batch first when batching)
+        gen_repo_reference.npz       eager reference outputs for those inputs
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RepositoryError
+from .spec import ModelSpec
+
+CONFIG = "config.pbtxt"
+RECORD = "gen_repo.json"
+SAMPLES = "gen_repo_samples.npz"
+REFERENCE = "gen_repo_reference.npz"
+VERSION = "1"
+STAGING_PREFIX = ".gen-repo-staging-"
+
+
+def parse_config(text: str, where: str = "config.pbtxt"):
+    """Parse config.pbtxt text into Triton's ModelConfig protobuf (the schema validator)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise RepositoryError(f"{where} is not a valid Triton ModelConfig: {e}.",
+                              "Rebuild the model with gen-repo build.") from e
+    return config
+
+
+@dataclass
+class BuiltModel:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def record(self) -> dict:
+        p = self.path / RECORD
+        if not p.is_file():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise RepositoryError(f"{p} is unreadable: {e}.", "Rebuild the model.") from e
+
+    @property
+    def built_by_gen_repo(self) -> bool:
+        return bool(self.record)
+
+    @cached_property
+    def spec(self) -> ModelSpec:
+        if not self.record:
+            raise RepositoryError(f"{self.path} was not built by gen-repo (no {RECORD}).",
+                                  "Build it with gen-repo build.")
+        return ModelSpec.from_dict(self.record["spec"])
+
+    @property
+    def variant(self) -> str:
+        return self.record.get("variant", "")
+
+    @cached_property
+    def config(self):
+        p = self.path / CONFIG
+        return parse_config(p.read_text(), str(p))
+
+    @property
+    def backend(self) -> str:
+        """'python', 'pytorch', ... (platform pytorch_libtorch/torch_aoti map to 'pytorch')."""
+        c = self.config
+        if c.backend:
+            return c.backend
+        return "pytorch" if c.platform in ("pytorch_libtorch", "torch_aoti") else c.platform
+
+    def samples(self) -> dict[str, np.ndarray]:
+        return _load_npz(self.path / SAMPLES)
+
+    def reference(self) -> dict[str, np.ndarray]:
+        return _load_npz(self.path / REFERENCE)
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise RepositoryError(f"{path} is missing or unreadable: {e}.",
+                              "Rebuild the model with gen-repo build.") from e
+
+
+def list_models(repo: str | Path) -> list[BuiltModel]:
+    """Model directories (those holding config.pbtxt) of a local repository, sorted by name."""
+    root = Path(repo)
+    if not root.is_dir():
+        raise RepositoryError(f"model repository '{root}' does not exist.",
+                              "Build one first: gen-repo build (or pass --repo DIR).")
+    models = [BuiltModel(p) for p in sorted(root.iterdir())
+              if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()]
+    if not models:
+        raise RepositoryError(f"model repository '{root}' holds no models (no */config.pbtxt).",
+                              "Build one first: gen-repo build --out " + str(root))
+    return models

@@ -1,0 +1,42 @@
+"""Progress output for long steps: one line when a step starts, one when it ends, with timings.
+
+Everything goes to stderr so that stdout stays for results (tables, paths).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+
+_quiet = False
+
+
+def set_quiet(value: bool) -> None:
+    global _quiet
+    _quiet = value
+
+
+def info(msg: str) -> None:
+    if not _quiet:
+        print(f"[gen-repo] {msg}", file=sys.stderr, flush=True)
+
+
+def warn(msg: str) -> None:
+    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def step(label: str):
+    """Print `label ...` then `label: done in 1.2 s` (or `failed after`)."""
+    info(f"{label} ...")
+    start = time.perf_counter()
+    timing = {"seconds": 0.0}
+    try:
+        yield timing
+    except BaseException:
+        timing["seconds"] = time.perf_counter() - start
+        info(f"{label}: failed after {timing['seconds']:.1f} s")
+        raise
+    timing["seconds"] = time.perf_counter() - start
+    info(f"{label}: done in {timing['seconds']:.1f} s")

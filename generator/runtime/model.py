@@ -1,0 +1,205 @@
+# Triton Python-backend model written by gen-repo. This file is static: every per-model fact
+# (artifact, loader, hash, threads) comes from the `parameters` of config.pbtxt.
+#
+# One forward pass per execute(): the requests Triton hands over are grouped by their non-batch
+# shapes, concatenated along the batch axis, run once, and split back. A request that makes the
+# model raise gets an error response; the instance stays up.
+#
+# SECURITY: a torch.package archive or TorchScript file is code, and loading it runs it. This
+# model refuses an artifact whose SHA-256 differs from the one recorded at build time, but a
+# model repository must still only ever come from a trusted source.
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:  # absent when gen-repo's offline check imports this file outside the server
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # pragma: no cover - exercised by the offline check
+    pb_utils = None
+
+PACKAGE_RESOURCE = ("model", "model.pkl")  # (package, resource) of the pickled model
+
+
+class ArtifactError(RuntimeError):
+    pass
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_package(path, device):
+    importer = torch.package.PackageImporter(str(path))
+    model = importer.load_pickle(*PACKAGE_RESOURCE, map_location=device)
+    return model.eval()
+
+
+def _load_torchscript(path, device):
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+LOADERS = {"package": _load_package, "torchscript": _load_torchscript}
+
+
+def load_model(version_dir, params, device="cpu"):
+    """Load the artifact named by the config parameters, after checking its SHA-256."""
+    path = Path(version_dir) / params["artifact"]
+    if not path.is_file():
+        raise ArtifactError(f"artifact {path} is missing")
+    want = params.get("artifact_sha256", "")
+    got = sha256_of(path)
+    if want and got != want:
+        raise ArtifactError(
+            f"artifact {path} has SHA-256 {got}, but the build recorded {want}: the file was"
+            " changed or damaged after the build. Refusing to load it (loading runs its code)."
+            " Rebuild the model with gen-repo build.")
+    loader = LOADERS.get(params["loader"])
+    if loader is None:
+        raise ArtifactError(f"unknown loader {params['loader']!r}; known: {sorted(LOADERS)}")
+    return loader(path, device)
+
+
+def threads_for(params, instance_groups):
+    """Intra-op threads per instance: the configured number, or cores / CPU instances."""
+    configured = int(params.get("threads", "0") or 0)
+    if configured > 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu_instances = sum(int(g.get("count", 1)) for g in instance_groups
+                        if g.get("kind") in ("KIND_CPU", 1)) or 1
+    return max(1, (cores or 1) // cpu_instances)
+
+
+def run_batch(model, tensors):
+    """One forward pass; returns a list of output tensors in config order."""
+    with torch.inference_mode():
+        out = model(*tensors)
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return list(out)
+
+
+def group_by_shape(arrays_per_request):
+    """Indices of requests whose inputs have equal non-batch shapes and dtypes, in arrival order."""
+    groups = {}
+    for i, arrays in enumerate(arrays_per_request):
+        key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
+        self.params = params
+        self.batching = int(self.config.get("max_batch_size", 0)) > 0
+        self.input_names = [i["name"] for i in self.config["input"]]
+        self.output_names = [o["name"] for o in self.config["output"]]
+        if args.get("model_instance_kind") == "GPU":
+            self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        threads = threads_for(params, self.config.get("instance_group", []))
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # already set in this process
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.model = load_model(version_dir, params, self.device)
+        self.logger = pb_utils.Logger
+        self.logger.log_info(
+            f"gen-repo: {args['model_name']} instance {args['model_instance_name']} loaded"
+            f" {params['artifact']} ({params['loader']}) on {self.device}, {threads} threads")
+
+    # -- request handling ----------------------------------------------------------------------
+    def _inputs_of(self, request):
+        arrays = []
+        for name in self.input_names:
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is None:
+                raise ValueError(f"input '{name}' is missing")
+            if t.is_cpu():
+                arr = t.as_numpy()
+                if arr.dtype == np.object_:
+                    raise ValueError(f"input '{name}' is BYTES; this model takes numbers")
+                arrays.append(arr)
+            else:
+                arrays.append(torch.utils.dlpack.from_dlpack(t.to_dlpack()))
+        if self.batching:
+            sizes = {a.shape[0] for a in arrays}
+            if len(sizes) != 1:
+                raise ValueError(f"inputs disagree on the batch size: {sorted(sizes)}")
+        return arrays
+
+    def _to_torch(self, arrays):
+        out = []
+        for a in arrays:
+            t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+            out.append(t.to(self.device, non_blocking=True) if t.device != self.device else t)
+        return out
+
+    def _response(self, outputs):
+        tensors = []
+        for name, t in zip(self.output_names, outputs):
+            t = t.detach()
+            if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(t.numpy())))
+            else:
+                tensors.append(pb_utils.Tensor.from_dlpack(
+                    name, torch.utils.dlpack.to_dlpack(t.contiguous())))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def _run_group(self, per_request):
+        """Forward several requests as one batch; returns one output list per request."""
+        if len(per_request) == 1 or not self.batching:
+            return [run_batch(self.model, self._to_torch(a)) for a in per_request]
+        sizes = [a[0].shape[0] for a in per_request]
+        merged = [np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+                  for parts in zip(*per_request)]
+        outputs = run_batch(self.model, self._to_torch(merged))
+        split = [torch.split(o, sizes) for o in outputs]
+        return [[s[i] for s in split] for i in range(len(sizes))]
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        inputs = {}
+        for i, request in enumerate(requests):
+            try:
+                inputs[i] = self._inputs_of(request)
+            except Exception as e:  # malformed request: answer it, keep the rest
+                responses[i] = self._error(e)
+        ready = sorted(inputs)
+        for group in group_by_shape([inputs[i] for i in ready]):
+            idx = [ready[g] for g in group]
+            try:
+                results = self._run_group([inputs[i] for i in idx])
+                for i, outs in zip(idx, results):
+                    responses[i] = self._response(outs)
+            except Exception:
+                # One request may poison a merged batch: rerun one by one so only it fails.
+                for i in idx:
+                    try:
+                        responses[i] = self._response(run_batch(self.model,
+                                                                self._to_torch(inputs[i])))
+                    except Exception as e:
+                        responses[i] = self._error(e)
+        return responses
+
+    def _error(self, exc):
+        return pb_utils.InferenceResponse(
+            output_tensors=[], error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
+
+    def finalize(self):
+        self.model = None

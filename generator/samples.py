@@ -1,0 +1,99 @@
+"""Sample inputs and reference outputs: the evidence every check compares against.
+
+Two cases are always made: ``a`` (stored for ``verify``) and ``b`` with another batch size and other
+lengths for the dynamic axes, so a trace that baked in a shape or a branch is caught.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import dtypes
+from .errors import SpecError
+from .spec import ModelSpec, TensorSpec
+
+CASES = ("a", "b")
+_DYN_LEN = {"a": 8, "b": 5}
+_BATCH = {"a": 4, "b": 3}
+
+
+@dataclass
+class Case:
+    name: str
+    batch: int  # 0 when the model has no batch dim
+    inputs: dict[str, np.ndarray]
+
+
+def case_batch(spec: ModelSpec, case: str) -> int:
+    if not spec.batching:
+        return 0
+    want = _BATCH[case]
+    if spec.max_batch_size >= want:
+        return want
+    return spec.max_batch_size if case == "a" else max(1, spec.max_batch_size - 1)
+
+
+def random_tensor(t: TensorSpec, batch: int, dyn_len: int, rng: np.random.Generator) -> np.ndarray:
+    shape = ([batch] if batch else []) + [dyn_len if d == -1 else d for d in t.dims]
+    dt = dtypes.lookup(t.dtype)
+    if dt.name == "bool":
+        return rng.random(shape) < 0.7
+    if np.issubdtype(dt.numpy, np.integer):
+        return rng.integers(t.low, t.high, size=shape).astype(dt.numpy)
+    return rng.standard_normal(shape).astype(dt.numpy)
+
+
+def make_cases(spec: ModelSpec) -> list[Case]:
+    rng = np.random.default_rng(spec.seed)
+    cases = []
+    for c in CASES:
+        batch = case_batch(spec, c)
+        cases.append(Case(c, batch, {t.name: random_tensor(t, batch, _DYN_LEN[c], rng)
+                                     for t in spec.inputs}))
+    if spec.example_inputs:
+        cases[0] = load_example_inputs(spec)
+    return cases
+
+
+def load_example_inputs(spec: ModelSpec) -> Case:
+    path = Path(spec.example_inputs)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise SpecError(f"example inputs '{path}' could not be read as .npz: {e}.",
+                        "Save them with numpy.savez(path, name1=array1, ...).") from e
+    missing = [t.name for t in spec.inputs if t.name not in arrays]
+    if missing:
+        raise SpecError(f"example inputs '{path}' lack arrays for {missing} (has {sorted(arrays)}).",
+                        "Name each array after its --input.")
+    batch = 0
+    for t in spec.inputs:
+        arr = arrays[t.name]
+        rank = len(t.dims) + (1 if spec.batching else 0)
+        want = dtypes.lookup(t.dtype).numpy
+        if arr.ndim != rank or arr.dtype != want:
+            raise SpecError(f"example input '{t.name}' is {arr.dtype}{list(arr.shape)}; the spec"
+                            f" says {t.dtype} with rank {rank}"
+                            f"{' (batch first)' if spec.batching else ''}.",
+                            "Match the --input spec or fix the array.")
+        if spec.batching:
+            batch = arr.shape[0]
+            if batch > spec.max_batch_size:
+                raise SpecError(f"example input '{t.name}' has batch {batch} >"
+                                f" max_batch_size {spec.max_batch_size}.",
+                                "Raise --max-batch-size or give a smaller batch.")
+    return Case("a", batch, {t.name: arrays[t.name] for t in spec.inputs})
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
