@@ -1,0 +1,241 @@
+"""gen-repo build: model -> checked variants -> model directories swapped in atomically.
+
+Each variant is built in a staging directory beside the repository, checked in a fresh process,
+given its config.pbtxt last, and renamed into place; a failing variant leaves nothing behind and
+does not stop the others (model_navigator style: every step gets a status).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, layout, progress
+from .check import check_artifact
+from .config import render
+from .errors import ExportError, GenRepoError, RepositoryError, SpecError
+from .outputs import flat_outputs, infer_output_specs, output_paths
+from .samples import make_cases, save_npz
+from .sources import load_model
+from .spec import ModelSpec
+from .variants import registry
+from .variants.base import ExportContext
+from .wrapper import make_wrapper
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    model: str
+    status: str  # OK | FAILED
+    seconds: float
+    detail: str
+    notes: list[str] = field(default_factory=list)
+    tip: str | None = None
+
+
+@dataclass
+class BuildReport:
+    spec: ModelSpec
+    results: list[VariantResult]
+    notes: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        ok = sum(r.status == "OK" for r in self.results)
+        if ok == len(self.results):
+            return 0
+        return 3 if ok else 1
+
+    def table(self) -> str:
+        rows = [("VARIANT", "MODEL", "STATUS", "TIME", "DETAIL")]
+        rows += [(r.variant, r.model, r.status, f"{r.seconds:.1f} s", r.detail)
+                 for r in self.results]
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
+                 for row in rows]
+        for r in self.results:
+            lines += [f"  note ({r.variant}): {n}" for n in r.notes]
+            if r.tip:
+                lines.append(f"  TIP ({r.variant}): {r.tip}")
+        lines += [f"  note: {n}" for n in self.notes]
+        ok = [r for r in self.results if r.status == "OK"]
+        lines.append(f"{len(ok)} of {len(self.results)} variants written to"
+                     f" {Path(self.spec.out).resolve()}")
+        return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    out = {"gen_repo": __version__, "python": platform.python_version(),
+           "torch": torch.__version__, "numpy": np.__version__}
+    try:
+        import torchvision
+
+        out["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover - pinned dependency
+        pass
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _run_eager(model, spec: ModelSpec, case):
+    import torch
+
+    tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in spec.inputs]
+    try:
+        with torch.inference_mode():
+            return model(*tensors)
+    except Exception as e:
+        shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
+                           for t in spec.inputs)
+        raise ExportError(
+            f"the model fails on sample inputs ({shapes}): {type(e).__name__}:"
+            f" {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
+            "Check --input names, dtypes and dims (dims exclude the batch dim when"
+            " --max-batch-size > 0; -1 axes get lengths 8 and 5; int inputs take values from"
+            " LOW..HIGH, default 0..10).") from e
+
+
+def _to_numpy(tensors) -> list[np.ndarray]:
+    return [t.detach().cpu().numpy() for t in tensors]
+
+
+def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
+    """Load the model, make samples, infer outputs, wrap: everything the variants share."""
+    import torch
+
+    notes: list[str] = []
+    torch.manual_seed(spec.seed)
+    with progress.step(f"loading {spec.source}"):
+        loaded = load_model(spec.source, spec.weights)
+    model = loaded.module
+    if model.training and loaded.kind != "torchvision":  # torchvision builders return train mode
+        notes.append("the model was in training mode; it was put into eval() mode (dropout off,"
+                     " batch-norm uses running statistics)")
+    model.eval()
+    inputs = spec.inputs or loaded.default_inputs
+    if not inputs:
+        raise SpecError(f"no inputs given for '{spec.source}'.",
+                        "Describe each input: --input NAME:DTYPE:DIMS (e.g. --input"
+                        " x:float32:16), or list them in the spec file.")
+    spec = spec.with_(inputs=tuple(inputs))
+    cases = make_cases(spec)
+    with progress.step("running the eager model on sample inputs"):
+        raw = {c.name: _run_eager(model, spec, c) for c in cases}
+        paths = output_paths(raw[cases[0].name])
+        try:
+            flat = {name: flat_outputs(value, paths) for name, value in raw.items()}
+        except (KeyError, IndexError, TypeError) as e:
+            raise ExportError(f"the model's output structure changes between inputs: {e}.",
+                              "Return the same tuple/dict keys for every input.") from e
+        outputs = infer_output_specs(flat[cases[0].name], flat[cases[1].name], paths,
+                                     cases[0].batch, cases[1].batch, spec.batching)
+        again = flat_outputs(_run_eager(model, spec, cases[0]), paths)
+        if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
+            notes.append("the eager model is not deterministic (two runs on the same input"
+                         " differ); parity checks use the tolerances --atol/--rtol")
+    spec = spec.with_(outputs=outputs)
+    wrapped, wrapper_module = make_wrapper(model, [t.name for t in spec.inputs], paths)
+    references = {name: dict(zip([t.name for t in outputs], _to_numpy(values)))
+                  for name, values in flat.items()}
+    ctx = ExportContext(spec, wrapped, wrapper_module, loaded.user_modules, cases, references)
+    return ctx, notes
+
+
+def _staging_dir(out: Path, model_name: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}{out.name}-{model_name}-",
+                                 dir=out.parent))
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename staging -> final; an existing final (--force) is moved aside first, then deleted."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}old-", dir=final.parent.parent))
+        os.replace(final, trash / final.name)
+    os.replace(staging, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def build_variant(ctx: ExportContext, variant_name: str, command: list[str],
+                  shared_notes: list[str]) -> VariantResult:
+    spec = ctx.spec
+    variant = registry.get(variant_name)
+    out = Path(spec.out)
+    model_name = spec.model_dir_name(variant_name)
+    start = time.perf_counter()
+    staging = _staging_dir(out, model_name)
+    try:
+        version_dir = staging / layout.VERSION
+        version_dir.mkdir()
+        with progress.step(f"[{variant_name}] exporting"):
+            artifact = variant.export(ctx, version_dir)
+        with progress.step(f"[{variant_name}] checking in a fresh process"):
+            check = check_artifact(spec, version_dir, artifact.load_params, ctx.cases,
+                                   ctx.references, [*ctx.user_modules, ctx.wrapper_module],
+                                   python_backend=variant.engine.value == "python")
+        if not check.ok:
+            return VariantResult(variant_name, model_name, "FAILED",
+                                 time.perf_counter() - start, check.detail, artifact.notes,
+                                 "Loosen --atol/--rtol if the error is rounding; otherwise the"
+                                 " export is wrong for this model (try --script).")
+        save_npz(staging / layout.SAMPLES, ctx.cases[0].inputs)
+        save_npz(staging / layout.REFERENCE, ctx.references[ctx.cases[0].name])
+        record = {
+            "gen_repo": __version__, "variant": variant_name, "label": variant.label,
+            "model_name": model_name, "spec": spec.to_dict(), "command": command,
+            "versions": versions(), "seed": spec.seed,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "artifacts": {f: artifact.load_params["artifact_sha256"]
+                          for f in artifact.files if f == artifact.load_params["artifact"]},
+            "load_params": artifact.load_params,
+            "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
+            "notes": shared_notes + artifact.notes,
+        }
+        (staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        text, _ = render(spec, variant_name, model_name, variant.engine,
+                         artifact.config_parameters)
+        (staging / layout.CONFIG).write_text(text)  # last: a dir without it is not a model
+        _swap_in(staging, out / model_name)
+        staging = None
+        method = artifact.load_params.get("torchscript_method")
+        detail = (f"{method}; " if method else "") + check.detail
+        return VariantResult(variant_name, model_name, "OK", time.perf_counter() - start, detail,
+                             artifact.notes)
+    except GenRepoError as e:
+        return VariantResult(variant_name, model_name, "FAILED", time.perf_counter() - start,
+                             e.message, [], e.tip)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_repository(spec: ModelSpec, command: list[str] | None = None) -> BuildReport:
+    out = Path(spec.out)
+    if out.exists() and not out.is_dir():
+        raise RepositoryError(f"output '{out}' exists and is not a directory.",
+                              "Choose another --out.")
+    taken = [spec.model_dir_name(v) for v in spec.variants if (out / spec.model_dir_name(v)).exists()]
+    if taken and not spec.force:
+        raise RepositoryError(
+            f"'{out}' already holds {', '.join(taken)}; gen-repo does not overwrite models.",
+            "Pass --force to replace them, or choose another --name or --out.")
+    ctx, notes = prepare(spec)
+    results = [build_variant(ctx, v, command or [], notes) for v in spec.variants]
+    return BuildReport(ctx.spec, results, notes)

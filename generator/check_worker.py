@@ -1,0 +1,66 @@
+"""Offline-check worker, run as ``python -I -m generator.check_worker JOB.json`` in a fresh process.
+
+It loads an artifact exactly as the server will (through the runtime ``model.py`` that ships in the
+model directory), with the user's own modules made unimportable, runs it on the sample cases and
+writes the outputs. The parent (generator.check) compares them with the eager references.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import json
+import sys
+import traceback
+
+
+class _Block(importlib.abc.MetaPathFinder):
+    """Make the user's modules unimportable: the archive must carry its own code."""
+
+    def __init__(self, names):
+        self.names = set(names)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"{fullname} is blocked: not importable on the server",
+                                      name=fullname)
+        return None
+
+
+def main(job_path: str) -> int:
+    with open(job_path) as f:
+        job = json.load(f)
+    sys.meta_path.insert(0, _Block(job["block"]))
+    for name in list(sys.modules):
+        if name.split(".")[0] in job["block"]:
+            del sys.modules[name]
+    try:
+        import numpy as np
+        import torch
+
+        torch.set_num_threads(max(1, int(job.get("threads", 1))))
+        spec = importlib.util.spec_from_file_location("gen_repo_runtime", job["runtime"])
+        runtime = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(runtime)
+        model = runtime.load_model(job["version_dir"], job["params"], "cpu")
+        for case in job["cases"]:
+            with np.load(case["inputs"], allow_pickle=False) as data:
+                tensors = [torch.from_numpy(np.ascontiguousarray(data[n]))
+                           for n in job["input_names"]]
+            outs = runtime.run_batch(model, tensors)
+            if len(outs) != len(job["output_names"]):
+                raise RuntimeError(f"model returned {len(outs)} outputs, config declares"
+                                   f" {len(job['output_names'])}")
+            arrays = {n: o.detach().cpu().numpy() for n, o in zip(job["output_names"], outs)}
+            with open(case["out"], "wb") as f:
+                np.savez(f, **arrays)
+    except BaseException as e:  # report to the parent; it turns this into a clear error
+        with open(job["error"], "w") as f:
+            json.dump({"type": type(e).__name__, "message": str(e)[:2000],
+                       "traceback": traceback.format_exc()[-4000:]}, f)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

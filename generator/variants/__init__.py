@@ -1,0 +1,1 @@
+"""Variants: one small registered class per artifact kind (see ``registry``)."""

@@ -1,0 +1,26 @@
+"""python-ts: the TorchScript artifact served through the Python backend.
+
+It lets TorchScript be compared with the eager model on a server without a PyTorch backend
+(the embedded one); reports label it as such, never as the libtorch variant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Engine
+from .base import (Artifact, ExportContext, Variant, install_runtime,
+                   python_backend_parameters)
+from .libtorch import ARTIFACT, save_torchscript
+
+
+class PythonTorchScriptVariant(Variant):
+    name = "python-ts"
+    label = "TorchScript through the Python backend (stand-in where no PyTorch backend exists)"
+    engine = Engine("backend", "python")
+
+    def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
+        load_params, notes = save_torchscript(ctx, version_dir)
+        install_runtime(version_dir)
+        return Artifact([ARTIFACT, "model.py"], load_params,
+                        python_backend_parameters(ctx.spec, load_params), notes)
