@@ -113,6 +113,15 @@ def _to_numpy(tensors) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in tensors]
 
 
+def _mode_dependent(model) -> list[str]:
+    """Names of layers that behave differently in train and eval mode."""
+    import torch.nn as nn
+
+    kinds = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm,
+             nn.modules.instancenorm._InstanceNorm)
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, kinds)})
+
+
 def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
     """Load the model, make samples, infer outputs, wrap: everything the variants share."""
     import torch
@@ -122,9 +131,10 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
     with progress.step(f"loading {spec.source}"):
         loaded = load_model(spec.source, spec.weights)
     model = loaded.module
-    if model.training and loaded.kind != "torchvision":  # torchvision builders return train mode
-        notes.append("the model was in training mode; it was put into eval() mode (dropout off,"
-                     " batch-norm uses running statistics)")
+    if model.training and loaded.kind != "torchvision" and _mode_dependent(model):
+        notes.append(f"the model was in training mode with {', '.join(_mode_dependent(model))};"
+                     " it was put into eval() mode (dropout off, batch-norm uses running"
+                     " statistics)")
     model.eval()
     inputs = spec.inputs or loaded.default_inputs
     if not inputs:

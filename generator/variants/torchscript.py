@@ -47,6 +47,7 @@ def _trace(ctx: ExportContext):
     first = ctx.cases[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.trace is deprecated"
         ts = torch.jit.trace(ctx.model, tuple(ctx.torch_inputs(first)), check_trace=False)
     tracer_warnings = sorted({str(w.message).split("\n")[0][:160] for w in caught
                               if issubclass(w.category, torch.jit.TracerWarning)})
@@ -56,7 +57,9 @@ def _trace(ctx: ExportContext):
 def _script(ctx: ExportContext):
     import torch
 
-    return torch.jit.script(ctx.model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated"
+        return torch.jit.script(ctx.model)
 
 
 def make_torchscript(ctx: ExportContext):

@@ -1,0 +1,528 @@
+"""A real Triton server for a model repository: one context manager owns its whole lifecycle.
+
+    with EmbeddedServer(repo, Ports(8000, 8001, 8002)) as server:
+        statuses = server.load(list_models(repo))   # one ModelStatus per model, never raises per model
+
+``EmbeddedServer`` runs the tritonserver bundled in the ``nvidia-pytriton`` wheel (release 24.10,
+Python backend only); ``generator.docker_server.DockerServer`` runs the NGC container. Both start
+the server in explicit model-control mode and load the models one by one, so one model that cannot
+load is reported as FAILED (with the server's reason) and never takes the others down. On exit the
+server gets SIGINT, then SIGKILL for its whole process group (the Python-backend stubs included)
+if it has not stopped in time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from . import progress
+from .errors import PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError
+
+READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
+EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
+PYTORCH_BACKEND_TIP = (
+    "the embedded tritonserver (from the nvidia-pytriton wheel) has no PyTorch backend: serve this"
+    " model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR with"
+    " a pytorch backend (e.g. a copy of /opt/tritonserver/backends from that image)")
+BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gen-repo"
+
+
+# ---------------------------------------------------------------------------------------------
+# ports
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    FLAGS = {"http": "--http-port", "grpc": "--grpc-port", "metrics": "--metrics-port"}
+
+    def items(self) -> list[tuple[str, int]]:
+        return [("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics)]
+
+    def validate(self) -> None:
+        for kind, port in self.items():
+            if not 0 < port < 65536:
+                raise SpecError(f"{self.FLAGS[kind]} {port} is not a TCP port.",
+                                "Use a number between 1 and 65535, e.g. 8000.")
+        values = [p for _, p in self.items()]
+        if len(set(values)) != len(values):
+            raise SpecError(f"the HTTP, gRPC and metrics ports must differ; got {values}.",
+                            "Pass three different ports, e.g. --http-port 8000 --grpc-port 8001"
+                            " --metrics-port 8002.")
+
+    def check_free(self) -> None:
+        """Raise PortInUseError naming the first port (and its flag) that is taken."""
+        self.validate()
+        for kind, port in self.items():
+            if not port_is_free(port):
+                raise PortInUseError(
+                    f"port {port} (the {kind} port) is already in use, so tritonserver cannot"
+                    " start on it.",
+                    f"Stop whatever listens there (an earlier gen-repo serve? see"
+                    f" `ss -ltnp 'sport = :{port}'`) or pass {self.FLAGS[kind]} with a free port.")
+
+
+def port_is_free(port: int, host: str = "") -> bool:
+    """True when a listening socket could bind ``port`` (like tritonserver does, SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(n: int = 3) -> list[int]:
+    """n distinct ports that are free right now (the kernel picks them)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# per-model status
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    name: str
+    backend: str
+    state: str  # READY | FAILED | SKIPPED
+    reason: str = ""
+
+
+def clean_load_error(message: str) -> str:
+    """The server's load error without its boilerplate prefix and Python stack ('At: ...')."""
+    text = re.sub(r"^\s*(\[[^\]]*\]\s*)*", "", message)  # "[400] " / "[StatusCode...] "
+    text = re.sub(r"load failed for model '[^']*':\s*", "", text)
+    text = re.sub(r"version \d+ is at \w+ state:\s*", "", text)
+    text = text.split("\n\nAt:")[0]
+    return " ".join(text.replace(";\n", " ").split()).rstrip(";").strip() or message.strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# the server lifecycle, common to the embedded server and the container
+
+
+class TritonServer:
+    """Base class: ports check, start, wait for live, load models, stop. Subclasses start/stop."""
+
+    kind = "tritonserver"
+
+    def __init__(self, repo: str | Path, ports: Ports = Ports(), log_path: str | Path | None = None,
+                 start_timeout: float = 120.0, load_timeout: float = 600.0,
+                 stop_timeout: float = EXIT_TIMEOUT_S + 10.0):
+        self.repo = Path(repo).resolve()
+        self.ports = ports
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.log_path = Path(log_path) if log_path else \
+            cache_dir() / "logs" / f"tritonserver-{stamp}-{ports.http}.log"
+        self.start_timeout = start_timeout
+        self.load_timeout = load_timeout
+        self.stop_timeout = stop_timeout
+        self._started = False
+
+    # -- what subclasses provide ---------------------------------------------------------------
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def exit_code(self) -> int | None:
+        """None while the server runs; its exit status once it has stopped."""
+        raise NotImplementedError
+
+    def missing_backend_reason(self, backend: str) -> str | None:
+        """Why this server cannot load a model of ``backend``, or None when it can."""
+        return None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        return f"localhost:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"localhost:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://localhost:{self.ports.metrics}/metrics"
+
+    def __enter__(self) -> "TritonServer":
+        self.ports.check_free()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with progress.step(f"starting {self.kind} (log: {self.log_path})"):
+            self._start()
+            self._started = True
+            try:
+                self._wait_live()
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._started:
+            self._started = False
+            with progress.step(f"stopping {self.kind}"):
+                self._stop()
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _died(self, during: str) -> ServerError:
+        return ServerError(
+            f"{self.kind} exited with status {self.exit_code()} {during}. Last lines of its log"
+            f" ({self.log_path}):\n{self.log_tail()}",
+            f"Read the full log at {self.log_path}.")
+
+    def _client(self, timeout: float):
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(self.http_url, connection_timeout=timeout,
+                                                network_timeout=timeout)
+
+    def _wait_live(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        client = self._client(5.0)
+        try:
+            while True:
+                if self.exit_code() is not None:
+                    raise self._died("while starting")
+                try:
+                    if client.is_server_live():
+                        return
+                except Exception:  # not listening yet: connection refused / reset
+                    pass
+                if time.monotonic() > deadline:
+                    raise ServerTimeoutError(
+                        f"{self.kind} did not become live on port {self.ports.http} within"
+                        f" {self.start_timeout:.0f} s. Last lines of its log ({self.log_path}):\n"
+                        f"{self.log_tail()}",
+                        f"Read the full log at {self.log_path}; a slow machine may need a longer"
+                        " --start-timeout.")
+                time.sleep(0.2)
+        finally:
+            client.close()
+
+    # -- models --------------------------------------------------------------------------------
+    def load(self, models: Iterable) -> list[ModelStatus]:
+        """Load each model (a layout.BuiltModel) through the model-control API; one status each."""
+        from tritonclient.utils import InferenceServerException
+
+        statuses = []
+        client = self._client(self.load_timeout)
+        try:
+            for model in models:
+                backend = model.backend
+                missing = self.missing_backend_reason(backend)
+                if missing:
+                    statuses.append(ModelStatus(model.name, backend, SKIPPED, missing))
+                    continue
+                with progress.step(f"loading {model.name}"):
+                    try:
+                        client.load_model(model.name)
+                        status = ModelStatus(model.name, backend, READY)
+                    except InferenceServerException as e:
+                        if self.exit_code() is not None:
+                            raise self._died(f"while loading {model.name}") from e
+                        status = ModelStatus(model.name, backend, FAILED,
+                                             clean_load_error(e.message() or str(e)))
+                statuses.append(status)
+        finally:
+            client.close()
+        return statuses
+
+    def check_running(self) -> None:
+        """Raise ServerError if the server has stopped on its own."""
+        if self.exit_code() is not None:
+            raise self._died("unexpectedly")
+
+
+# ---------------------------------------------------------------------------------------------
+# the tritonserver bundled with nvidia-pytriton
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the nvidia-pytriton wheel keeps its tritonserver."""
+
+    root: Path  # .../site-packages/pytriton/tritonserver
+    libs: Path  # .../site-packages/nvidia_pytriton.libs
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def python_backend(self) -> Path:
+        return self.root / "backends" / "python"
+
+    def stub(self, python_version: str) -> Path:
+        return self.root / "python_backend_stubs" / python_version / "triton_python_backend_stub"
+
+    @classmethod
+    def locate(cls) -> "TritonInstall":
+        tip = ("Install the project's environment (bash scripts/setup.sh) or"
+               " `pip install nvidia-pytriton==0.7.0`; or serve with --docker.")
+        try:
+            import pytriton
+        except ImportError as e:
+            raise ToolError("the embedded tritonserver needs the nvidia-pytriton package, which is"
+                            " not installed in this Python environment.", tip) from e
+        root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+        install = cls(root, root.parent.parent / "nvidia_pytriton.libs")
+        for path in (install.binary, install.python_backend, install.libs):
+            if not path.exists():
+                raise ToolError(f"the nvidia-pytriton installation lacks {path}; it is damaged or"
+                                " a build without the bundled server.", tip)
+        return install
+
+
+def python_version() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+def _fingerprint(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def bundled_backend_dir(install: TritonInstall, cache: Path | None = None,
+                        pyver: str | None = None) -> Path:
+    """A backend directory holding the bundled Python backend plus the stub for this Python.
+
+    Built once per installation and Python version under the cache dir, atomically.
+    """
+    pyver = pyver or python_version()
+    stub = install.stub(pyver)
+    if not stub.is_file():
+        have = sorted(p.name for p in (install.root / "python_backend_stubs").iterdir())
+        raise ToolError(f"nvidia-pytriton ships no Python-backend stub for Python {pyver}"
+                        f" (it has {', '.join(have)}).",
+                        "Run gen-repo with one of those Python versions, or serve with --docker.")
+    lib = install.python_backend / "libtriton_python.so"
+    cache = cache or cache_dir()
+    target = cache / f"backends-{_fingerprint(lib, stub)}-py{pyver}"
+    if (target / "python" / "triton_python_backend_stub").is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
+    try:
+        shutil.copytree(install.python_backend, staging / "python",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(stub, staging / "python" / "triton_python_backend_stub")
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process built it meanwhile
+            if not (target / "python" / "triton_python_backend_stub").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def backends_in(directory: Path) -> dict[str, Path]:
+    """Backends in a --backend-directory: {name: dir}. A dir holding libtriton_X.so is backend X."""
+    own = sorted(directory.glob("libtriton_*.so"))
+    if own:
+        return {own[0].name[len("libtriton_"):-len(".so")]: directory}
+    found = {}
+    for sub in sorted(directory.iterdir()):
+        if sub.is_dir() and (any(sub.glob("libtriton_*.so")) or sub.name == "python"):
+            found[sub.name] = sub
+    return found
+
+
+def merged_backend_dir(base: Path, extra_dirs: Sequence[str | Path],
+                       cache: Path | None = None) -> Path:
+    """One directory of symlinks: the bundled backends, then those of each extra directory.
+
+    Triton takes a single --backend-directory. When a name repeats, the first one wins (so the
+    bundled Python backend, whose stub matches this Python, is always the one used).
+    """
+    if not extra_dirs:
+        return base
+    backends = dict(backends_in(base))
+    for d in extra_dirs:
+        path = Path(d).expanduser().resolve()
+        if not path.is_dir():
+            raise SpecError(f"--backend-directory {d} is not a directory.",
+                            "Pass a directory holding Triton backends (e.g. one with"
+                            " pytorch/libtriton_pytorch.so).")
+        found = backends_in(path)
+        if not found:
+            raise SpecError(f"--backend-directory {d} holds no Triton backend (no"
+                            " libtriton_<name>.so in it or in its sub-directories).",
+                            "Point it at a backends directory such as /opt/tritonserver/backends"
+                            " copied from the NGC tritonserver image.")
+        for name, src in found.items():
+            backends.setdefault(name, src)
+    cache = cache or cache_dir()
+    key = hashlib.sha256("\n".join(f"{n}={p}" for n, p in sorted(backends.items())).encode())
+    target = cache / f"backends-merged-{key.hexdigest()[:16]}"
+    if all((target / n).resolve() == p.resolve() for n, p in backends.items()) and target.is_dir():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
+    for name, src in backends.items():
+        (staging / name).symlink_to(src.resolve(), target_is_directory=True)
+    shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(staging, target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not target.is_dir():
+            raise
+    return target
+
+
+def server_env(install: TritonInstall, base: dict | None = None) -> dict[str, str]:
+    """Environment for the embedded tritonserver and its Python-backend stubs.
+
+    LD_LIBRARY_PATH: this interpreter's libpython first (else the stub may pick up another
+    libpython3.X with a different standard library), then the wheel's bundled libraries.
+    PATH: this environment's bin first; the stub finds the virtual environment (torch, numpy)
+    through the ``python3`` it finds on PATH.
+    """
+    env = dict(os.environ if base is None else base)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    ld = [libdir, str(install.libs)] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(p for p in ld if p))
+    bindir = Path(sys.prefix) / "bin"
+    if not (bindir / "python3").exists():
+        bindir = Path(sys.executable).parent
+    env["PATH"] = os.pathsep.join([str(bindir)] + [p for p in env.get("PATH", "").split(os.pathsep)
+                                                   if p and p != str(bindir)])
+    return env
+
+
+def server_args(repo: str, ports: Ports, backend_dir: str | None = None) -> list[str]:
+    """tritonserver flags (without the binary), shared by the embedded server and the container."""
+    args = [f"--model-repository={repo}"]
+    if backend_dir:
+        args.append(f"--backend-directory={backend_dir}")
+    return args + ["--model-control-mode=explicit",
+                   f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
+                   f"--metrics-port={ports.metrics}", "--log-verbose=0",
+                   f"--exit-timeout-secs={EXIT_TIMEOUT_S}"]
+
+
+class EmbeddedServer(TritonServer):
+    """The tritonserver of the nvidia-pytriton wheel, as a child process in its own session."""
+
+    kind = "tritonserver (embedded)"
+
+    def __init__(self, repo, ports: Ports = Ports(), log_path=None,
+                 backend_dirs: Sequence[str | Path] = (), **kw):
+        super().__init__(repo, ports, log_path, **kw)
+        self.install = TritonInstall.locate()
+        self.backend_dir = merged_backend_dir(bundled_backend_dir(self.install), backend_dirs)
+        self.backends = set(backends_in(self.backend_dir)) | BUILTIN_BACKENDS
+        self._proc: subprocess.Popen | None = None
+        self._log = None
+
+    def command(self) -> list[str]:
+        return [str(self.install.binary), *server_args(str(self.repo), self.ports,
+                                                       str(self.backend_dir))]
+
+    def missing_backend_reason(self, backend: str) -> str | None:
+        if backend in self.backends:
+            return None
+        if backend == "pytorch":
+            return PYTORCH_BACKEND_TIP
+        return (f"the server has no '{backend}' backend (it has {', '.join(sorted(self.backends))});"
+                " pass --backend-directory DIR holding one, or serve with --docker")
+
+    def _start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        try:
+            self._proc = subprocess.Popen(
+                self.command(), env=server_env(self.install), stdin=subprocess.DEVNULL,
+                stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            self._log.close()
+            raise ToolError(f"could not run {self.install.binary}: {e}.",
+                            "Reinstall nvidia-pytriton (bash scripts/setup.sh).") from e
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def exit_code(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    def _stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                if not _wait_exit_unreaped(proc.pid, self.stop_timeout):
+                    progress.warn(f"tritonserver did not stop within {self.stop_timeout:.0f} s"
+                                  " of SIGINT; killing it.")
+        finally:
+            # Its process group still exists while the leader is an unreaped zombie, so this kills
+            # any stub left behind without risking a recycled process id.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            if self._log:
+                self._log.close()
+
+
+def _wait_exit_unreaped(pid: int, timeout: float) -> bool:
+    """Wait until child ``pid`` has exited, leaving it unreaped (a zombie). True if it exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        time.sleep(0.05)
+    return False

@@ -1,0 +1,186 @@
+"""gen-repo build end to end: real exports, fresh-process parity, configs, errors, atomicity."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generator import layout
+from generator.runtime.model import sha256_of
+from tests.conftest import ROOT, fixture_source
+
+
+def _assert_clean_error(code, err, fragment):
+    assert code != 0
+    assert "ERROR:" in err and "TIP:" in err, err
+    assert "Traceback" not in err
+    assert fragment in err, err
+
+
+def _no_staging_left(out: Path):
+    return not list(out.parent.glob(f"{layout.STAGING_PREFIX}*"))
+
+
+@pytest.fixture(scope="module")
+def resnet_repo(tmp_path_factory):
+    from generator.cli import main
+
+    out = tmp_path_factory.mktemp("resnet") / "repo"
+    assert main(["build", "--out", str(out), "--cpu-instances", "2", "-q"]) == 0
+    return out
+
+
+def test_default_build_writes_two_checked_variants(resnet_repo):
+    models = {m.name: m for m in layout.list_models(resnet_repo)}
+    assert set(models) == {"resnet18_libtorch", "resnet18_python"}
+    lt, py = models["resnet18_libtorch"], models["resnet18_python"]
+    assert lt.config.platform == "pytorch_libtorch" and (lt.path / "1/model.pt").is_file()
+    assert py.config.backend == "python" and (py.path / "1/model.py").is_file()
+    for m in (lt, py):
+        cfg = m.config
+        assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
+        assert [(g.kind, g.count) for g in cfg.instance_group] == [(2, 2)]  # KIND_CPU x2
+        assert [(i.name, list(i.dims)) for i in cfg.input] == [("input", [3, 224, 224])]
+        assert [(o.name, list(o.dims)) for o in cfg.output] == [("output", [1000])]
+        rec = m.record
+        assert rec["check"]["ok"] and rec["versions"]["torch"].startswith("2.15.0")
+        assert rec["command"][:2] == ["gen-repo", "build"] or rec["command"]
+        artifact = rec["load_params"]["artifact"]
+        assert sha256_of(m.path / "1" / artifact) == rec["load_params"]["artifact_sha256"]
+        assert m.samples()["input"].shape == (4, 3, 224, 224)
+        assert m.reference()["output"].shape == (4, 1000)
+    assert py.config.parameters["artifact_sha256"].string_value == \
+        py.record["load_params"]["artifact_sha256"]
+    assert _no_staging_left(resnet_repo)
+
+
+def test_existing_model_needs_force(resnet_repo, run_cli):
+    before = sha256_of(resnet_repo / "resnet18_python/1/model.package")
+    code, out, err = run_cli("build", "--out", resnet_repo, "--variants", "python")
+    _assert_clean_error(code, err, "--force")
+    assert sha256_of(resnet_repo / "resnet18_python/1/model.package") == before
+
+
+def test_user_file_model_two_inputs_dict_output_hermetic(tmp_path, run_cli):
+    """The package must load where the user's source is not importable."""
+    out = tmp_path / "repo"
+    code, stdout, err = run_cli(
+        "build", f"{ROOT}/examples/ranker/net.py:make_model", "--input",
+        "tokens:int64:-1:0..1000", "--input", "mask:bool:-1", "--name", "ranker",
+        "--variants", "libtorch,python,python-ts", "--gpu-instances", "2", "--gpus", "0,1",
+        "--cpu-instances", "1", "--out", out)
+    assert code == 0, err
+    py = layout.BuiltModel(out / "ranker_python")
+    assert [o.name for o in py.config.output] == ["score", "embedding"]
+    assert [list(o.dims) for o in py.config.output] == [[], [32]] or \
+        [list(o.dims) for o in py.config.output] == [[1], [32]]
+    assert [list(i.dims) for i in py.config.input] == [[-1], [-1]]
+    groups = sorted((g.kind, g.count, list(g.gpus)) for g in py.config.instance_group)
+    assert groups == [(1, 2, [0, 1]), (2, 1, [])]
+    # Load the archive in a fresh interpreter, elsewhere, with no path to examples/.
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, torch
+        assert not any('examples' in p for p in sys.path)
+        try:
+            import pooling
+            raise SystemExit('user module importable: test is not hermetic')
+        except ImportError:
+            pass
+        imp = torch.package.PackageImporter({str(py.path / '1/model.package')!r})
+        model = imp.load_pickle('model', 'model.pkl').eval()
+        s = np.load({str(py.path / layout.SAMPLES)!r})
+        ref = np.load({str(py.path / layout.REFERENCE)!r})
+        with torch.inference_mode():
+            score, emb = model(torch.from_numpy(s['tokens']), torch.from_numpy(s['mask']))
+        assert np.allclose(score.numpy(), ref['score'], atol=1e-5)
+        assert np.allclose(emb.numpy(), ref['embedding'], atol=1e-5)
+        print('HERMETIC-OK')
+    """)
+    proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert "HERMETIC-OK" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_trace_that_bakes_a_branch_falls_back_to_script(tmp_path, run_cli):
+    code, out, err = run_cli("build", fixture_source("branchy"), "--input", "x:float32:4",
+                             "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "fell back to torch.jit.script" in out
+    rec = json.loads((tmp_path / "r/branchy_libtorch" / layout.RECORD).read_text())
+    assert rec["load_params"]["torchscript_method"] == "script"
+
+
+def test_untraceable_model_refuses_libtorch_but_ships_python(tmp_path, run_cli):
+    out = tmp_path / "r"
+    code, stdout, err = run_cli("build", fixture_source("untraceable"), "--input",
+                                "x:float32:4", "--out", out)
+    assert code == 3  # partial
+    assert "libtorch" in stdout and "FAILED" in stdout and "torch.jit.script failed" in stdout
+    assert not (out / "untraceable_libtorch").exists()
+    assert (out / "untraceable_python" / "config.pbtxt").is_file()
+    assert _no_staging_left(out)
+
+
+def test_unpicklable_model_refuses_python_variant(tmp_path, run_cli):
+    out = tmp_path / "r"
+    code, stdout, err = run_cli("build", fixture_source("lambda_attr"), "--input",
+                                "x:float32:4", "--out", out)
+    assert code == 3
+    assert "lambda_attr_python" in stdout and "FAILED" in stdout
+    assert (out / "lambda_attr_libtorch" / "config.pbtxt").is_file()
+    assert not (out / "lambda_attr_python").exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["torchvision:resnet19"], 'did you mean "resnet18"'),
+    ([fixture_source("raises")], "factory failed on purpose"),
+    ([fixture_source("not_a_module")], "not a torch.nn.Module"),
+    ([fixture_source("no_such_factory")], "has no attribute"),
+    (["tests/fixtures/missing.py:f"], "does not exist"),
+    ([fixture_source("tiny_mlp"), "--input", "x:float32"], "NAME:DTYPE:DIMS"),
+    ([fixture_source("tiny_mlp"), "--input", "x:float32:7"], "fails on sample inputs"),
+    ([fixture_source("tiny_mlp")], "no inputs given"),
+    ([fixture_source("tiny_mlp"), "--input", "x:float32:16", "--weights", "nope.pt"],
+     "does not exist"),
+])
+def test_bad_input_gives_clean_error_and_leaves_nothing(tmp_path, run_cli, args, fragment):
+    out = tmp_path / "r"
+    code, stdout, err = run_cli("build", *args, "--out", out)
+    _assert_clean_error(code, err, fragment)
+    assert not out.exists() or not any(out.iterdir())
+    assert _no_staging_left(out)
+
+
+def test_bad_spec_file(tmp_path, run_cli):
+    f = tmp_path / "s.toml"
+    f.write_text("max_batch_sise = 3\n")
+    code, out, err = run_cli("build", "--config", f, "--out", tmp_path / "r")
+    _assert_clean_error(code, err, 'did you mean "max_batch_size"')
+    assert code == 2
+
+
+def test_spec_file_and_weights(tmp_path, run_cli):
+    import torch
+
+    from tests.fixtures.models import tiny_mlp
+
+    model = tiny_mlp()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.5)
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    f = tmp_path / "mlp.toml"
+    f.write_text(f'source = "{fixture_source("tiny_mlp")}"\nweights = "{tmp_path}/w.pt"\n'
+                 f'input = ["x:float32:16"]\nname = "mlp"\nvariants = ["python"]\n'
+                 f'max_batch_size = 4\n')
+    code, out, err = run_cli("build", "--config", f, "--out", tmp_path / "r")
+    assert code == 0, err
+    m = layout.BuiltModel(tmp_path / "r/mlp_python")
+    x = m.samples()["x"]
+    expected = (np.maximum(x.sum(1, keepdims=True) * 0.5 + 0.5, 0) * 0.5 * 32 + 0.5)
+    assert np.allclose(m.reference()["output"], np.repeat(expected, 4, 1), rtol=1e-4)
+    assert m.config.max_batch_size == 4

@@ -1,0 +1,37 @@
+from generator.config import Engine, render
+from generator.spec import ModelSpec, TensorSpec
+
+
+def _spec(**kw):
+    base = dict(name="m", inputs=(TensorSpec("x", "float32", (3, -1)),
+                                  TensorSpec("ids", "int64", (-1,))),
+                outputs=(TensorSpec("y", "float32", (5,)),))
+    base.update(kw)
+    return ModelSpec(**base)
+
+
+def test_render_parses_as_model_config_with_instance_groups():
+    spec = _spec(cpu_instances=2, gpu_instances=2, gpus=(0, 1), preferred_batch_sizes=(4, 8),
+                 max_queue_delay_us=250)
+    text, cfg = render(spec, "python", "m_python", Engine("backend", "python"), {"k": "v"})
+    assert cfg.name == "m_python" and cfg.backend == "python" and cfg.max_batch_size == 8
+    assert [i.name for i in cfg.input] == ["x", "ids"]
+    assert list(cfg.input[0].dims) == [3, -1]
+    kinds = {g.kind: g for g in cfg.instance_group}
+    assert kinds[1].count == 2 and list(kinds[1].gpus) == [0, 1]  # KIND_GPU
+    assert kinds[2].count == 2  # KIND_CPU
+    assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == 250
+    assert cfg.parameters["k"].string_value == "v"
+
+
+def test_no_batching_means_no_dynamic_batcher_and_max_batch_size_written():
+    text, cfg = render(_spec(max_batch_size=0), "libtorch", "m_libtorch",
+                       Engine("platform", "pytorch_libtorch"), {})
+    assert "max_batch_size: 0" in text
+    assert not cfg.HasField("dynamic_batching") and cfg.platform == "pytorch_libtorch"
+
+
+def test_dynamic_batching_can_be_disabled():
+    _, cfg = render(_spec(dynamic_batching=False), "python", "m", Engine("backend", "python"), {})
+    assert not cfg.HasField("dynamic_batching")

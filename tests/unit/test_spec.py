@@ -1,0 +1,94 @@
+import pytest
+
+from generator import spec as specmod
+from generator.errors import SpecError
+
+
+def test_parse_input_full_form():
+    t = specmod.parse_input("tokens:int64:-1:0..1000")
+    assert (t.name, t.dtype, t.dims, t.low, t.high) == ("tokens", "int64", (-1,), 0, 1000)
+    assert specmod.parse_input("image:fp32:3x224x224").dims == (3, 224, 224)
+    assert specmod.parse_input("v:float:4,5").dims == (4, 5)
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("tokens:int64", "NAME:DTYPE:DIMS"),
+    ("tokens:int65:-1", "did you mean \"int64\""),
+    ("tokens:int64:abc", "not whole numbers"),
+    ("tokens:int64:0", "invalid"),
+    ("tokens:int64:-2", "invalid"),
+    ("9lives:float32:3", "not usable"),
+    ("a__b:float32:3", "not usable"),
+    ("x:int64:4:5..1", "LOW..HIGH"),
+])
+def test_parse_input_errors(text, fragment):
+    with pytest.raises(SpecError) as e:
+        specmod.parse_input(text)
+    assert fragment in e.value.message
+    assert e.value.tip
+
+
+def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
+    from generator.cli import make_parser
+
+    help_text = make_parser()._subparsers._group_actions[0].choices["build"].format_help()
+    for opt in specmod.OPTIONS:
+        if opt.key != "source":
+            assert opt.flag in help_text
+    f = tmp_path / "s.toml"
+    f.write_text("\n".join([
+        'source = "torchvision:resnet18"', 'weights = "w.pt"', 'name = "n"',
+        'input = ["x:float32:3x4x4"]', 'example_inputs = "e.npz"', 'out = "o"',
+        'variants = ["python"]', "max_batch_size = 4", "dynamic_batching = false",
+        "preferred_batch_sizes = [2, 4]", "max_queue_delay_us = 5", "cpu_instances = 2",
+        "gpu_instances = 1", "gpus = [0, 1]", "threads = 1", "script = true", "atol = 0.1",
+        "rtol = 0.2", "seed = 3", "force = true"]))
+    values = specmod.load_spec_file(f)
+    assert set(values) == {o.key for o in specmod.OPTIONS}
+    spec = specmod.build_spec(values)
+    assert spec.gpus == (0, 1) and spec.preferred_batch_sizes == (2, 4)
+    assert spec.inputs[0].dims == (3, 4, 4) and not spec.dynamic_batching
+
+
+def test_spec_file_unknown_key_did_you_mean(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text("max_batch_sise = 4\n")
+    with pytest.raises(SpecError) as e:
+        specmod.load_spec_file(f)
+    assert 'did you mean "max_batch_size"' in e.value.message
+
+
+@pytest.mark.parametrize("text", ["max_batch_size = 'x'", "gpus = [true]", "input = 3",
+                                  "force = 'maybe'", "this is not toml", "[[input]]\nname='a'"])
+def test_spec_file_bad_values(tmp_path, text):
+    f = tmp_path / "s.toml"
+    f.write_text(text)
+    with pytest.raises(SpecError):
+        specmod.load_spec_file(f)
+
+
+def test_input_tables_in_spec_file(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('[[input]]\nname = "tokens"\ndtype = "int64"\ndims = [-1]\nhigh = 99\n')
+    (t,) = specmod.load_spec_file(f)["input"]
+    assert (t.name, t.dims, t.high) == ("tokens", (-1,), 99)
+
+
+@pytest.mark.parametrize("values,fragment", [
+    ({"variants": ("pyton",)}, 'did you mean "python"'),
+    ({"cpu_instances": 0}, "no instances"),
+    ({"gpus": (0,)}, "without --gpu-instances"),
+    ({"max_batch_size": -1}, "negative"),
+    ({"preferred_batch_sizes": (16,)}, "outside"),
+    ({"name": "bad name"}, "not usable"),
+])
+def test_validation(values, fragment):
+    with pytest.raises(SpecError) as e:
+        specmod.build_spec(values)
+    assert fragment in e.value.message
+
+
+def test_default_names():
+    assert specmod.default_name("torchvision:resnet18") == "resnet18"
+    assert specmod.default_name("my_models/net.py:make_model") == "make_model"
+    assert specmod.default_name("pkg.mod:factory") == "factory"
