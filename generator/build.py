@@ -95,6 +95,8 @@ def _run_eager(model, spec: ModelSpec, case):
     import torch
 
     tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in spec.inputs]
+    if spec.batch_axis:  # served tensors are batch-first; the model wants the batch elsewhere
+        tensors = [t.movedim(0, spec.batch_axis) for t in tensors]
     try:
         with torch.inference_mode():
             return model(*tensors)
@@ -111,6 +113,35 @@ def _run_eager(model, spec: ModelSpec, case):
 
 def _to_numpy(tensors) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in tensors]
+
+
+def _batch_first(flat: list, spec: ModelSpec) -> list:
+    if not spec.batch_axis:
+        return flat
+    try:
+        return [t.movedim(spec.batch_axis, 0) for t in flat]
+    except IndexError as e:
+        raise ExportError(f"an output has fewer than {spec.batch_axis + 1} axes, so it has no"
+                          f" batch axis {spec.batch_axis}: {e}.",
+                          "Check --batch-axis; every output must carry the batch axis.") from e
+
+
+def _buffer_snapshot(model) -> dict:
+    return {name: b.detach().clone() for name, b in model.named_buffers()}
+
+
+def _restore_mutated_buffers(model, before: dict) -> list[str]:
+    """Buffers that forward() changed, restored to their loaded values."""
+    import torch
+
+    changed = []
+    for name, buf in model.named_buffers():
+        old = before.get(name)
+        if old is not None and (old.shape != buf.shape or not torch.equal(old, buf)):
+            changed.append(name)
+            with torch.no_grad():
+                buf.copy_(old) if old.shape == buf.shape else None
+    return changed
 
 
 def _mode_dependent(model) -> list[str]:
@@ -143,22 +174,43 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
                         " x:float32:16), or list them in the spec file.")
     spec = spec.with_(inputs=tuple(inputs))
     cases = make_cases(spec)
+    buffers = _buffer_snapshot(model)
     with progress.step("running the eager model on sample inputs"):
         raw = {c.name: _run_eager(model, spec, c) for c in cases}
         paths = output_paths(raw[cases[0].name])
         try:
-            flat = {name: flat_outputs(value, paths) for name, value in raw.items()}
+            flat = {name: _batch_first(flat_outputs(value, paths), spec)
+                    for name, value in raw.items()}
         except (KeyError, IndexError, TypeError) as e:
             raise ExportError(f"the model's output structure changes between inputs: {e}.",
                               "Return the same tuple/dict keys for every input.") from e
         outputs = infer_output_specs(flat[cases[0].name], flat[cases[1].name], paths,
                                      cases[0].batch, cases[1].batch, spec.batching)
-        again = flat_outputs(_run_eager(model, spec, cases[0]), paths)
+        mutated = _restore_mutated_buffers(model, buffers)
+        if mutated:
+            # Served instances would each drift on their own: every variant starts from the
+            # loaded state, and the references are recomputed from it.
+            notes.append(f"forward() changes the buffers {', '.join(mutated)}: served as is,"
+                         " each instance would drift on its own. The serving wrapper restores"
+                         " them after every call, so every request is answered from the state"
+                         " as loaded; make forward() pure if the state is meant to persist")
+            raw = {}
+            for c in cases:
+                raw[c.name] = _run_eager(model, spec, c)
+                _restore_mutated_buffers(model, buffers)
+            flat = {n: _batch_first(flat_outputs(v, paths), spec) for n, v in raw.items()}
+        again = _batch_first(flat_outputs(_run_eager(model, spec, cases[0]), paths), spec)
+        _restore_mutated_buffers(model, buffers)
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
                          " differ); parity checks use the tolerances --atol/--rtol")
     spec = spec.with_(outputs=outputs)
-    wrapped, wrapper_module = make_wrapper(model, [t.name for t in spec.inputs], paths)
+    if spec.dtype != "float32":
+        model = model.to(getattr(torch, spec.dtype))
+        notes.append(f"the model computes in {spec.dtype}; it is checked against the float32"
+                     f" eager model with atol={spec.atol:g} rtol={spec.rtol:g}")
+    wrapped, wrapper_module = make_wrapper(model, spec.inputs, paths, spec.outputs,
+                                           spec.batch_axis, spec.dtype, tuple(mutated))
     references = {name: dict(zip([t.name for t in outputs], _to_numpy(values)))
                   for name, values in flat.items()}
     ctx = ExportContext(spec, wrapped, wrapper_module, loaded.user_modules, cases, references)
@@ -205,8 +257,10 @@ def build_variant(ctx: ExportContext, variant_name: str, command: list[str],
                                  time.perf_counter() - start, check.detail, artifact.notes,
                                  "Loosen --atol/--rtol if the error is rounding; otherwise the"
                                  " export is wrong for this model (try --script).")
-        save_npz(staging / layout.SAMPLES, ctx.cases[0].inputs)
-        save_npz(staging / layout.REFERENCE, ctx.references[ctx.cases[0].name])
+        for case in ctx.cases:
+            samples_file, reference_file = layout.case_files(case.name)
+            save_npz(staging / samples_file, case.inputs)
+            save_npz(staging / reference_file, ctx.references[case.name])
         record = {
             "gen_repo": __version__, "variant": variant_name, "label": variant.label,
             "model_name": model_name, "spec": spec.to_dict(), "command": command,

@@ -6,6 +6,8 @@
         gen_repo.json                build record: spec, variant, versions, command, hashes, checks
         gen_repo_samples.npz         sample inputs (case "a", batch first when batching)
         gen_repo_reference.npz       eager reference outputs for those inputs
+        gen_repo_samples_b.npz       a second case: another batch size and other lengths for
+        gen_repo_reference_b.npz     the dynamic axes (so verify checks two lengths)
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ SAMPLES = "gen_repo_samples.npz"
 REFERENCE = "gen_repo_reference.npz"
 VERSION = "1"
 STAGING_PREFIX = ".gen-repo-staging-"
+
+
+def case_files(case: str) -> tuple[str, str]:
+    """(samples file, reference file) of a sample case ("a" keeps the historical names)."""
+    if case == "a":
+        return SAMPLES, REFERENCE
+    return f"gen_repo_samples_{case}.npz", f"gen_repo_reference_{case}.npz"
 
 
 def parse_config(text: str, where: str = "config.pbtxt"):
@@ -93,6 +102,16 @@ class BuiltModel:
 
     def reference(self) -> dict[str, np.ndarray]:
         return _load_npz(self.path / REFERENCE)
+
+    def cases(self) -> list[tuple[str, dict[str, np.ndarray], dict[str, np.ndarray]]]:
+        """Every stored sample case as (name, inputs, reference outputs)."""
+        out = []
+        for case in ("a", "b"):
+            samples, reference = case_files(case)
+            if (self.path / samples).is_file():
+                out.append((case, _load_npz(self.path / samples),
+                            _load_npz(self.path / reference)))
+        return out
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -20,6 +20,8 @@ from .errors import SpecError, did_you_mean
 
 DEFAULT_SOURCE = "torchvision:resnet18"
 DEFAULT_VARIANTS = ("libtorch", "python")
+# compute dtype -> default parity tolerance (atol and rtol) against the float32 eager model
+COMPUTE_DTYPES = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1e-1}
 IMAGE_INPUT = "input"  # name of the default torchvision image input
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -87,6 +89,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", "int", 0,
            "intra-op threads per instance (0 = auto: CPU cores / CPU instances)", "N"),
     Option("script", "bool", False, "use torch.jit.script instead of torch.jit.trace"),
+    Option("dtype", "str", "float32",
+           "compute dtype of the model: float32, float16 (fp16) or bfloat16 (bf16); float inputs"
+           " and outputs keep their declared dtypes (cast at the model's boundary) and the parity"
+           " tolerances widen to fit unless --atol/--rtol are given", "DTYPE"),
+    Option("batch_axis", "int", 0,
+           "axis of the batch dim in the model's own inputs and outputs (served tensors are"
+           " always batch-first; the wrapper moves the axis)", "N"),
     Option("atol", "float", 1e-4, "absolute tolerance of parity checks", "X"),
     Option("rtol", "float", 1e-4, "relative tolerance of parity checks", "X"),
     Option("seed", "int", 0, "seed for random init and sample inputs", "N"),
@@ -114,6 +123,8 @@ class ModelSpec:
     gpus: tuple[int, ...] = ()
     threads: int = 0
     script: bool = False
+    dtype: str = "float32"
+    batch_axis: int = 0
     atol: float = 1e-4
     rtol: float = 1e-4
     seed: int = 0
@@ -303,6 +314,17 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
     """Option values (already coerced) -> a validated ModelSpec (outputs still empty)."""
     v = {o.key: o.default for o in OPTIONS}
     v.update({k: val for k, val in values.items() if val is not None})
+    try:
+        v["dtype"] = dtypes.lookup(v["dtype"]).name
+    except KeyError as e:
+        raise SpecError(f"--dtype {v['dtype']!r} is unknown{did_you_mean(v['dtype'], COMPUTE_DTYPES)}.",
+                        f"Use one of {', '.join(COMPUTE_DTYPES)}.") from e
+    if v["dtype"] not in COMPUTE_DTYPES:
+        raise SpecError(f"--dtype {v['dtype']} is not a compute dtype.",
+                        f"Use one of {', '.join(COMPUTE_DTYPES)}.")
+    for key in ("atol", "rtol"):  # lower precision: wider default tolerances
+        if values.get(key) is None:
+            v[key] = max(v[key], COMPUTE_DTYPES[v["dtype"]])
     source = v["source"]
     name = v["name"] or default_name(source)
     check_model_name(name)
@@ -314,7 +336,8 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
         preferred_batch_sizes=tuple(v["preferred_batch_sizes"]),
         max_queue_delay_us=v["max_queue_delay_us"], cpu_instances=v["cpu_instances"],
         gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
-        script=v["script"], atol=v["atol"], rtol=v["rtol"], seed=v["seed"], force=v["force"])
+        script=v["script"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
+        rtol=v["rtol"], seed=v["seed"], force=v["force"])
     validate(spec)
     return spec
 
@@ -361,6 +384,11 @@ def validate(spec: ModelSpec) -> None:
             raise SpecError(f"preferred batch size {b} is outside 1..max_batch_size"
                             f" ({spec.max_batch_size}).",
                             "Lower it or raise --max-batch-size.")
+    if spec.batch_axis < 0:
+        raise SpecError(f"--batch-axis {spec.batch_axis} is negative.", "Use 0, 1, ...")
+    if spec.batch_axis and not spec.batching:
+        raise SpecError(f"--batch-axis {spec.batch_axis} given with --max-batch-size 0.",
+                        "A model without Triton batching has no batch axis to move.")
     if spec.atol < 0 or spec.rtol < 0:
         raise SpecError("tolerances must be >= 0.", "Example: --atol 1e-4 --rtol 1e-3")
     names = [t.name for t in spec.inputs]

@@ -26,23 +26,55 @@ class GenRepoWrapper(torch.nn.Module):
         self.model = model
 
     def forward(self, {args}):
-        out = self.model({args})
-        return {result}
+{save}        out = self.model({call_args})
+{restore}        return {result}
 '''
 
 
-def wrapper_source(input_names: list[str], paths: list[OutputPath]) -> str:
-    args = ", ".join(input_names)
+def wrapper_source(inputs, paths: list[OutputPath], outputs, batch_axis: int = 0,
+                   compute_dtype: str = "float32", restore_buffers: tuple[str, ...] = ()) -> str:
+    """Source of the wrapper. ``inputs``/``outputs`` are TensorSpecs (outputs as eager float32
+    gives them; ``paths`` in the same order).
+
+    batch_axis: where the model itself wants the batch dim (served tensors are batch-first).
+    compute_dtype: float inputs are cast to it, float outputs cast back to their declared dtype.
+    restore_buffers: buffers that forward() mutates; saved before and restored after each call,
+    so every request sees the state as loaded.
+    """
+    cast = compute_dtype != "float32"
+    call_args = []
+    for t in inputs:
+        expr = t.name
+        if batch_axis:
+            expr += f".movedim(0, {batch_axis})"
+        if cast and t.dtype.startswith(("float", "bfloat")):
+            expr += f".to(torch.{compute_dtype})"
+        call_args.append(expr)
+
+    def post(expr: str, spec) -> str:
+        if batch_axis:
+            expr += f".movedim({batch_axis}, 0)"
+        if cast and spec.dtype.startswith(("float", "bfloat")):
+            expr += f".to(torch.{spec.dtype})"
+        return expr
+
     if len(paths) == 1 and paths[0].path == ():
-        result = "out"
+        result = post("out", outputs[0])
     else:
-        result = "(" + ", ".join(p.accessor() for p in paths) + ",)"
-    return _TEMPLATE.format(args=args, result=result)
+        result = "(" + ", ".join(post(p.accessor(), o) for p, o in zip(paths, outputs)) + ",)"
+    save = "".join(f"        saved_{i} = self.model.get_buffer({b!r}).clone()\n"
+                   for i, b in enumerate(restore_buffers))
+    restore = "".join(f"        self.model.get_buffer({b!r}).copy_(saved_{i})\n"
+                      for i, b in enumerate(restore_buffers))
+    return _TEMPLATE.format(args=", ".join(t.name for t in inputs),
+                            call_args=", ".join(call_args), result=result, save=save,
+                            restore=restore)
 
 
-def make_wrapper(model, input_names: list[str], paths: list[OutputPath]):
+def make_wrapper(model, inputs, paths: list[OutputPath], outputs, batch_axis: int = 0,
+                 compute_dtype: str = "float32", restore_buffers: tuple[str, ...] = ()):
     """Write the wrapper module to a temp folder, import it, and wrap ``model``."""
-    source = wrapper_source(input_names, paths)
+    source = wrapper_source(inputs, paths, outputs, batch_axis, compute_dtype, restore_buffers)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     mod_name = f"gen_repo_wrapper_{digest}"
     module = sys.modules.get(mod_name)

@@ -49,7 +49,7 @@ def _trace(ctx: ExportContext):
         warnings.simplefilter("always", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.trace is deprecated"
         ts = torch.jit.trace(ctx.model, tuple(ctx.torch_inputs(first)), check_trace=False)
-    tracer_warnings = sorted({str(w.message).split("\n")[0][:160] for w in caught
+    tracer_warnings = sorted({str(w.message).split(". ")[0][:160] for w in caught
                               if issubclass(w.category, torch.jit.TracerWarning)})
     return ts, tracer_warnings
 

@@ -42,12 +42,13 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
         'variants = ["python"]', "max_batch_size = 4", "dynamic_batching = false",
         "preferred_batch_sizes = [2, 4]", "max_queue_delay_us = 5", "cpu_instances = 2",
         "gpu_instances = 1", "gpus = [0, 1]", "threads = 1", "script = true", "atol = 0.1",
-        "rtol = 0.2", "seed = 3", "force = true"]))
+        "rtol = 0.2", "seed = 3", "force = true", 'dtype = "bf16"', "batch_axis = 1"]))
     values = specmod.load_spec_file(f)
     assert set(values) == {o.key for o in specmod.OPTIONS}
     spec = specmod.build_spec(values)
     assert spec.gpus == (0, 1) and spec.preferred_batch_sizes == (2, 4)
     assert spec.inputs[0].dims == (3, 4, 4) and not spec.dynamic_batching
+    assert spec.dtype == "bfloat16" and spec.batch_axis == 1 and spec.atol == 0.1
 
 
 def test_spec_file_unknown_key_did_you_mean(tmp_path):
@@ -81,6 +82,9 @@ def test_input_tables_in_spec_file(tmp_path):
     ({"max_batch_size": -1}, "negative"),
     ({"preferred_batch_sizes": (16,)}, "outside"),
     ({"name": "bad name"}, "not usable"),
+    ({"dtype": "fp8"}, "unknown"),
+    ({"dtype": "int64"}, "not a compute dtype"),
+    ({"batch_axis": 1, "max_batch_size": 0}, "given with --max-batch-size 0"),
 ])
 def test_validation(values, fragment):
     with pytest.raises(SpecError) as e:
@@ -92,3 +96,9 @@ def test_default_names():
     assert specmod.default_name("torchvision:resnet18") == "resnet18"
     assert specmod.default_name("my_models/net.py:make_model") == "make_model"
     assert specmod.default_name("pkg.mod:factory") == "factory"
+
+
+def test_lower_precision_widens_default_tolerances_only():
+    assert specmod.build_spec({"dtype": "fp16"}).atol == 2e-2
+    assert specmod.build_spec({"dtype": "fp16", "atol": 1e-3}).atol == 1e-3
+    assert specmod.build_spec({}).atol == 1e-4
