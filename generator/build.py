@@ -255,8 +255,7 @@ def build_variant(ctx: ExportContext, variant_name: str, command: list[str],
         if not check.ok:
             return VariantResult(variant_name, model_name, "FAILED",
                                  time.perf_counter() - start, check.detail, artifact.notes,
-                                 "Loosen --atol/--rtol if the error is rounding; otherwise the"
-                                 " export is wrong for this model (try --script).")
+                                 check.tip)
         for case in ctx.cases:
             samples_file, reference_file = layout.case_files(case.name)
             save_npz(staging / samples_file, case.inputs)

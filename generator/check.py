@@ -24,6 +24,13 @@ class CheckResult:
     detail: str  # one line for the summary
     comparisons: dict[str, Comparison]  # case name -> comparison
     max_abs: float = 0.0
+    tip: str | None = None
+
+LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
+            " in modules torch.package can intern, and install third-party packages on the"
+            " server. Run with -v for details.")
+VALUES_TIP = ("Loosen --atol/--rtol if the error is rounding; otherwise the export is wrong for"
+              " this model (try --script).")
 
 
 def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, str], cases,
@@ -48,7 +55,8 @@ def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, st
                                    str(tmp / "job.json")], cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            return CheckResult(False, f"loading/running the artifact took over {TIMEOUT_S} s", {})
+            return CheckResult(False, f"loading/running the artifact took over {TIMEOUT_S} s", {},
+                               tip=LOAD_TIP)
         if proc.returncode != 0:
             err_file = tmp / "error.json"
             if err_file.is_file():
@@ -58,7 +66,8 @@ def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, st
             else:
                 tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                 msg = f"worker exited {proc.returncode}: {' '.join(tail)[:400]}"
-            return CheckResult(False, f"fails to load/run in a fresh process: {msg}", {})
+            return CheckResult(False, f"fails to load/run in a fresh process: {msg}", {},
+                               tip=LOAD_TIP)
         comparisons = {}
         for case, jc in zip(cases, job_cases):
             comparisons[case.name] = compare(load_npz(Path(jc["out"])), references[case.name],
@@ -67,6 +76,7 @@ def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, st
     worst = max((r.max_abs for r in comparisons.values()), default=0.0)
     if bad:
         detail = "; ".join(f"case {c}: {r.summary()}" for c, r in bad.items())
-        return CheckResult(False, f"differs from eager — {detail}", comparisons, worst)
+        return CheckResult(False, f"differs from eager — {detail}", comparisons, worst,
+                           VALUES_TIP)
     return CheckResult(True, f"matches eager on {len(cases)} inputs (max abs err {worst:.1e})",
                        comparisons, worst)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import traceback
 from dataclasses import dataclass
@@ -30,8 +31,11 @@ def _torchvision(name: str):
                           "List them with: python -c 'import torchvision;"
                           " print(torchvision.models.list_models())'.")
     try:
-        # weights=None: random init, nothing is downloaded.
-        model = tvm.get_model(name, weights=None)
+        # weights=None: random init, nothing is downloaded (nor the backbone's weights).
+        try:
+            model = tvm.get_model(name, weights=None, weights_backbone=None)
+        except TypeError:  # builders without a backbone argument
+            model = tvm.get_model(name, weights=None)
     except Exception as e:  # a torchvision builder that needs arguments
         raise SourceError(f"torchvision model '{name}' could not be built: {e}.",
                           "Wrap it in your own factory: my_file.py:make_model.") from e
@@ -64,6 +68,9 @@ def _import_file(path: Path):
 
 
 def _import_module(mod_name: str):
+    # Like `python -m`: modules in the current folder are importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(mod_name)
     except ModuleNotFoundError as e:

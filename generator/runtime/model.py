@@ -44,6 +44,10 @@ def _load_package(path, device):
 
 
 def _load_torchscript(path, device):
+    try:  # registers torchvision's TorchScript ops (nms, roi_align) when the model uses them
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
     return torch.jit.load(str(path), map_location=device).eval()
 
 
