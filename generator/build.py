@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, layout, progress
+from . import __version__, capacity, layout, progress
 from .check import check_artifact
 from .config import render
 from .errors import ExportError, GenRepoError, RepositoryError, SpecError
@@ -300,5 +300,10 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
             f"'{out}' already holds {', '.join(taken)}; gen-repo does not overwrite models.",
             "Pass --force to replace them, or choose another --name or --out.")
     ctx, notes = prepare(spec)
+    python_variants = sum(registry.get(v).engine.value == "python" for v in spec.variants)
+    for line in capacity.estimate(capacity.model_bytes(ctx.model), ctx.spec, python_variants,
+                                  len(spec.variants) - python_variants):
+        (progress.warn if line.startswith("WARNING") else progress.info)(line)
+        notes.append(line)
     results = [build_variant(ctx, v, command or [], notes) for v in spec.variants]
-    return BuildReport(ctx.spec, results, notes)
+    return BuildReport(ctx.spec, results, notes + [capacity.peak_memory_note()])

@@ -56,8 +56,11 @@ def render(spec: ModelSpec, variant: str, model_name: str, engine: Engine,
     """Return (text, ModelConfig) for one variant's config.pbtxt."""
     dynamic = None
     if spec.batching and spec.dynamic_batching:
+        policy = None
+        if spec.max_queue_size or spec.queue_timeout_us:
+            policy = {"max_queue_size": spec.max_queue_size, "timeout_us": spec.queue_timeout_us}
         dynamic = {"preferred_batch_sizes": list(spec.preferred_batch_sizes),
-                   "max_queue_delay_us": spec.max_queue_delay_us}
+                   "max_queue_delay_us": spec.max_queue_delay_us, "queue_policy": policy}
     for key, value in parameters.items():
         if '"' in value or "\\" in value or "\n" in value:
             raise ValueError(f"config parameter {key}={value!r} needs escaping")  # a bug

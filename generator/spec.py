@@ -83,6 +83,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("dynamic_batching", "bool", True, "enable Triton's dynamic batcher (when batching)"),
     Option("preferred_batch_sizes", "ints", (), "dynamic batcher preferred batch sizes", "LIST"),
     Option("max_queue_delay_us", "int", 100, "dynamic batcher max queue delay in microseconds", "US"),
+    Option("max_queue_size", "int", 0,
+           "dynamic batcher queue limit: requests beyond it are rejected at once (0 = unbounded)",
+           "N"),
+    Option("queue_timeout_us", "int", 0,
+           "reject a request that waited in the queue longer than this (0 = never)", "US"),
     Option("cpu_instances", "int", 1, "number of KIND_CPU instances (0 = none)", "N"),
     Option("gpu_instances", "int", 0, "number of KIND_GPU instances per listed GPU (0 = none)", "N"),
     Option("gpus", "ints", (), "GPU ids for the KIND_GPU instance group (default: all)", "LIST"),
@@ -118,6 +123,8 @@ class ModelSpec:
     dynamic_batching: bool = True
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 100
+    max_queue_size: int = 0
+    queue_timeout_us: int = 0
     cpu_instances: int = 1
     gpu_instances: int = 0
     gpus: tuple[int, ...] = ()
@@ -334,7 +341,8 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
         example_inputs=v["example_inputs"], out=v["out"], variants=variants,
         max_batch_size=v["max_batch_size"], dynamic_batching=v["dynamic_batching"],
         preferred_batch_sizes=tuple(v["preferred_batch_sizes"]),
-        max_queue_delay_us=v["max_queue_delay_us"], cpu_instances=v["cpu_instances"],
+        max_queue_delay_us=v["max_queue_delay_us"], max_queue_size=v["max_queue_size"],
+        queue_timeout_us=v["queue_timeout_us"], cpu_instances=v["cpu_instances"],
         gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
         script=v["script"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
         rtol=v["rtol"], seed=v["seed"], force=v["force"])
@@ -367,10 +375,15 @@ def validate(spec: ModelSpec) -> None:
     if spec.max_batch_size < 0:
         raise SpecError(f"--max-batch-size {spec.max_batch_size} is negative.",
                         "Use 0 for a model without a batch dimension, or a positive size.")
-    for key in ("cpu_instances", "gpu_instances", "threads", "max_queue_delay_us"):
+    for key in ("cpu_instances", "gpu_instances", "threads", "max_queue_delay_us",
+                "max_queue_size", "queue_timeout_us"):
         if getattr(spec, key) < 0:
             raise SpecError(f"--{key.replace('_', '-')} {getattr(spec, key)} is negative.",
                             "Use 0 or a positive number.")
+    if (spec.max_queue_size or spec.queue_timeout_us) and not (spec.batching
+                                                               and spec.dynamic_batching):
+        raise SpecError("--max-queue-size / --queue-timeout-us need the dynamic batcher.",
+                        "Keep --dynamic-batching on and --max-batch-size above 0.")
     if spec.cpu_instances == 0 and spec.gpu_instances == 0:
         raise SpecError("no instances: --cpu-instances and --gpu-instances are both 0.",
                         "Give at least one, e.g. --cpu-instances 1.")

@@ -35,3 +35,11 @@ def test_no_batching_means_no_dynamic_batcher_and_max_batch_size_written():
 def test_dynamic_batching_can_be_disabled():
     _, cfg = render(_spec(dynamic_batching=False), "python", "m", Engine("backend", "python"), {})
     assert not cfg.HasField("dynamic_batching")
+
+
+def test_queue_policy_rejects_beyond_limits():
+    _, cfg = render(_spec(max_queue_size=4, queue_timeout_us=1000), "python", "m",
+                    Engine("backend", "python"), {})
+    policy = cfg.dynamic_batching.default_queue_policy
+    assert policy.max_queue_size == 4 and policy.default_timeout_microseconds == 1000
+    assert policy.timeout_action == 0  # REJECT
