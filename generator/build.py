@@ -219,8 +219,23 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
 
 def _staging_dir(out: Path, model_name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}{out.name}-{model_name}-",
-                                 dir=out.parent))
+    return Path(tempfile.mkdtemp(
+        prefix=f"{layout.STAGING_PREFIX}{out.name}-{model_name}-pid{os.getpid()}-",
+        dir=out.parent))
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove staging dirs left by builds that were killed (their process is gone)."""
+    import psutil
+
+    removed = []
+    for p in out.parent.glob(f"{layout.STAGING_PREFIX}*"):
+        pid = next((int(part[3:]) for part in p.name.split("-")
+                    if part.startswith("pid") and part[3:].isdigit()), None)
+        if p.is_dir() and (pid is None or not psutil.pid_exists(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 def _swap_in(staging: Path, final: Path) -> None:
@@ -228,7 +243,8 @@ def _swap_in(staging: Path, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     trash = None
     if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}old-", dir=final.parent.parent))
+        trash = Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}old-pid{os.getpid()}-",
+                                      dir=final.parent.parent))
         os.replace(final, trash / final.name)
     os.replace(staging, final)
     if trash is not None:
@@ -299,6 +315,9 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
         raise RepositoryError(
             f"'{out}' already holds {', '.join(taken)}; gen-repo does not overwrite models.",
             "Pass --force to replace them, or choose another --name or --out.")
+    if out.parent.is_dir():
+        for p in clean_stale_staging(out):
+            progress.info(f"removed {p.name}, left by an interrupted build")
     ctx, notes = prepare(spec)
     python_variants = sum(registry.get(v).engine.value == "python" for v in spec.variants)
     for line in capacity.estimate(capacity.model_bytes(ctx.model), ctx.spec, python_variants,
