@@ -262,41 +262,45 @@ def build_variant(ctx: ExportContext, variant_name: str, command: list[str],
     try:
         version_dir = staging / layout.VERSION
         version_dir.mkdir()
-        with progress.step(f"[{variant_name}] exporting"):
+        served = variant.served_spec(spec)
+        for case in ctx.cases:  # first: compiled variants warm up on them
+            samples_file, reference_file = layout.case_files(case.name)
+            save_npz(staging / samples_file, variant.served_arrays(spec, case.inputs, spec.inputs))
+            save_npz(staging / reference_file,
+                     variant.served_arrays(spec, ctx.references[case.name], spec.outputs))
+        with progress.step(f"[{variant_name}] exporting") as timing:
             artifact = variant.export(ctx, version_dir)
+        export_s = timing["seconds"]
         with progress.step(f"[{variant_name}] checking in a fresh process"):
             check = check_artifact(spec, version_dir, artifact.load_params, ctx.cases,
                                    ctx.references, [*ctx.user_modules, ctx.wrapper_module],
                                    python_backend=variant.engine.value == "python")
+        notes = artifact.notes + check.notes
         if not check.ok:
             return VariantResult(variant_name, model_name, "FAILED",
-                                 time.perf_counter() - start, check.detail, artifact.notes,
-                                 check.tip)
-        for case in ctx.cases:
-            samples_file, reference_file = layout.case_files(case.name)
-            save_npz(staging / samples_file, case.inputs)
-            save_npz(staging / reference_file, ctx.references[case.name])
+                                 time.perf_counter() - start, check.detail, notes, check.tip)
         record = {
             "gen_repo": __version__, "variant": variant_name, "label": variant.label,
-            "model_name": model_name, "spec": spec.to_dict(), "command": command,
+            "model_name": model_name, "spec": served.to_dict(), "command": command,
             "versions": versions(), "seed": spec.seed,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "artifacts": {f: artifact.load_params["artifact_sha256"]
                           for f in artifact.files if f == artifact.load_params["artifact"]},
             "load_params": artifact.load_params,
             "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
-            "notes": shared_notes + artifact.notes,
+            "export_seconds": round(export_s, 2),
+            "notes": shared_notes + notes,
         }
         (staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        text, _ = render(spec, variant_name, model_name, variant.engine,
+        text, _ = render(served, variant_name, model_name, variant.engine,
                          artifact.config_parameters)
         (staging / layout.CONFIG).write_text(text)  # last: a dir without it is not a model
         _swap_in(staging, out / model_name)
         staging = None
         method = artifact.load_params.get("torchscript_method")
-        detail = (f"{method}; " if method else "") + check.detail
+        detail = (f"{method}; " if method else "") + f"export {export_s:.1f} s; " + check.detail
         return VariantResult(variant_name, model_name, "OK", time.perf_counter() - start, detail,
-                             artifact.notes)
+                             notes)
     except GenRepoError as e:
         return VariantResult(variant_name, model_name, "FAILED", time.perf_counter() - start,
                              e.message, [], e.tip)

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compare import Comparison, compare
@@ -25,6 +25,7 @@ class CheckResult:
     comparisons: dict[str, Comparison]  # case name -> comparison
     max_abs: float = 0.0
     tip: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the runtime logged while loading
 
 LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
             " in modules torch.package can intern, and install third-party packages on the"
@@ -46,6 +47,7 @@ def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, st
             job_cases.append({"inputs": str(inp), "out": str(tmp / f"{case.name}_out.npz")})
         job = {"runtime": str(runtime), "version_dir": str(version_dir), "params": load_params,
                "block": block, "cases": job_cases, "error": str(tmp / "error.json"),
+               "log": str(tmp / "log.txt"),
                "input_names": [t.name for t in spec.inputs],
                "output_names": [t.name for t in spec.outputs], "threads": os.cpu_count() or 1}
         (tmp / "job.json").write_text(json.dumps(job))
@@ -68,6 +70,9 @@ def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, st
                 msg = f"worker exited {proc.returncode}: {' '.join(tail)[:400]}"
             return CheckResult(False, f"fails to load/run in a fresh process: {msg}", {},
                                tip=LOAD_TIP)
+        log = tmp / "log.txt"
+        notes = [ln.removeprefix("gen-repo: ") for ln in log.read_text().splitlines()
+                 if ln.strip()] if log.is_file() else []
         comparisons = {}
         for case, jc in zip(cases, job_cases):
             comparisons[case.name] = compare(load_npz(Path(jc["out"])), references[case.name],
@@ -77,6 +82,6 @@ def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, st
     if bad:
         detail = "; ".join(f"case {c}: {r.summary()}" for c, r in bad.items())
         return CheckResult(False, f"differs from eager — {detail}", comparisons, worst,
-                           VALUES_TIP)
+                           VALUES_TIP, notes)
     return CheckResult(True, f"matches eager on {len(cases)} inputs (max abs err {worst:.1e})",
-                       comparisons, worst)
+                       comparisons, worst, notes=notes)

@@ -42,7 +42,12 @@ def main(job_path: str) -> int:
         spec = importlib.util.spec_from_file_location("gen_repo_runtime", job["runtime"])
         runtime = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(runtime)
-        model = runtime.load_model(job["version_dir"], job["params"], "cpu")
+        def log(msg):
+            with open(job["log"], "a") as f:
+                f.write(msg.replace("\n", " ") + "\n")
+
+        model = runtime.load_model(job["version_dir"], job["params"], "cpu",
+                                   job["input_names"], log)
         for case in job["cases"]:
             with np.load(case["inputs"], allow_pickle=False) as data:
                 tensors = [torch.from_numpy(np.ascontiguousarray(data[n]))

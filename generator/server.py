@@ -126,6 +126,8 @@ def clean_load_error(message: str) -> str:
     text = re.sub(r"load failed for model '[^']*':\s*", "", text)
     text = re.sub(r"version \d+ is at \w+ state:\s*", "", text)
     text = text.split("\n\nAt:")[0]
+    text = re.sub(r"^(Internal|Invalid argument|Not found|Unavailable|Unknown|Unsupported):\s*", "",
+                  text.strip())
     return " ".join(text.replace(";\n", " ").split()).rstrip(";").strip() or message.strip()
 
 
@@ -257,15 +259,22 @@ class TritonServer:
                 if missing:
                     statuses.append(ModelStatus(model.name, backend, SKIPPED, missing))
                     continue
-                with progress.step(f"loading {model.name}"):
-                    try:
-                        client.load_model(model.name)
-                        status = ModelStatus(model.name, backend, READY)
-                    except InferenceServerException as e:
-                        if self.exit_code() is not None:
-                            raise self._died(f"while loading {model.name}") from e
-                        status = ModelStatus(model.name, backend, FAILED,
-                                             clean_load_error(e.message() or str(e)))
+                start = time.perf_counter()
+                progress.info(f"loading {model.name} ...")
+                try:
+                    client.load_model(model.name)
+                    status = ModelStatus(model.name, backend, READY)
+                except Exception as e:  # an error answer, or none in time: this model only
+                    if self.exit_code() is not None:
+                        raise self._died(f"while loading {model.name}") from e
+                    if isinstance(e, InferenceServerException):
+                        reason = clean_load_error(e.message() or str(e))
+                    else:
+                        reason = (f"no answer within {self.load_timeout:.0f} s while loading"
+                                  f" ({type(e).__name__}: {e}); see {self.log_path}")
+                    status = ModelStatus(model.name, backend, FAILED, reason)
+                progress.info(f"loading {model.name}: {status.state} in"
+                              f" {time.perf_counter() - start:.1f} s")
                 statuses.append(status)
         finally:
             client.close()
@@ -497,6 +506,7 @@ class EmbeddedServer(TritonServer):
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        helpers = _descendants(proc.pid)  # the Python-backend stubs
         try:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
@@ -511,8 +521,33 @@ class EmbeddedServer(TritonServer):
             except (ProcessLookupError, PermissionError):
                 pass
             proc.wait()
+            _wait_gone(helpers, 10.0)
             if self._log:
                 self._log.close()
+
+
+def _descendants(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _wait_gone(procs: list, timeout: float) -> None:
+    """Wait until each process has exited (a zombie waiting for its reaper counts as exited)."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        while time.monotonic() < deadline:
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.02)
 
 
 def _wait_exit_unreaped(pid: int, timeout: float) -> bool:

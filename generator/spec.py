@@ -77,7 +77,8 @@ OPTIONS: tuple[Option, ...] = (
            " of random samples", "FILE"),
     Option("out", "str", "model_repository", "output repository directory", "DIR"),
     Option("variants", "strs", DEFAULT_VARIANTS,
-           "variants to build, comma separated (libtorch, python, python-ts)", "LIST"),
+           "variants to build, comma separated: libtorch, python, python-ts, python-aoti,"
+           " python-compile, aoti", "LIST"),
     Option("max_batch_size", "int", 8,
            "Triton max_batch_size; 0 = the model has no batch dimension", "N"),
     Option("dynamic_batching", "bool", True, "enable Triton's dynamic batcher (when batching)"),
@@ -94,6 +95,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", "int", 0,
            "intra-op threads per instance (0 = auto: CPU cores / CPU instances)", "N"),
     Option("script", "bool", False, "use torch.jit.script instead of torch.jit.trace"),
+    Option("compile_mode", "str", "default",
+           "torch.compile mode of the python-compile variant: default, reduce-overhead,"
+           " max-autotune, max-autotune-no-cudagraphs", "MODE"),
     Option("dtype", "str", "float32",
            "compute dtype of the model: float32, float16 (fp16) or bfloat16 (bf16); float inputs"
            " and outputs keep their declared dtypes (cast at the model's boundary) and the parity"
@@ -130,6 +134,7 @@ class ModelSpec:
     gpus: tuple[int, ...] = ()
     threads: int = 0
     script: bool = False
+    compile_mode: str = "default"
     dtype: str = "float32"
     batch_axis: int = 0
     atol: float = 1e-4
@@ -344,7 +349,7 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
         max_queue_delay_us=v["max_queue_delay_us"], max_queue_size=v["max_queue_size"],
         queue_timeout_us=v["queue_timeout_us"], cpu_instances=v["cpu_instances"],
         gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
-        script=v["script"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
+        script=v["script"], compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
         rtol=v["rtol"], seed=v["seed"], force=v["force"])
     validate(spec)
     return spec
@@ -397,6 +402,10 @@ def validate(spec: ModelSpec) -> None:
             raise SpecError(f"preferred batch size {b} is outside 1..max_batch_size"
                             f" ({spec.max_batch_size}).",
                             "Lower it or raise --max-batch-size.")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if spec.compile_mode not in modes:
+        raise SpecError(f"--compile-mode {spec.compile_mode!r} is unknown"
+                        f"{did_you_mean(spec.compile_mode, modes)}.", f"Use one of {', '.join(modes)}.")
     if spec.batch_axis < 0:
         raise SpecError(f"--batch-axis {spec.batch_axis} is negative.", "Use 0, 1, ...")
     if spec.batch_axis and not spec.batching:

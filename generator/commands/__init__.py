@@ -1,5 +1,5 @@
 """Sub-commands. Each module has ``add_parser(subparsers)``, which sets ``run(args) -> int``."""
 
-from . import build
+from . import build, serve, verify
 
-COMMANDS = [build]
+COMMANDS = [build, serve, verify]

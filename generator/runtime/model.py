@@ -51,11 +51,47 @@ def _load_torchscript(path, device):
     return torch.jit.load(str(path), map_location=device).eval()
 
 
-LOADERS = {"package": _load_package, "torchscript": _load_torchscript}
+def _load_aoti(path, device):
+    import torch._inductor
+
+    index = device.index if getattr(device, "type", "cpu") == "cuda" else -1
+    return torch._inductor.aoti_load_package(str(path), device_index=index or -1)
 
 
-def load_model(version_dir, params, device="cpu"):
-    """Load the artifact named by the config parameters, after checking its SHA-256."""
+LOADERS = {"package": _load_package, "torchscript": _load_torchscript, "aoti": _load_aoti}
+SAMPLES_FILE = "gen_repo_samples.npz"  # beside config.pbtxt; used to warm up compiled models
+
+
+def _warm_up_inputs(version_dir, input_names, batch_size):
+    """Sample inputs stored at build time, repeated/cut to ``batch_size`` rows (0 = as stored)."""
+    with np.load(Path(version_dir).parent / SAMPLES_FILE, allow_pickle=False) as data:
+        arrays = [data[n] for n in input_names]
+    if batch_size:
+        arrays = [np.concatenate([a] * -(-batch_size // a.shape[0]))[:batch_size] for a in arrays]
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+
+
+def compile_model(model, version_dir, params, input_names, device, log=print):
+    """torch.compile the model and run it once per configured batch size, so that no request
+    pays for compilation. Any failure falls back to the eager model, with the reason logged."""
+    mode = params.get("compile_mode", "default")
+    sizes = [int(b) for b in params.get("warmup_batch_sizes", "").split(",") if b] or [0]
+    try:
+        compiled = torch.compile(model, mode=None if mode == "default" else mode, dynamic=True)
+        for size in sizes:
+            inputs = _warm_up_inputs(version_dir, input_names, size)
+            run_batch(compiled, [t.to(device) for t in inputs])
+        log(f"gen-repo: torch.compile (mode {mode}) warmed up for batch sizes {sizes}")
+        return compiled
+    except Exception as e:  # compilation is an optimisation: serve eager rather than fail
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        log(f"gen-repo: torch.compile failed, serving the eager model: {type(e).__name__}: {first}")
+        return model
+
+
+def load_model(version_dir, params, device="cpu", input_names=(), log=print):
+    """Load the artifact named by the config parameters, after checking its SHA-256; compile
+    and warm it up when the parameters ask for torch.compile."""
     path = Path(version_dir) / params["artifact"]
     if not path.is_file():
         raise ArtifactError(f"artifact {path} is missing")
@@ -69,7 +105,10 @@ def load_model(version_dir, params, device="cpu"):
     loader = LOADERS.get(params["loader"])
     if loader is None:
         raise ArtifactError(f"unknown loader {params['loader']!r}; known: {sorted(LOADERS)}")
-    return loader(path, device)
+    model = loader(path, device)
+    if params.get("compile_mode"):
+        model = compile_model(model, version_dir, params, list(input_names), device, log)
+    return model
 
 
 def threads_for(params, instance_groups):
@@ -121,8 +160,9 @@ class TritonPythonModel:
         except RuntimeError:
             pass  # already set in this process
         version_dir = Path(args["model_repository"]) / args["model_version"]
-        self.model = load_model(version_dir, params, self.device)
         self.logger = pb_utils.Logger
+        self.model = load_model(version_dir, params, self.device, self.input_names,
+                                self.logger.log_info)
         self.logger.log_info(
             f"gen-repo: {args['model_name']} instance {args['model_instance_name']} loaded"
             f" {params['artifact']} ({params['loader']}) on {self.device}, {threads} threads")

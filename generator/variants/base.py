@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +45,38 @@ class Variant:
     name: ClassVar[str]
     label: ClassVar[str]  # what the row in a report means
     engine: ClassVar[Engine]
+    # How the server addresses tensors: False = the spec's names; True = INPUT__i / OUTPUT__i.
+    ordinal_names: ClassVar[bool] = False
+    # True when the backend cannot batch: served with max_batch_size 0 and batch size 1.
+    batch_one: ClassVar[bool] = False
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         raise NotImplementedError
+
+    def served_spec(self, spec: ModelSpec) -> ModelSpec:
+        """The spec as the server sees this variant (names, batching)."""
+        inputs, outputs = spec.inputs, spec.outputs
+        changes = {}
+        if self.batch_one and spec.batching:
+            inputs = tuple(dataclasses.replace(t, dims=(1, *t.dims)) for t in inputs)
+            outputs = tuple(dataclasses.replace(t, dims=(1, *t.dims)) for t in outputs)
+            changes.update(max_batch_size=0, dynamic_batching=False, max_queue_size=0,
+                           queue_timeout_us=0, preferred_batch_sizes=())
+        if self.ordinal_names:
+            inputs = tuple(dataclasses.replace(t, name=f"INPUT__{i}") for i, t in enumerate(inputs))
+            outputs = tuple(dataclasses.replace(t, name=f"OUTPUT__{i}")
+                            for i, t in enumerate(outputs))
+        return spec.with_(inputs=inputs, outputs=outputs, **changes)
+
+    def served_arrays(self, spec: ModelSpec, arrays: dict[str, np.ndarray],
+                      tensors) -> dict[str, np.ndarray]:
+        """Sample/reference arrays keyed and shaped as the server sees them."""
+        served = self.served_spec(spec)
+        renamed = {}
+        for t, s in zip(tensors, served.inputs if tensors is spec.inputs else served.outputs):
+            a = arrays[t.name]
+            renamed[s.name] = a[:1] if self.batch_one and spec.batching else a
+        return renamed
 
 
 def python_backend_parameters(spec: ModelSpec, load_params: dict[str, str]) -> dict[str, str]:

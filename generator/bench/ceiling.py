@@ -1,0 +1,196 @@
+"""The in-process ceiling: the same artifacts, batch sizes and thread settings, no server.
+
+Each artifact (the eager torch.package, the TorchScript model.pt) is loaded exactly as the
+Python-backend runtime loads it (``generator.runtime.model.load_model``, SHA-256 check included)
+in a fresh worker process -- so its threading starts clean, as a served instance's does -- and run
+in a tight loop on the same input rows perf_analyzer sends. The best of these numbers is what
+this machine can do for the model; the report shows each served variant as a fraction of it.
+
+The worker: ``python -m generator.bench.ceiling JOB.json OUT.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .. import progress
+from ..errors import ToolError
+
+EAGER, TORCHSCRIPT = "eager", "torchscript"
+LOADER_KIND = {"package": EAGER, "torchscript": TORCHSCRIPT}
+
+
+@dataclass(frozen=True)
+class CeilingPoint:
+    model: str  # base model name (resnet18)
+    kind: str  # eager | torchscript
+    source: str  # model directory the artifact came from
+    batch_size: int
+    threads: int
+    throughput: float  # inferences (rows) per second
+    p50_ms: float  # median time of one forward pass
+    iterations: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact to measure: a model directory and how its runtime loads it."""
+
+    model: str
+    source: str
+    path: str  # model directory
+    load_params: dict
+    batching: bool
+
+    @property
+    def kind(self) -> str:
+        loader = self.load_params.get("loader", "")
+        kind = LOADER_KIND.get(loader, loader)
+        return kind + "+compile" if self.load_params.get("compile_mode") else kind
+
+
+def load_params_of(built) -> dict:
+    """How the runtime loads a model's artifact: its config parameters on the Python backend
+    (what the server uses), else the build record's (a libtorch model.pt)."""
+    if built.backend == "python":
+        params = {k: v.string_value for k, v in built.config.parameters.items()}
+        if "artifact" in params and "loader" in params:
+            return params
+    return dict(built.record.get("load_params") or {})
+
+
+def artifacts_of(models) -> list[Artifact]:
+    """One Artifact per (base model, kind) among bench models, preferring python-backend dirs."""
+    seen: dict[tuple[str, str], Artifact] = {}
+    for m in sorted(models, key=lambda m: m.built.backend != "python"):
+        params = load_params_of(m.built)
+        if not params:
+            continue
+        a = Artifact(m.base_name, m.name, str(m.built.path), params,
+                     m.built.config.max_batch_size > 0)
+        seen.setdefault((a.model, a.kind), a)
+    return list(seen.values())
+
+
+def measure(artifacts: list[Artifact], batch_sizes: list[int], threads: list[int],
+            seconds: float, timeout: float = 900.0) -> list[CeilingPoint]:
+    """Run the worker once per artifact; return every (batch size, threads) point."""
+    points: list[CeilingPoint] = []
+    for a in artifacts:
+        sizes = batch_sizes if a.batching else [1]
+        with progress.step(f"in-process ceiling: {a.model} {a.kind} (batch {_csv(sizes)},"
+                           f" threads {_csv(threads)}, {seconds:g} s each)"):
+            points += _run_worker(a, sizes, threads, seconds, timeout)
+    return points
+
+
+def _csv(values) -> str:
+    return ",".join(map(str, values))
+
+
+def _run_worker(a: Artifact, batch_sizes, threads, seconds, timeout) -> list[CeilingPoint]:
+    with tempfile.TemporaryDirectory(prefix="gen-repo-ceiling-") as tmp:
+        job, out = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job.write_text(json.dumps({"artifact": asdict(a), "batch_sizes": list(batch_sizes),
+                                   "threads": list(threads), "seconds": seconds}))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "generator.bench.ceiling", str(job),
+                                   str(out)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise ToolError(f"the in-process ceiling of {a.source} took over {timeout:.0f} s.",
+                            "Shorten it (--quick) or skip it with --no-ceiling.") from e
+        if proc.returncode != 0 or not out.is_file():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            raise ToolError(f"the in-process ceiling of {a.source} failed (exit"
+                            f" {proc.returncode}):\n{tail}",
+                            "Check the artifact loads: gen-repo build checks it; rebuild the"
+                            " model, or skip the ceiling with --no-ceiling.")
+        return [CeilingPoint(**p) for p in json.loads(out.read_text())]
+
+
+# ---------------------------------------------------------------------------------------------
+# the worker (a fresh process)
+
+
+def _rows(samples: dict, batching: bool, batch_size: int):
+    """The input row perf_analyzer sends (row 0), repeated to ``batch_size`` rows."""
+    import numpy as np
+    import torch
+
+    out = []
+    for array in samples.values():
+        a = np.asarray(array)
+        if batching:
+            a = np.repeat(a[:1], batch_size, axis=0)
+        out.append(torch.from_numpy(np.ascontiguousarray(a)))
+    return out
+
+
+def _time_loop(model, tensors, seconds: float, run_batch) -> tuple[int, float, list[float]]:
+    warm_until = time.perf_counter() + seconds / 10
+    for i in range(1000):  # warm-up: first calls allocate and (TorchScript) optimise
+        run_batch(model, tensors)
+        if i >= 2 and time.perf_counter() >= warm_until:
+            break
+    times = []
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        run_batch(model, tensors)
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - start >= seconds and len(times) >= 3:
+            break
+    return len(times), time.perf_counter() - start, times
+
+
+def worker(job: dict) -> list[dict]:
+    from ..runtime import model as runtime  # first: the runtime may set up threading env
+
+    import torch
+
+    from ..layout import BuiltModel
+
+    try:
+        torch.set_num_interop_threads(1)  # as the runtime does
+    except RuntimeError:
+        pass
+    a = Artifact(**job["artifact"])
+    built = BuiltModel(Path(a.path))
+    samples = built.samples()
+    order = [i.name for i in built.config.input]
+    samples = {name: samples[name] for name in order}
+    model = runtime.load_model(built.path / "1", a.load_params, torch.device("cpu"), order,
+                               log=lambda *_: None)
+    points = []
+    for threads in job["threads"]:
+        torch.set_num_threads(threads)
+        for b in job["batch_sizes"]:
+            tensors = _rows(samples, a.batching, b)
+            n, elapsed, times = _time_loop(model, tensors, job["seconds"], runtime.run_batch)
+            points.append(CeilingPoint(a.model, a.kind, a.source, b, threads, n * b / elapsed,
+                                       statistics.median(times) * 1e3, n).to_dict())
+    return points
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    points = worker(job)
+    tmp = Path(argv[1]).with_suffix(".tmp")
+    tmp.write_text(json.dumps(points))
+    os.replace(tmp, argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

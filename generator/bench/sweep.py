@@ -1,0 +1,195 @@
+"""The sweep: models x instance counts x batch sizes x concurrency, one perf_analyzer run a point.
+
+One run per point (not one run per concurrency range) so that each point has its own CSV, exact
+command line and status, progress and the time left are shown between points, and an interrupt
+or a server that dies loses at most the point in flight: results.json is rewritten after every
+point.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import progress
+from ..server import READY
+from . import perf_analyzer as pa
+from .results import FAILED, OK, UNSTABLE, Point, Results
+from .workspace import BenchModel, instances_of
+
+
+@dataclass(frozen=True)
+class Plan:
+    concurrency: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    instances: tuple[int | None, ...]  # None: as configured (a server bench does not own)
+    protocol: str = "grpc"
+    measurement: pa.Measurement = pa.Measurement()
+    point_timeout: float = 300.0
+
+    def batch_sizes_for(self, model: BenchModel) -> list[int]:
+        """The plan's batch sizes the model accepts (1 only, for a model without batching)."""
+        limit = model.built.config.max_batch_size
+        if limit <= 0:
+            return [1]
+        return [b for b in self.batch_sizes if b <= limit]
+
+    def points_of(self, model: BenchModel) -> int:
+        return len(self.instances) * len(self.batch_sizes_for(model)) * len(self.concurrency)
+
+    def estimate_point_s(self) -> float:
+        m = self.measurement
+        window = m.interval_ms / 1000 if m.mode == "time_windows" else 1.0
+        return window * 4 + 1.5
+
+    def to_dict(self) -> dict:
+        return {"concurrency": list(self.concurrency), "batch_sizes": list(self.batch_sizes),
+                "instances": [i for i in self.instances], "protocol": self.protocol,
+                "measurement": self.measurement.to_dict(), "point_timeout_s": self.point_timeout}
+
+
+def threads_per_instance(model: BenchModel) -> int | None:
+    """Intra-op threads each instance of a Python-backend model runs with (as the runtime
+    computes them: the 'threads' parameter, or cores / CPU instances)."""
+    if model.built.backend != "python":
+        return None
+    from google.protobuf import json_format
+
+    from ..runtime.model import threads_for
+
+    config = json_format.MessageToDict(model.built.config, preserving_proto_field_name=True)
+    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    return threads_for(params, config.get("instance_group", []))
+
+
+class Sweep:
+    def __init__(self, target, tool: pa.PerfAnalyzer, plan: Plan, results: Results,
+                 out_dir: Path, results_path: Path):
+        self.target = target
+        self.tool = tool
+        self.plan = plan
+        self.results = results
+        self.out_dir = out_dir
+        self.results_path = results_path
+        self._done = 0
+        self._total = 0
+        self._point_s: list[float] = []
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _eta(self) -> str:
+        left = self._total - self._done
+        per = (sum(self._point_s) / len(self._point_s)) if self._point_s \
+            else self.plan.estimate_point_s()
+        return _duration(left * per)
+
+    def _save(self) -> None:
+        self.results.save(self.results_path)
+
+    def _record_load(self, model: BenchModel, instances, state: str, reason: str,
+                     seconds: float) -> None:
+        self.results.loads.append({"model": model.name, "instances": instances, "state": state,
+                                   "reason": reason, "seconds": round(seconds, 2)})
+        self._save()
+
+    # -- the sweep -----------------------------------------------------------------------------
+    def run(self, models: list[BenchModel]) -> None:
+        """Measure every point; raises KeyboardInterrupt / ServerError after saving results."""
+        runnable = []
+        for m in models:
+            reason = self.target.missing_backend_reason(m.built.backend)
+            if reason:
+                self._record_load(m, None, "SKIPPED", reason, 0.0)
+                progress.info(f"{m.name}: SKIPPED ({reason.split(':')[0]})")
+            else:
+                runnable.append(m)
+        self._total = sum(self.plan.points_of(m) for m in runnable)
+        progress.info(f"sweep: {len(runnable)} model(s), {self._total} points, about"
+                      f" {self._eta()}")
+        for m in runnable:
+            self._run_model(m)
+
+    def _run_model(self, model: BenchModel) -> None:
+        input_data = None
+        if model.built.built_by_gen_repo:
+            input_data = pa.write_input_data(model.built.samples(),
+                                             model.built.config.max_batch_size > 0,
+                                             self.out_dir / "inputs" / f"{model.name}.json")
+        target = pa.Target(model.name, self.target.url(self.plan.protocol), self.plan.protocol,
+                           input_data)
+        sizes = self.plan.batch_sizes_for(model)
+        for instances in self.plan.instances:
+            start = time.perf_counter()
+            status = self.target.load(model, instances)
+            seconds = time.perf_counter() - start
+            count = instances if instances is not None else instances_of(model.built)
+            self._record_load(model, count, status.state, status.reason, seconds)
+            if status.state != READY:
+                progress.warn(f"{model.name} with {count} instance(s) is {status.state}:"
+                              f" {status.reason}")
+                self._total -= len(sizes) * len(self.plan.concurrency)
+                self.target.check_running()
+                continue
+            threads = threads_per_instance(model)
+            progress.info(f"{model.name}: {count} instance(s)"
+                          + (f" x {threads} thread(s)" if threads else "")
+                          + f", loaded in {seconds:.1f} s")
+            try:
+                for b in sizes:
+                    for c in self.plan.concurrency:
+                        self._point(model, target, count, threads, b, c)
+            finally:
+                if instances is not None:
+                    self.target.unload(model)
+
+    def _point(self, model: BenchModel, target: pa.Target, instances: int,
+               threads: int | None, batch_size: int, concurrency: int) -> None:
+        rel = Path("csv") / model.name / f"i{instances}_b{batch_size}_c{concurrency}.csv"
+        start = time.perf_counter()
+        outcome = pa.run_point(self.tool, target, batch_size, concurrency,
+                               self.plan.measurement, self.out_dir / rel, self.plan.point_timeout)
+        seconds = time.perf_counter() - start
+        row = next((r for r in outcome.rows if r.get("concurrency") == concurrency),
+                   outcome.rows[0] if outcome.rows else None)
+        if row is None:
+            status, error = FAILED, _failure(outcome)
+        else:
+            status = OK if outcome.stability <= self.plan.measurement.stability else UNSTABLE
+            error = ""
+        point = Point(model.name, model.base_name, model.variant, instances, threads, batch_size,
+                      concurrency, self.plan.protocol, status,
+                      outcome.stability if row else None, dict(row or {}),
+                      str(rel) if row else "", outcome.command, round(seconds, 2), error)
+        self.results.points.append(point)
+        self._save()
+        self._done += 1
+        self._point_s.append(seconds)
+        progress.info(f"[{self._done}/{self._total}] {model.name} x{instances} b{batch_size}"
+                      f" c{concurrency}: {_summary(point)}; {self._eta()} left")
+        if status == FAILED:
+            self.target.check_running()
+
+
+def _failure(outcome: pa.RunOutcome) -> str:
+    lines = [ln.strip() for ln in outcome.log.splitlines() if ln.strip()]
+    interesting = [ln for ln in lines if any(w in ln.lower() for w in
+                                             ("error", "failed", "unable", "stopped", "invalid"))]
+    text = " ".join((interesting or lines)[-3:])[:500]
+    return f"perf_analyzer exited {outcome.returncode}: {text or '(no output)'}"
+
+
+def _summary(p: Point) -> str:
+    if p.status == FAILED:
+        return f"FAILED ({p.error[:160]})"
+    text = (f"{p.get('throughput', 0):.1f} infer/s, p50 {p.get('p50_us', 0) / 1000:.1f} ms,"
+            f" p99 {p.get('p99_us', 0) / 1000:.1f} ms")
+    if p.status == UNSTABLE:
+        text += f" (unstable: windows within {p.stability:g}% only)"
+    return text
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"

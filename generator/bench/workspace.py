@@ -1,0 +1,178 @@
+"""The benchmark's private copy of a model repository: what it serves and may change.
+
+The user's repository is never modified. Model directories are copied with their artifacts
+hard-linked (copied across file systems), and every file bench changes (config.pbtxt for another
+instance count) is replaced atomically, which breaks the link instead of writing through it.
+
+When a libtorch model cannot be served (no PyTorch backend) and its repository has no python-ts
+sibling, the python-ts variant is derived here from the libtorch model.pt, so that TorchScript
+can still be compared with the eager model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import layout
+from ..errors import RepositoryError
+from ..layout import BuiltModel
+
+LIBTORCH, PYTHON, PYTHON_TS = "libtorch", "python", "python-ts"
+DERIVED_NOTE = "derived by gen-repo bench from {src} (same model.pt)"
+
+
+@dataclass
+class BenchModel:
+    """One model directory of the private copy, with what the report says about it."""
+
+    built: BuiltModel
+    derived_from: str = ""  # name of the libtorch model a derived python-ts came from
+
+    @property
+    def name(self) -> str:
+        return self.built.name
+
+    @property
+    def variant(self) -> str:
+        return self.built.variant or ("libtorch" if self.built.backend == "pytorch" else "")
+
+    @property
+    def base_name(self) -> str:
+        """The model's name without the variant (resnet18), from the build record."""
+        return (self.built.record.get("spec") or {}).get("name") or self.name
+
+    @property
+    def label(self) -> str:
+        text = self.built.record.get("label") or f"{self.built.backend} backend"
+        if self.derived_from:
+            text += "; " + DERIVED_NOTE.format(src=self.derived_from)
+        return text
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def copy_models(models: list[BuiltModel], dest: Path) -> list[BuiltModel]:
+    """Copy model directories into ``dest`` (artifacts hard-linked); return the copies."""
+    dest.mkdir(parents=True, exist_ok=True)
+    out = []
+    for m in models:
+        target = dest / m.name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(m.path, target, copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        out.append(BuiltModel(target))
+    return out
+
+
+def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
+    """Write ``<name>_python_ts`` into ``dest``: the libtorch model.pt behind the Python backend.
+
+    The config keeps the libtorch model's inputs, outputs, batching and instance groups; its
+    parameters are those the build recorded for loading the artifact (loader torchscript, the
+    artifact's SHA-256) plus the thread setting, as the python-ts variant of gen-repo build writes.
+    """
+    from google.protobuf import text_format
+
+    from ..variants.base import install_runtime, python_backend_parameters
+
+    record = libtorch.record
+    load_params = record.get("load_params")
+    if not load_params or load_params.get("loader") != "torchscript":
+        raise RepositoryError(
+            f"{libtorch.path} has no TorchScript load parameters in its build record, so bench"
+            " cannot serve its model.pt through the Python backend.",
+            "Rebuild it with gen-repo build (add --variants libtorch,python,python-ts to build the"
+            " python-ts variant directly).")
+    spec = libtorch.spec
+    name = spec.model_dir_name(PYTHON_TS)
+    target = dest / name
+    if target.exists():
+        shutil.rmtree(target)
+    version = target / layout.VERSION
+    version.mkdir(parents=True)
+    src_version = libtorch.path / layout.VERSION
+    _link_or_copy(str(src_version / load_params["artifact"]), str(version / load_params["artifact"]))
+    install_runtime(version)
+    for f in libtorch.path.glob("gen_repo_*.npz"):
+        _link_or_copy(str(f), str(target / f.name))
+
+    config = libtorch.config.__class__()
+    config.CopyFrom(libtorch.config)
+    config.name = name
+    config.ClearField("platform")
+    config.backend = "python"
+    config.ClearField("parameters")
+    for key, value in sorted(python_backend_parameters(spec, load_params).items()):
+        config.parameters[key].string_value = value
+    new_record = dict(record, variant=PYTHON_TS, model_name=name,
+                      label=_python_ts_label(), derived_from=libtorch.name)
+    (target / layout.RECORD).write_text(json.dumps(new_record, indent=1))
+    write_atomic(target / layout.CONFIG,
+                 f"# {DERIVED_NOTE.format(src=libtorch.name)}\n"
+                 + text_format.MessageToString(config))
+    return BuiltModel(target)
+
+
+def _python_ts_label() -> str:
+    from ..variants.registry import VARIANTS
+
+    return VARIANTS[PYTHON_TS].label
+
+
+def with_python_ts(models: list[BuiltModel], dest: Path) -> tuple[list[BenchModel], list[str]]:
+    """Add a derived python-ts model for each libtorch model that has no python-ts sibling.
+
+    Returns (models to benchmark, notes). The libtorch models stay in the list (the server decides
+    whether it can load them).
+    """
+    names = {m.name for m in models}
+    out = [BenchModel(m) for m in models]
+    notes = []
+    for m in models:
+        if m.variant != LIBTORCH and m.backend != "pytorch":
+            continue
+        if not m.built_by_gen_repo:
+            continue
+        sibling = m.spec.model_dir_name(PYTHON_TS)
+        if sibling in names:
+            continue
+        derived = derive_python_ts(m, dest)
+        out.append(BenchModel(derived, derived_from=m.name))
+        notes.append(f"{derived.name}: {DERIVED_NOTE.format(src=m.name)}, because the server has"
+                     " no PyTorch backend; it stands in for TorchScript in the comparison")
+    return out, notes
+
+
+def set_instances(model: BuiltModel, count: int) -> None:
+    """Rewrite the model's instance groups to ``count`` instances each (atomic replace)."""
+    from google.protobuf import text_format
+
+    from tritonclient.grpc import model_config_pb2
+
+    config = model.config
+    if not config.instance_group:
+        config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
+    for group in config.instance_group:
+        group.count = count
+    write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
+    model.__dict__.pop("config", None)  # drop the cached parse
+
+
+def instances_of(model: BuiltModel) -> int:
+    return sum(g.count for g in model.config.instance_group) or 1

@@ -1,0 +1,121 @@
+"""gen-repo serve: start a real tritonserver on a repository, load every model, serve until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from contextlib import contextmanager
+
+from .. import progress, table
+from ..errors import ServerError, SpecError
+from ..server import FAILED, READY, EmbeddedServer, Ports
+from .common import add_repo_args, select_models
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="serve a model repository with a real Triton server",
+        description="Start tritonserver on the repository (embedded: the server bundled with"
+                    " nvidia-pytriton, Python backend only; or --docker: the NGC container), load"
+                    " the models one by one, print their status, and serve until Ctrl-C."
+                    " Exit code 3 when some models FAILED to load (the others are served), 1 when"
+                    " none is READY.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_repo_args(p)
+    p.add_argument("--http-port", type=int, default=8000, metavar="PORT")
+    p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT")
+    p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT")
+    p.add_argument("--backend-directory", action="append", default=[], metavar="DIR",
+                   help="extra Triton backends for the embedded server (e.g. a pytorch backend);"
+                        " repeatable")
+    p.add_argument("--log-file", default=None, metavar="FILE",
+                   help="server log (default: ~/.cache/gen-repo/logs/tritonserver-*.log)")
+    p.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
+                   help="seconds to wait for the server to come up")
+    d = p.add_argument_group("docker (the NGC tritonserver container)")
+    d.add_argument("--docker", action="store_true", help="serve with the container instead")
+    d.add_argument("--image", default=None, metavar="IMAGE",
+                   help="container image (default: nvcr.io/nvidia/tritonserver:24.10-py3)")
+    d.add_argument("--gpus", default=None, metavar="all|0,1", help="GPUs for the container")
+    d.add_argument("--shm-size", default="1g", metavar="SIZE", help="container /dev/shm size")
+    d.add_argument("--docker-network", default="host", choices=("host", "bridge"),
+                   help="host: the server binds the host's ports; bridge: ports are published")
+    p.set_defaults(run=run)
+
+
+def make_server(args, ports: Ports):
+    common = dict(log_path=args.log_file, start_timeout=args.start_timeout)
+    if not args.docker:
+        for flag in ("image", "gpus"):
+            if getattr(args, flag):
+                raise SpecError(f"--{flag} applies to --docker only.",
+                                f"Add --docker, or drop --{flag}.")
+        return EmbeddedServer(args.repo, ports, backend_dirs=args.backend_directory, **common)
+    from ..docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
+
+    if args.backend_directory:
+        raise SpecError("--backend-directory applies to the embedded server, not --docker.",
+                        "The NGC image has its backends; drop --backend-directory.")
+    options = DockerOptions(image=args.image or DEFAULT_IMAGE, gpus=args.gpus,
+                            shm_size=args.shm_size, network=args.docker_network)
+    return DockerServer(args.repo, ports, options=options, **common)
+
+
+def status_table(statuses) -> str:
+    return table.render(("MODEL", "BACKEND", "STATUS", "REASON"),
+                        [(s.name, s.backend, s.state, s.reason) for s in statuses])
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Let SIGTERM (systemd, timeout, docker stop) stop the server as cleanly as Ctrl-C does."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(args) -> int:
+    models = select_models(args.repo, args.models)
+    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
+    ports.validate()
+    server = make_server(args, ports)
+    if args.docker:
+        from ..docker_server import compatibility_warnings
+
+        for w in compatibility_warnings(models, server.options.image):
+            progress.warn(w)
+    with sigterm_as_interrupt(), server:
+        statuses = server.load(models)
+        print(status_table(statuses), flush=True)
+        if not any(s.state == READY for s in statuses):
+            raise ServerError(
+                f"no model of {args.repo} is READY, so there is nothing to serve.",
+                "See the reasons above and the server log at"
+                f" {server.log_path}; libtorch models need --docker or --backend-directory.")
+        failed = [s.name for s in statuses if s.state == FAILED]
+        print(f"serving {sum(s.state == READY for s in statuses)} of {len(statuses)} models:"
+              f" HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
+              flush=True)
+        print(f"server log: {server.log_path}", flush=True)
+        print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
+              f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)
+        try:
+            while True:
+                time.sleep(0.5)
+                server.check_running()
+        except KeyboardInterrupt:
+            progress.info("Ctrl-C: stopping the server")
+    if failed:
+        progress.warn(f"{len(failed)} model(s) failed to load: {', '.join(failed)}")
+        return 3
+    return 0
