@@ -57,7 +57,8 @@ def device_requests(gpus: str | None) -> list:
 def run_kwargs(repo: Path, ports: Ports, options: DockerOptions, name: str) -> dict:
     """Keyword arguments of ``docker.containers.run`` for a tritonserver serving ``repo``."""
     if options.network not in NETWORKS:
-        raise SpecError(f"--docker-network '{options.network}' is not one of {', '.join(NETWORKS)}.",
+        raise SpecError(f"--docker-network '{options.network}' is not one of"
+                        f" {', '.join(NETWORKS)}.",
                         "Use host (the server binds the host's ports) or bridge (ports published).")
     if not re.fullmatch(r"\d+(\.\d+)?[bkmgBKMG]?", options.shm_size):
         raise SpecError(f"--shm-size '{options.shm_size}' is not a size.", "Example: --shm-size 1g")
@@ -93,7 +94,7 @@ def _major_minor(version: str) -> str:
 
 
 def compatibility_warnings(models, image: str) -> list[str]:
-    """Warnings for models the image may not load: torch version skew, no torch for Python models."""
+    """Warnings for models the image may not load: torch version skew, no torch for Python."""
     release = image_release(image)
     if release is None:
         return []
@@ -109,7 +110,8 @@ def compatibility_warnings(models, image: str) -> list[str]:
                 " Pick a matching release with --image, or rebuild with that torch version.")
         elif m.backend == "python":
             warnings.append(
-                f"{m.name} runs on the Python backend, which needs torch{'==' + built if built else ''}"
+                f"{m.name} runs on the Python backend, which needs"
+                f" torch{'==' + built if built else ''}"
                 f" inside the container; the stock {image} has none, so it will fail to load."
                 " Build an image FROM it with `pip install torch` and pass it with --image.")
     return warnings
@@ -124,7 +126,7 @@ class DockerServer(TritonServer):
         self.options = options
         self.name = f"gen-repo-triton-{ports.http}-{int(time.time())}"
         self._kwargs = run_kwargs(self.repo, ports, options, self.name)  # validate early
-        self._client = None
+        self._engine = None
         self._container = None
         self._log_thread: threading.Thread | None = None
 
@@ -164,10 +166,10 @@ class DockerServer(TritonServer):
     def _start(self) -> None:
         from docker.errors import DockerException
 
-        self._client = self._docker()
-        self._ensure_image(self._client)
+        self._engine = self._docker()
+        self._ensure_image(self._engine)
         try:
-            self._container = self._client.containers.run(**self._kwargs)
+            self._container = self._engine.containers.run(**self._kwargs)
         except DockerException as e:
             raise ServerError(f"could not start container from {self.options.image}: {e}.",
                               "Check `docker info`; with --gpus the NVIDIA container toolkit must"
@@ -217,6 +219,6 @@ class DockerServer(TritonServer):
                 pass
             if self._log_thread:
                 self._log_thread.join(timeout=5)
-            if self._client is not None:
-                self._client.close()
+            if self._engine is not None:
+                self._engine.close()
 

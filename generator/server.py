@@ -1,7 +1,8 @@
 """A real Triton server for a model repository: one context manager owns its whole lifecycle.
 
     with EmbeddedServer(repo, Ports(8000, 8001, 8002)) as server:
-        statuses = server.load(list_models(repo))   # one ModelStatus per model, never raises per model
+        statuses = server.load(list_models(repo))  # a ModelStatus per model; one bad model
+                                                    # never stops the others
 
 ``EmbeddedServer`` runs the tritonserver bundled in the ``nvidia-pytriton`` wheel (release 24.10,
 Python backend only); ``generator.docker_server.DockerServer`` runs the NGC container. Both start
@@ -13,16 +14,11 @@ if it has not stopped in time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +26,8 @@ from typing import Iterable, Sequence
 
 from . import progress
 from .errors import PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError
+from .triton_install import (TritonInstall, backends_in, bundled_backend_dir,
+                             cache_dir, merged_backend_dir, server_env)
 
 READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
 EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
@@ -38,11 +36,6 @@ PYTORCH_BACKEND_TIP = (
     " model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR with"
     " a pytorch backend (e.g. a copy of /opt/tritonserver/backends from that image)")
 BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gen-repo"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +273,14 @@ class TritonServer:
             client.close()
         return statuses
 
+    def unload(self, name: str) -> None:
+        """Unload one model (its instances stop); the server's error if it cannot."""
+        client = self._client(self.load_timeout)
+        try:
+            client.unload_model(name)
+        finally:
+            client.close()
+
     def check_running(self) -> None:
         """Raise ServerError if the server has stopped on its own."""
         if self.exit_code() is not None:
@@ -288,163 +289,6 @@ class TritonServer:
 
 # ---------------------------------------------------------------------------------------------
 # the tritonserver bundled with nvidia-pytriton
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where the nvidia-pytriton wheel keeps its tritonserver."""
-
-    root: Path  # .../site-packages/pytriton/tritonserver
-    libs: Path  # .../site-packages/nvidia_pytriton.libs
-
-    @property
-    def binary(self) -> Path:
-        return self.root / "bin" / "tritonserver"
-
-    @property
-    def python_backend(self) -> Path:
-        return self.root / "backends" / "python"
-
-    def stub(self, python_version: str) -> Path:
-        return self.root / "python_backend_stubs" / python_version / "triton_python_backend_stub"
-
-    @classmethod
-    def locate(cls) -> "TritonInstall":
-        tip = ("Install the project's environment (bash scripts/setup.sh) or"
-               " `pip install nvidia-pytriton==0.7.0`; or serve with --docker.")
-        try:
-            import pytriton
-        except ImportError as e:
-            raise ToolError("the embedded tritonserver needs the nvidia-pytriton package, which is"
-                            " not installed in this Python environment.", tip) from e
-        root = Path(pytriton.__file__).resolve().parent / "tritonserver"
-        install = cls(root, root.parent.parent / "nvidia_pytriton.libs")
-        for path in (install.binary, install.python_backend, install.libs):
-            if not path.exists():
-                raise ToolError(f"the nvidia-pytriton installation lacks {path}; it is damaged or"
-                                " a build without the bundled server.", tip)
-        return install
-
-
-def python_version() -> str:
-    return "%d.%d" % sys.version_info[:2]
-
-
-def _fingerprint(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
-def bundled_backend_dir(install: TritonInstall, cache: Path | None = None,
-                        pyver: str | None = None) -> Path:
-    """A backend directory holding the bundled Python backend plus the stub for this Python.
-
-    Built once per installation and Python version under the cache dir, atomically.
-    """
-    pyver = pyver or python_version()
-    stub = install.stub(pyver)
-    if not stub.is_file():
-        have = sorted(p.name for p in (install.root / "python_backend_stubs").iterdir())
-        raise ToolError(f"nvidia-pytriton ships no Python-backend stub for Python {pyver}"
-                        f" (it has {', '.join(have)}).",
-                        "Run gen-repo with one of those Python versions, or serve with --docker.")
-    lib = install.python_backend / "libtriton_python.so"
-    cache = cache or cache_dir()
-    target = cache / f"backends-{_fingerprint(lib, stub)}-py{pyver}"
-    if (target / "python" / "triton_python_backend_stub").is_file():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
-    try:
-        shutil.copytree(install.python_backend, staging / "python",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(stub, staging / "python" / "triton_python_backend_stub")
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process built it meanwhile
-            if not (target / "python" / "triton_python_backend_stub").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def backends_in(directory: Path) -> dict[str, Path]:
-    """Backends in a --backend-directory: {name: dir}. A dir holding libtriton_X.so is backend X."""
-    own = sorted(directory.glob("libtriton_*.so"))
-    if own:
-        return {own[0].name[len("libtriton_"):-len(".so")]: directory}
-    found = {}
-    for sub in sorted(directory.iterdir()):
-        if sub.is_dir() and (any(sub.glob("libtriton_*.so")) or sub.name == "python"):
-            found[sub.name] = sub
-    return found
-
-
-def merged_backend_dir(base: Path, extra_dirs: Sequence[str | Path],
-                       cache: Path | None = None) -> Path:
-    """One directory of symlinks: the bundled backends, then those of each extra directory.
-
-    Triton takes a single --backend-directory. When a name repeats, the first one wins (so the
-    bundled Python backend, whose stub matches this Python, is always the one used).
-    """
-    if not extra_dirs:
-        return base
-    backends = dict(backends_in(base))
-    for d in extra_dirs:
-        path = Path(d).expanduser().resolve()
-        if not path.is_dir():
-            raise SpecError(f"--backend-directory {d} is not a directory.",
-                            "Pass a directory holding Triton backends (e.g. one with"
-                            " pytorch/libtriton_pytorch.so).")
-        found = backends_in(path)
-        if not found:
-            raise SpecError(f"--backend-directory {d} holds no Triton backend (no"
-                            " libtriton_<name>.so in it or in its sub-directories).",
-                            "Point it at a backends directory such as /opt/tritonserver/backends"
-                            " copied from the NGC tritonserver image.")
-        for name, src in found.items():
-            backends.setdefault(name, src)
-    cache = cache or cache_dir()
-    key = hashlib.sha256("\n".join(f"{n}={p}" for n, p in sorted(backends.items())).encode())
-    target = cache / f"backends-merged-{key.hexdigest()[:16]}"
-    if all((target / n).resolve() == p.resolve() for n, p in backends.items()) and target.is_dir():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
-    for name, src in backends.items():
-        (staging / name).symlink_to(src.resolve(), target_is_directory=True)
-    shutil.rmtree(target, ignore_errors=True)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not target.is_dir():
-            raise
-    return target
-
-
-def server_env(install: TritonInstall, base: dict | None = None) -> dict[str, str]:
-    """Environment for the embedded tritonserver and its Python-backend stubs.
-
-    LD_LIBRARY_PATH: this interpreter's libpython first (else the stub may pick up another
-    libpython3.X with a different standard library), then the wheel's bundled libraries.
-    PATH: this environment's bin first; the stub finds the virtual environment (torch, numpy)
-    through the ``python3`` it finds on PATH.
-    """
-    env = dict(os.environ if base is None else base)
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    ld = [libdir, str(install.libs)] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
-    env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(p for p in ld if p))
-    bindir = Path(sys.prefix) / "bin"
-    if not (bindir / "python3").exists():
-        bindir = Path(sys.executable).parent
-    env["PATH"] = os.pathsep.join([str(bindir)] + [p for p in env.get("PATH", "").split(os.pathsep)
-                                                   if p and p != str(bindir)])
-    return env
 
 
 def server_args(repo: str, ports: Ports, backend_dir: str | None = None) -> list[str]:
@@ -481,8 +325,9 @@ class EmbeddedServer(TritonServer):
             return None
         if backend == "pytorch":
             return PYTORCH_BACKEND_TIP
-        return (f"the server has no '{backend}' backend (it has {', '.join(sorted(self.backends))});"
-                " pass --backend-directory DIR holding one, or serve with --docker")
+        have = ", ".join(sorted(self.backends))
+        return (f"the server has no '{backend}' backend (it has {have}); pass"
+                " --backend-directory DIR holding one, or serve with --docker")
 
     def _start(self) -> None:
         self._log = open(self.log_path, "ab")

@@ -20,10 +20,10 @@ import numpy as np
 
 from . import dtypes, progress
 from .compare import compare
-from .errors import GenRepoError, ServerError
+from .errors import GenRepoError
+from .protocols import PROTOCOLS, Protocol, Tensor, error_message
 
 OK, FAIL, SKIPPED = "OK", "FAIL", "SKIPPED"
-PROTOCOLS = ("http", "grpc")
 
 
 @dataclass(frozen=True)
@@ -66,97 +66,6 @@ class VerifyReport:
 
 class CheckFailed(Exception):
     """One check's failure; its message becomes the FAIL reason."""
-
-
-Tensor = tuple[str, np.ndarray, str]  # name, array, wire dtype
-
-
-# ---------------------------------------------------------------------------------------------
-# one protocol, with answers normalised to plain Python
-
-
-class Protocol:
-    def __init__(self, kind: str, url: str, timeout: float = 300.0):
-        if kind not in PROTOCOLS:
-            raise ValueError(kind)
-        self.kind, self.url, self.timeout = kind, url, timeout
-        self.label = "HTTP" if kind == "http" else "gRPC"
-        if kind == "http":
-            import tritonclient.http as module
-        else:
-            import tritonclient.grpc as module
-        self.module = module
-
-    def client(self):
-        if self.kind == "http":
-            return self.module.InferenceServerClient(self.url, connection_timeout=self.timeout,
-                                                     network_timeout=self.timeout)
-        return self.module.InferenceServerClient(self.url)
-
-    def _json(self, client, method: str, *args):
-        kwargs = {"as_json": True} if self.kind == "grpc" else {}
-        return getattr(client, method)(*args, **kwargs)
-
-    def check_server(self) -> str | None:
-        """Raise ServerError if nothing answers; return a note if the server is live but not ready."""
-        client = self.client()
-        try:
-            live = client.is_server_live()
-            ready = client.is_server_ready()
-        except Exception as e:
-            raise ServerError(
-                f"no Triton server answers over {self.label} at {self.url}: {_message(e)}.",
-                "Start one with `gen-repo serve --repo DIR` (in another terminal), or pass the"
-                f" server's address with --{self.kind}-url.") from e
-        finally:
-            client.close()
-        if not live:
-            raise ServerError(f"the Triton server at {self.url} ({self.label}) is not live.",
-                              "Check its log; restart it with gen-repo serve.")
-        return None if ready else (f"{self.label}: the server reports not ready (a model failed to"
-                                   " load or is loading); ready models are verified anyway")
-
-    def metadata(self, client, model: str) -> dict[str, list[tuple[str, str, list[int]]]]:
-        meta = self._json(client, "get_model_metadata", model)
-        return {kind: [(t["name"], t["datatype"], [int(d) for d in t.get("shape", [])])
-                       for t in meta.get(kind, [])] for kind in ("inputs", "outputs")}
-
-    def config(self, client, model: str) -> dict:
-        cfg = self._json(client, "get_model_config", model)
-        return cfg.get("config", cfg) if self.kind == "grpc" else cfg
-
-    def index(self, client) -> dict[str, dict]:
-        idx = self._json(client, "get_model_repository_index")
-        entries = idx if isinstance(idx, list) else idx.get("models", [])
-        return {e["name"]: e for e in entries}
-
-    def stats(self, client, model: str) -> tuple[int, int]:
-        """(successful requests, model executions) so far."""
-        stats = self._json(client, "get_inference_statistics", model)["model_stats"]
-        requests = sum(int(s.get("inference_stats", {}).get("success", {}).get("count", 0))
-                       for s in stats)
-        executions = sum(int(s.get("execution_count", 0)) for s in stats)
-        return requests, executions
-
-    def infer(self, client, model: str, tensors: list[Tensor],
-              outputs: list[str]) -> dict[str, np.ndarray]:
-        inputs = []
-        for name, array, wire in tensors:
-            t = self.module.InferInput(name, list(array.shape), wire)
-            t.set_data_from_numpy(array)
-            inputs.append(t)
-        kwargs = {"client_timeout": self.timeout} if self.kind == "grpc" else {}
-        result = client.infer(model, inputs,
-                              outputs=[self.module.InferRequestedOutput(n) for n in outputs],
-                              **kwargs)
-        answers = {n: result.as_numpy(n) for n in outputs}
-        return {n: a for n, a in answers.items() if a is not None}
-
-
-def _message(e: BaseException) -> str:
-    msg = getattr(e, "message", None)
-    text = msg() if callable(msg) else str(e)
-    return " ".join(str(text or type(e).__name__).split())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +125,7 @@ class Target:
 
 
 def batch_sizes(batch: int) -> list[int | None]:
-    """Batch sizes to try: 1, about half, and all stored rows; [None] = the whole unbatched sample."""
+    """Batch sizes to try: 1, about half, and all rows; [None] = the whole unbatched sample."""
     return sorted({1, (batch + 1) // 2, batch}) if batch else [None]
 
 
@@ -279,7 +188,7 @@ def check_concurrency(proto: Protocol, client, target: Target, options: VerifyOp
         try:
             result = target.answer(proto, c, *job)
         except Exception as e:  # an error response: report it with the rows it was for
-            return job, None, _message(e)
+            return job, None, error_message(e)
         return job, result, None
 
     before = settled_stats(proto, client, target.name)
@@ -362,7 +271,7 @@ def check_bad_requests(proto: Protocol, client, target: Target,
         try:
             proto.infer(client, target.name, case.tensors, target.outputs)
         except InferenceServerException as e:
-            msg = _message(e)
+            msg = error_message(e)
             missing = [w for w in case.expect if w.lower() not in msg.lower()]
             if missing:
                 raise CheckFailed(f"{case.label}: the error does not name {missing}: {msg}") from e
@@ -429,7 +338,7 @@ def verify_model(proto: Protocol, model, target: Target, options: VerifyOptions,
                 failed.append(str(e))
                 continue
             except InferenceServerException as e:
-                failed.append(f"error response: {_message(e)}")
+                failed.append(f"error response: {error_message(e)}")
                 continue
             passed.append(detail)
             if err is not None:
@@ -441,7 +350,7 @@ def verify_model(proto: Protocol, model, target: Target, options: VerifyOptions,
                       facts)
     except (InferenceServerException, OSError, ConnectionError) as e:
         return Result(model.name, model.backend, proto.label, FAIL,
-                      f"the server stopped answering: {_message(e)}")
+                      f"the server stopped answering: {error_message(e)}")
     finally:
         client.close()
 

@@ -1,4 +1,4 @@
-"""gen-repo serve: start a real tritonserver on a repository, load every model, serve until Ctrl-C."""
+"""gen-repo serve: start a real tritonserver on a repository, load its models, serve to Ctrl-C."""
 
 from __future__ import annotations
 
@@ -98,10 +98,12 @@ def run(args) -> int:
         statuses = server.load(models)
         print(status_table(statuses), flush=True)
         if not any(s.state == READY for s in statuses):
+            hint = ("Python-backend models need torch inside the image (build one FROM it with"
+                    " pip install torch, pass it with --image)" if args.docker else
+                    "libtorch models need --docker or --backend-directory")
             raise ServerError(
                 f"no model of {args.repo} is READY, so there is nothing to serve.",
-                "See the reasons above and the server log at"
-                f" {server.log_path}; libtorch models need --docker or --backend-directory.")
+                f"See the reasons above and the server log at {server.log_path}; {hint}.")
         failed = [s.name for s in statuses if s.state == FAILED]
         print(f"serving {sum(s.state == READY for s in statuses)} of {len(statuses)} models:"
               f" HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",

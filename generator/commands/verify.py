@@ -68,7 +68,8 @@ def run(args) -> int:
     print(report_table(report), flush=True)
     if report.failures:
         names = ", ".join(f"{r.model} ({r.protocol})" for r in report.failures)
-        raise VerifyError(f"{len(report.failures)} of {len(report.results)} checks FAILED: {names}.",
+        raise VerifyError(f"{len(report.failures)} of {len(report.results)} checks FAILED:"
+                          f" {names}.",
                           "Read the DETAIL column; the server log (path printed by gen-repo serve)"
                           " has the model's side of it.")
     if not report.ok:

@@ -1,0 +1,81 @@
+"""Integration helpers: build fixture models with gen-repo build, run a real tritonserver."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from pathlib import Path
+
+import psutil
+import pytest
+
+from generator import layout
+from generator.cli import main
+from generator.server import EmbeddedServer, Ports, free_ports
+from tests.conftest import fixture_source
+from tests.fixtures.models import INPUTS
+
+
+def build_fixture(out: Path, factory: str, variants: str = "libtorch,python", *extra: str) -> None:
+    """gen-repo build of a tests/fixtures/models.py factory into ``out``."""
+    args = ["-q", "build", fixture_source(factory), "--out", str(out), "--variants", variants]
+    for spec in INPUTS[factory]:
+        args += ["--input", spec]
+    assert main(args + list(extra)) == 0, f"building {factory} failed"
+
+
+def break_model(repo: Path, source: str, name: str) -> Path:
+    """A copy of model ``source`` named ``name`` whose artifact no longer matches its SHA-256."""
+    dst = repo / name
+    shutil.copytree(repo / source, dst)
+    cfg = dst / layout.CONFIG
+    cfg.write_text(cfg.read_text().replace(f'name: "{source}"', f'name: "{name}"'))
+    record = json.loads((dst / layout.RECORD).read_text())
+    record["model_name"], record["spec"]["name"] = name, name
+    (dst / layout.RECORD).write_text(json.dumps(record))
+    artifact = next(p for p in (dst / "1").iterdir() if p.name != "model.py")
+    with open(artifact, "ab") as f:
+        f.write(b"tampered")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """tiny_mlp (libtorch + python) and seq_encoder (python: dynamic axes, int64 + bool inputs)."""
+    repo = tmp_path_factory.mktemp("served") / "repo"
+    build_fixture(repo, "tiny_mlp")
+    build_fixture(repo, "seq_encoder", "python")
+    return repo
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def alive(procs: list[psutil.Process]) -> list[str]:
+    """Names of the processes that still run (zombies count as gone)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {p.name()}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@contextlib.contextmanager
+def embedded_server(repo: Path, log_dir: Path, models=None, **kw):
+    """A started EmbeddedServer on free ports with ``models`` (default: all) loaded.
+
+    Yields (server, {model name: ModelStatus}).
+    """
+    ports = Ports(*free_ports(3))
+    with EmbeddedServer(repo, ports, log_path=log_dir / f"tritonserver-{ports.http}.log",
+                        **kw) as server:
+        statuses = server.load(models if models is not None else layout.list_models(repo))
+        yield server, {s.name: s for s in statuses}
