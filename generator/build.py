@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, capacity, layout, progress
-from .check import check_artifact
+from .check import CheckJob, check_artifacts
 from .config import render
 from .errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
@@ -251,18 +251,33 @@ def _swap_in(staging: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def build_variant(ctx: ExportContext, variant_name: str, command: list[str],
-                  shared_notes: list[str]) -> VariantResult:
+@dataclass
+class Staged:
+    """A variant exported into its staging directory, waiting for its check."""
+
+    variant: object  # Variant
+    model_name: str
+    staging: Path
+    artifact: object  # Artifact
+    export_s: float
+    start: float
+
+    @property
+    def job(self) -> CheckJob:
+        return CheckJob(self.staging / layout.VERSION, self.artifact.load_params,
+                        self.variant.engine.value == "python")
+
+
+def stage_variant(ctx: ExportContext, variant_name: str) -> Staged | VariantResult:
+    """Export one variant (with its samples) into a staging dir; a failure is a FAILED result."""
     spec = ctx.spec
     variant = registry.get(variant_name)
-    out = Path(spec.out)
     model_name = spec.model_dir_name(variant_name)
     start = time.perf_counter()
-    staging = _staging_dir(out, model_name)
+    staging = _staging_dir(Path(spec.out), model_name)
     try:
         version_dir = staging / layout.VERSION
         version_dir.mkdir()
-        served = variant.served_spec(spec)
         for case in ctx.cases:  # first: compiled variants warm up on them
             samples_file, reference_file = layout.case_files(case.name)
             save_npz(staging / samples_file, variant.served_arrays(spec, case.inputs, spec.inputs))
@@ -270,43 +285,72 @@ def build_variant(ctx: ExportContext, variant_name: str, command: list[str],
                      variant.served_arrays(spec, ctx.references[case.name], spec.outputs))
         with progress.step(f"[{variant_name}] exporting") as timing:
             artifact = variant.export(ctx, version_dir)
-        export_s = timing["seconds"]
-        with progress.step(f"[{variant_name}] checking in a fresh process"):
-            check = check_artifact(spec, version_dir, artifact.load_params, ctx.cases,
-                                   ctx.references, [*ctx.user_modules, ctx.wrapper_module],
-                                   python_backend=variant.engine.value == "python")
-        notes = artifact.notes + check.notes
-        if not check.ok:
-            return VariantResult(variant_name, model_name, "FAILED",
-                                 time.perf_counter() - start, check.detail, notes, check.tip)
-        record = {
-            "gen_repo": __version__, "variant": variant_name, "label": variant.label,
-            "model_name": model_name, "spec": served.to_dict(), "command": command,
-            "versions": versions(), "seed": spec.seed,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "artifacts": {f: artifact.load_params["artifact_sha256"]
-                          for f in artifact.files if f == artifact.load_params["artifact"]},
-            "load_params": artifact.load_params,
-            "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
-            "export_seconds": round(export_s, 2),
-            "notes": shared_notes + notes,
-        }
-        (staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        text, _ = render(served, variant_name, model_name, variant.engine,
-                         artifact.config_parameters)
-        (staging / layout.CONFIG).write_text(text)  # last: a dir without it is not a model
-        _swap_in(staging, out / model_name)
-        staging = None
-        method = artifact.load_params.get("torchscript_method")
-        detail = (f"{method}; " if method else "") + f"export {export_s:.1f} s; " + check.detail
-        return VariantResult(variant_name, model_name, "OK", time.perf_counter() - start, detail,
-                             notes)
+        return Staged(variant, model_name, staging, artifact, timing["seconds"], start)
     except GenRepoError as e:
+        shutil.rmtree(staging, ignore_errors=True)
         return VariantResult(variant_name, model_name, "FAILED", time.perf_counter() - start,
                              e.message, [], e.tip)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str],
+                   shared_notes: list[str]) -> VariantResult:
+    """Record, config.pbtxt last, then rename into the repository — or discard on a failed check."""
+    spec, variant, artifact = ctx.spec, staged.variant, staged.artifact
+    notes = artifact.notes + check.notes
+    try:
+        if not check.ok:
+            return VariantResult(variant.name, staged.model_name, "FAILED",
+                                 time.perf_counter() - staged.start, check.detail, notes,
+                                 check.tip)
+        served = variant.served_spec(spec)
+        record = {
+            "gen_repo": __version__, "variant": variant.name, "label": variant.label,
+            "model_name": staged.model_name, "spec": served.to_dict(), "command": command,
+            "versions": versions(), "seed": spec.seed,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "artifacts": {artifact.load_params["artifact"]: artifact.load_params["artifact_sha256"]},
+            "load_params": artifact.load_params,
+            "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
+            "export_seconds": round(staged.export_s, 2),
+            "notes": shared_notes + notes,
+        }
+        (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        text, _ = render(served, variant.name, staged.model_name, variant.engine,
+                         artifact.config_parameters)
+        (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
+        _swap_in(staged.staging, Path(spec.out) / staged.model_name)
+        method = artifact.load_params.get("torchscript_method")
+        detail = (f"{method}; " if method else "") + f"export {staged.export_s:.1f} s; " \
+            + check.detail
+        return VariantResult(variant.name, staged.model_name, "OK",
+                             time.perf_counter() - staged.start, detail, notes)
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staged.staging, ignore_errors=True)  # gone already when swapped in
+
+
+def build_variants(ctx: ExportContext, command: list[str],
+                   shared_notes: list[str]) -> list[VariantResult]:
+    """Export every variant, check them all in one fresh process, then swap the good ones in."""
+    staged = {name: stage_variant(ctx, name) for name in ctx.spec.variants}
+    ready = [s for s in staged.values() if isinstance(s, Staged)]
+    checks = []
+    try:
+        if ready:
+            with progress.step(f"checking {', '.join(s.variant.name for s in ready)} in a fresh"
+                               " process"):
+                checks = check_artifacts(ctx.spec, [s.job for s in ready], ctx.cases,
+                                         ctx.references, [*ctx.user_modules, ctx.wrapper_module])
+    except BaseException:
+        for s in ready:
+            shutil.rmtree(s.staging, ignore_errors=True)
+        raise
+    results = dict(zip([s.variant.name for s in ready],
+                       [finish_variant(ctx, s, c, command, shared_notes)
+                        for s, c in zip(ready, checks)]))
+    return [results.get(name) or staged[name] for name in ctx.spec.variants]
 
 
 def build_repository(spec: ModelSpec, command: list[str] | None = None) -> BuildReport:
@@ -328,5 +372,5 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
                                   len(spec.variants) - python_variants):
         (progress.warn if line.startswith("WARNING") else progress.info)(line)
         notes.append(line)
-    results = [build_variant(ctx, v, command or [], notes) for v in spec.variants]
+    results = build_variants(ctx, command or [], notes)
     return BuildReport(ctx.spec, results, notes + [capacity.peak_memory_note()])

@@ -1,4 +1,8 @@
-"""Offline parity: each artifact loaded in a fresh process and compared with the eager model."""
+"""Offline parity: the artifacts loaded in a fresh process and compared with the eager model.
+
+All variants of one build are checked in one fresh ``python -I`` process (one torch import),
+each through the runtime ``model.py`` the server will run, with the user's modules unimportable.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,19 @@ from .samples import load_npz, save_npz
 from .spec import ModelSpec
 from .variants.base import RUNTIME_MODEL
 
-TIMEOUT_S = 600
+TIMEOUT_S = 900
+LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
+            " in modules torch.package can intern, and install third-party packages on the"
+            " server. Run with -v for details.")
+VALUES_TIP = ("Loosen --atol/--rtol if the error is rounding; otherwise the export is wrong for"
+              " this model (try --script).")
+
+
+@dataclass
+class CheckJob:
+    version_dir: Path
+    load_params: dict[str, str]
+    python_backend: bool  # check through the model.py copied beside the artifact
 
 
 @dataclass
@@ -27,56 +43,62 @@ class CheckResult:
     tip: str | None = None
     notes: list[str] = field(default_factory=list)  # what the runtime logged while loading
 
-LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
-            " in modules torch.package can intern, and install third-party packages on the"
-            " server. Run with -v for details.")
-VALUES_TIP = ("Loosen --atol/--rtol if the error is rounding; otherwise the export is wrong for"
-              " this model (try --script).")
+
+def _worker_error(path: Path) -> str:
+    err = json.loads(path.read_text())
+    first = err["message"].strip().splitlines()
+    return f"{err['type']}: {first[0][:400]}" if first else err["type"]
 
 
-def check_artifact(spec: ModelSpec, version_dir: Path, load_params: dict[str, str], cases,
-                   references, block: list[str], python_backend: bool) -> CheckResult:
-    """Run the artifact in a fresh ``python -I`` process on every case; compare with references."""
-    runtime = version_dir / "model.py" if python_backend else RUNTIME_MODEL
+def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
+                    block: list[str]) -> list[CheckResult]:
+    """Run every artifact on every case in one fresh process; compare with the references."""
     with tempfile.TemporaryDirectory(prefix="gen-repo-check-") as tmp:
         tmp = Path(tmp)
-        job_cases = []
+        inputs = {}
         for case in cases:
-            inp = tmp / f"{case.name}_in.npz"
-            save_npz(inp, case.inputs)
-            job_cases.append({"inputs": str(inp), "out": str(tmp / f"{case.name}_out.npz")})
-        job = {"runtime": str(runtime), "version_dir": str(version_dir), "params": load_params,
-               "block": block, "cases": job_cases, "error": str(tmp / "error.json"),
-               "log": str(tmp / "log.txt"),
-               "input_names": [t.name for t in spec.inputs],
-               "output_names": [t.name for t in spec.outputs], "threads": os.cpu_count() or 1}
-        (tmp / "job.json").write_text(json.dumps(job))
+            inputs[case.name] = tmp / f"{case.name}_in.npz"
+            save_npz(inputs[case.name], case.inputs)
+        worker_jobs = []
+        for i, job in enumerate(jobs):
+            runtime = job.version_dir / "model.py" if job.python_backend else RUNTIME_MODEL
+            worker_jobs.append({
+                "runtime": str(runtime), "version_dir": str(job.version_dir),
+                "params": job.load_params, "error": str(tmp / f"{i}_error.json"),
+                "log": str(tmp / f"{i}_log.txt"),
+                "cases": [{"inputs": str(inputs[c.name]), "out": str(tmp / f"{i}_{c.name}.npz")}
+                          for c in cases]})
+        spec_json = {"block": block, "jobs": worker_jobs, "threads": os.cpu_count() or 1,
+                     "input_names": [t.name for t in spec.inputs],
+                     "output_names": [t.name for t in spec.outputs]}
+        (tmp / "job.json").write_text(json.dumps(spec_json))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         try:
             proc = subprocess.run([sys.executable, "-I", "-B", "-m", "generator.check_worker",
                                    str(tmp / "job.json")], cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
+            crashed = None if proc.returncode in (0, 3) else \
+                f"worker exited {proc.returncode}: " + \
+                " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:400]
         except subprocess.TimeoutExpired:
-            return CheckResult(False, f"loading/running the artifact took over {TIMEOUT_S} s", {},
-                               tip=LOAD_TIP)
-        if proc.returncode != 0:
-            err_file = tmp / "error.json"
-            if err_file.is_file():
-                err = json.loads(err_file.read_text())
-                msg = f"{err['type']}: {err['message'].strip().splitlines()[0][:400]}" \
-                    if err["message"].strip() else err["type"]
-            else:
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-                msg = f"worker exited {proc.returncode}: {' '.join(tail)[:400]}"
-            return CheckResult(False, f"fails to load/run in a fresh process: {msg}", {},
-                               tip=LOAD_TIP)
-        log = tmp / "log.txt"
-        notes = [ln.removeprefix("gen-repo: ") for ln in log.read_text().splitlines()
-                 if ln.strip()] if log.is_file() else []
-        comparisons = {}
-        for case, jc in zip(cases, job_cases):
-            comparisons[case.name] = compare(load_npz(Path(jc["out"])), references[case.name],
-                                             spec.atol, spec.rtol)
+            crashed = f"loading/running the artifacts took over {TIMEOUT_S} s"
+        return [_result(spec, wj, cases, references, crashed) for wj in worker_jobs]
+
+
+def _result(spec, wj, cases, references, crashed) -> CheckResult:
+    log = Path(wj["log"])
+    notes = [ln.removeprefix("gen-repo: ") for ln in log.read_text().splitlines()
+             if ln.strip()] if log.is_file() else []
+    if Path(wj["error"]).is_file():
+        return CheckResult(False, "fails to load/run in a fresh process: "
+                           + _worker_error(Path(wj["error"])), {}, tip=LOAD_TIP, notes=notes)
+    missing = [c for c in wj["cases"] if not Path(c["out"]).is_file()]
+    if missing:
+        return CheckResult(False, f"fails in a fresh process: {crashed or 'no output'}", {},
+                           tip=LOAD_TIP, notes=notes)
+    comparisons = {case.name: compare(load_npz(Path(c["out"])), references[case.name],
+                                      spec.atol, spec.rtol)
+                   for case, c in zip(cases, wj["cases"])}
     bad = {c: r for c, r in comparisons.items() if not r.ok}
     worst = max((r.max_abs for r in comparisons.values()), default=0.0)
     if bad:

@@ -1,8 +1,9 @@
 """Offline-check worker, run as ``python -I -m generator.check_worker JOB.json`` in a fresh process.
 
-It loads an artifact exactly as the server will (through the runtime ``model.py`` that ships in the
-model directory), with the user's own modules made unimportable, runs it on the sample cases and
-writes the outputs. The parent (generator.check) compares them with the eager references.
+It loads each artifact exactly as the server will (through the runtime ``model.py`` that ships in
+the model directory), with the user's own modules made unimportable, runs it on the sample cases
+and writes the outputs. The parent (generator.check) compares them with the eager references. A
+failing artifact writes its error and the next one is still checked.
 """
 
 from __future__ import annotations
@@ -27,44 +28,53 @@ class _Block(importlib.abc.MetaPathFinder):
         return None
 
 
+def _run_job(job, input_names, output_names) -> None:
+    import numpy as np
+    import torch
+
+    spec = importlib.util.spec_from_file_location(f"gen_repo_runtime_{id(job)}", job["runtime"])
+    runtime = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime)
+
+    def log(msg):
+        with open(job["log"], "a") as f:
+            f.write(msg.replace("\n", " ") + "\n")
+
+    model = runtime.load_model(job["version_dir"], job["params"], "cpu", input_names, log)
+    for case in job["cases"]:
+        with np.load(case["inputs"], allow_pickle=False) as data:
+            tensors = [torch.from_numpy(np.ascontiguousarray(data[n])) for n in input_names]
+        outs = runtime.run_batch(model, tensors)
+        if len(outs) != len(output_names):
+            raise RuntimeError(f"model returned {len(outs)} outputs, config declares"
+                               f" {len(output_names)}")
+        arrays = {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
+        with open(case["out"], "wb") as f:
+            np.savez(f, **arrays)
+
+
 def main(job_path: str) -> int:
     with open(job_path) as f:
-        job = json.load(f)
-    sys.meta_path.insert(0, _Block(job["block"]))
+        spec = json.load(f)
+    sys.meta_path.insert(0, _Block(spec["block"]))
     for name in list(sys.modules):
-        if name.split(".")[0] in job["block"]:
+        if name.split(".")[0] in spec["block"]:
             del sys.modules[name]
-    try:
-        import numpy as np
-        import torch
+    import torch
 
-        torch.set_num_threads(max(1, int(job.get("threads", 1))))
-        spec = importlib.util.spec_from_file_location("gen_repo_runtime", job["runtime"])
-        runtime = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(runtime)
-        def log(msg):
-            with open(job["log"], "a") as f:
-                f.write(msg.replace("\n", " ") + "\n")
-
-        model = runtime.load_model(job["version_dir"], job["params"], "cpu",
-                                   job["input_names"], log)
-        for case in job["cases"]:
-            with np.load(case["inputs"], allow_pickle=False) as data:
-                tensors = [torch.from_numpy(np.ascontiguousarray(data[n]))
-                           for n in job["input_names"]]
-            outs = runtime.run_batch(model, tensors)
-            if len(outs) != len(job["output_names"]):
-                raise RuntimeError(f"model returned {len(outs)} outputs, config declares"
-                                   f" {len(job['output_names'])}")
-            arrays = {n: o.detach().cpu().numpy() for n, o in zip(job["output_names"], outs)}
-            with open(case["out"], "wb") as f:
-                np.savez(f, **arrays)
-    except BaseException as e:  # report to the parent; it turns this into a clear error
-        with open(job["error"], "w") as f:
-            json.dump({"type": type(e).__name__, "message": str(e)[:2000],
-                       "traceback": traceback.format_exc()[-4000:]}, f)
-        return 3
-    return 0
+    torch.set_num_threads(max(1, int(spec.get("threads", 1))))
+    failed = 0
+    for job in spec["jobs"]:
+        try:
+            _run_job(job, spec["input_names"], spec["output_names"])
+        except BaseException as e:  # report to the parent; it turns this into a clear error
+            failed += 1
+            with open(job["error"], "w") as f:
+                json.dump({"type": type(e).__name__, "message": str(e)[:2000],
+                           "traceback": traceback.format_exc()[-4000:]}, f)
+            if isinstance(e, KeyboardInterrupt):
+                raise
+    return 3 if failed else 0
 
 
 if __name__ == "__main__":

@@ -44,10 +44,13 @@ def _load_package(path, device):
 
 
 def _load_torchscript(path, device):
-    try:  # registers torchvision's TorchScript ops (nms, roi_align) when the model uses them
-        import torchvision  # noqa: F401
-    except ImportError:
-        pass
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+    import torchvision  # noqa: F401  registers torchvision's TorchScript ops (nms, roi_align)
+
     return torch.jit.load(str(path), map_location=device).eval()
 
 
