@@ -27,6 +27,7 @@ from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
 from .sources import load_model
 from .spec import ModelSpec
+from .table import render as render_table
 from .variants import registry
 from .variants.base import ExportContext
 from .wrapper import make_wrapper
@@ -57,16 +58,11 @@ class BuildReport:
         return 3 if ok else 1
 
     def table(self) -> str:
-        rows = [("VARIANT", "MODEL", "STATUS", "TIME", "DETAIL")]
-        rows += [(r.variant, r.model, r.status, f"{r.seconds:.1f} s", r.detail)
-                 for r in self.results]
-        widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4]
-                 for row in rows]
+        lines = [render_table(("VARIANT", "MODEL", "STATUS", "TIME", "DETAIL"),
+                              [(r.variant, r.model, r.status, f"{r.seconds:.1f} s", r.detail)
+                               for r in self.results])]
         for r in self.results:
             lines += [f"  note ({r.variant}): {n}" for n in r.notes]
-            if r.tip:
-                lines.append(f"  TIP ({r.variant}): {r.tip}")
         lines += [f"  note: {n}" for n in self.notes]
         ok = [r for r in self.results if r.status == "OK"]
         lines.append(f"{len(ok)} of {len(self.results)} variants written to"

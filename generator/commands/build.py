@@ -52,4 +52,9 @@ def run(args) -> int:
     spec = spec_from_args(args)
     report = build_repository(spec, command=["gen-repo", *sys.argv[1:]])
     print(report.table())
+    for r in report.results:  # each refusal: one paragraph, what went wrong and what to do
+        if r.status != "OK":
+            print(f"ERROR: variant {r.variant} refused: {r.detail}", file=sys.stderr)
+            if r.tip:
+                print(f"TIP: {r.tip}", file=sys.stderr)
     return report.exit_code

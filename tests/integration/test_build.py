@@ -120,6 +120,7 @@ def test_untraceable_model_refuses_libtorch_but_ships_python(tmp_path, run_cli):
                                 "x:float32:4", "--out", out)
     assert code == 3  # partial
     assert "libtorch" in stdout and "FAILED" in stdout and "torch.jit.script failed" in stdout
+    assert "ERROR: variant libtorch refused" in err and "TIP:" in err and "Traceback" not in err
     assert not (out / "untraceable_libtorch").exists()
     assert (out / "untraceable_python" / "config.pbtxt").is_file()
     assert _no_staging_left(out)
