@@ -214,6 +214,7 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
 
 
 def _staging_dir(out: Path, model_name: str) -> Path:
+    out = out.resolve()  # absolute: the check runs in another working directory
     out.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(
         prefix=f"{layout.STAGING_PREFIX}{out.name}-{model_name}-pid{os.getpid()}-",

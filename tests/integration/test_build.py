@@ -185,3 +185,11 @@ def test_spec_file_and_weights(tmp_path, run_cli):
     expected = (np.maximum(x.sum(1, keepdims=True) * 0.5 + 0.5, 0) * 0.5 * 32 + 0.5)
     assert np.allclose(m.reference()["output"], np.repeat(expected, 4, 1), rtol=1e-4)
     assert m.config.max_batch_size == 4
+
+
+def test_relative_out_dir(tmp_path, run_cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli("build", fixture_source("tiny_mlp"), "--input", "x:float32:16",
+                             "--variants", "python", "--out", "rel_repo")
+    assert code == 0, err
+    assert (tmp_path / "rel_repo/tiny_mlp_python/config.pbtxt").is_file()

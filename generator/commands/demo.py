@@ -1,0 +1,67 @@
+"""gen-repo demo: the whole story on one model — build → serve → verify → bench → the verdict.
+
+What ``scripts/demo.sh`` runs on a fresh machine. Each step is the real command (same code, same
+output); the server of the verify step is the embedded one, started and stopped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import progress
+from ..server import READY, EmbeddedServer, Ports, free_ports, port_is_free
+from ..spec import DEFAULT_SOURCE
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="build, serve, verify and benchmark the default model in one go",
+        description="Run the main job end to end: gen-repo build (default model: "
+                    f"{DEFAULT_SOURCE}), serve it on the embedded tritonserver, verify every"
+                    " servable variant over HTTP and gRPC, then gen-repo bench, and print where"
+                    " the report is and its verdict.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("source", nargs="?", default=DEFAULT_SOURCE, help="model source")
+    p.add_argument("--repo", default="model_repository", help="repository to (re)build")
+    p.add_argument("--bench-out", default="bench_results", help="bench output directory")
+    p.add_argument("--full", action="store_true",
+                   help="the full bench (a few minutes) instead of --quick (under a minute)")
+    p.set_defaults(run=run)
+
+
+def _ports() -> Ports:
+    default = Ports()
+    if all(port_is_free(p) for _, p in default.items()):
+        return default
+    return Ports(*free_ports(3))
+
+
+def run(args) -> int:
+    from ..cli import make_parser
+    from ..layout import list_models
+    from .serve import status_table
+
+    parser = make_parser()
+    quiet = ["-q"] if args.quiet else []
+
+    progress.info("step 1/3: build")
+    code = parser.parse_args([*quiet, "build", args.source, "--out", args.repo, "--force"])
+    build_code = code.run(code)
+    if build_code not in (0, 3):
+        return build_code
+
+    progress.info("step 2/3: serve on the embedded tritonserver and verify over HTTP and gRPC")
+    ports = _ports()
+    with EmbeddedServer(args.repo, ports) as server:
+        statuses = server.load(list_models(args.repo))
+        print(status_table(statuses), flush=True)
+        print(f"server log: {server.log_path}", flush=True)
+        if any(s.state == READY for s in statuses):
+            verify = parser.parse_args([*quiet, "verify", "--repo", args.repo, "--http-url",
+                                        server.http_url, "--grpc-url", server.grpc_url])
+            verify.run(verify)  # a FAIL raises VerifyError: the demo stops with its message
+    progress.info("step 3/3: bench (perf_analyzer; bench starts its own server)")
+    bench = parser.parse_args([*quiet, "bench", "--repo", args.repo, "--out", args.bench_out,
+                               *([] if args.full else ["--quick"])])
+    bench_code = bench.run(bench)
+    return max(build_code, bench_code)
