@@ -135,8 +135,10 @@ class TritonServer:
 
     def __init__(self, repo: str | Path, ports: Ports = Ports(), log_path: str | Path | None = None,
                  start_timeout: float = 120.0, load_timeout: float = 600.0,
-                 stop_timeout: float = EXIT_TIMEOUT_S + 10.0):
-        self.repo = Path(repo).resolve()
+                 stop_timeout: float = EXIT_TIMEOUT_S + 10.0, env: dict[str, str] | None = None):
+        # A local directory, or an s3:// URL that tritonserver reads itself (generator.s3).
+        self.repo: str | Path = str(repo) if str(repo).startswith("s3://") else Path(repo).resolve()
+        self.env = dict(env or {})  # extra environment for the server, e.g. S3 credentials
         self.ports = ports
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(log_path) if log_path else \
@@ -333,7 +335,8 @@ class EmbeddedServer(TritonServer):
         self._log = open(self.log_path, "ab")
         try:
             self._proc = subprocess.Popen(
-                self.command(), env=server_env(self.install), stdin=subprocess.DEVNULL,
+                self.command(), env={**server_env(self.install), **self.env},
+                stdin=subprocess.DEVNULL,
                 stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as e:
             self._log.close()

@@ -9,8 +9,9 @@ DEFAULT_REPO = "model_repository"
 
 
 def add_repo_args(p) -> None:
-    p.add_argument("--repo", default=DEFAULT_REPO, metavar="DIR",
-                   help="model repository written by gen-repo build")
+    p.add_argument("--repo", default=DEFAULT_REPO, metavar="DIR|S3_URL",
+                   help="model repository written by gen-repo build, or one gen-repo push put in"
+                        " S3 (s3://HOST:PORT/BUCKET/PATH, or s3://BUCKET/PATH on AWS)")
     p.add_argument("--models", default=None, metavar="LIST",
                    help="comma-separated model directories (e.g. resnet18_python) or model names"
                         " (all their variants); default: every model in the repository")
@@ -18,7 +19,12 @@ def add_repo_args(p) -> None:
 
 def select_models(repo: str, names: str | None) -> list[BuiltModel]:
     """The repository's models, or those named by --models (directory name or model name)."""
-    models = list_models(repo)
+    if str(repo).startswith("s3://"):
+        from ..s3 import S3Location, remote_models
+
+        models = remote_models(S3Location.parse(repo))
+    else:
+        models = list_models(repo)
     if not names:
         return models
     chosen: list[BuiltModel] = []

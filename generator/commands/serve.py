@@ -46,6 +46,10 @@ def add_parser(sub) -> None:
 
 def make_server(args, ports: Ports):
     common = dict(log_path=args.log_file, start_timeout=args.start_timeout)
+    if str(args.repo).startswith("s3://"):  # the server reads the bucket with our credentials
+        from ..s3 import triton_env
+
+        common["env"] = triton_env()
     if not args.docker:
         for flag in ("image", "gpus"):
             if getattr(args, flag):
