@@ -31,12 +31,20 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.add_parser(sub)
-    for command in sub.choices.values():  # -v / -q also after the command name
+    _add_common_flags(sub)
+    return parser
+
+
+def _add_common_flags(sub) -> None:
+    """-v / -q also after a command name (and a sub-command's, e.g. deploy k8s)."""
+    for command in sub.choices.values():
         command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                              help="show tracebacks and more detail")
         command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                              help="no progress output")
-    return parser
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _add_common_flags(action)
 
 
 def main(argv: list[str] | None = None) -> int:
