@@ -32,18 +32,7 @@ def _dynamic_shapes(ctx: ExportContext):
 
 def compiled_package(ctx: ExportContext) -> Path:
     """Path of the compiled .pt2 (in a temp dir owned by the build), made on first use."""
-    cached = ctx.cache.get(CACHE_KEY)
-    if isinstance(cached, ExportError):
-        raise cached
-    if cached is not None:
-        return cached
-    try:
-        path = _compile(ctx)
-    except ExportError as e:
-        ctx.cache[CACHE_KEY] = e
-        raise
-    ctx.cache[CACHE_KEY] = path
-    return path
+    return ctx.shared(CACHE_KEY, _compile)
 
 
 def _compile(ctx: ExportContext) -> Path:

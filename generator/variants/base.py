@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import Engine
+from ..errors import ExportError
 from ..spec import ModelSpec
 
 RUNTIME_MODEL = Path(__file__).resolve().parent.parent / "runtime" / "model.py"
@@ -25,6 +26,19 @@ class ExportContext:
     cases: list  # samples.Case
     references: dict[str, dict[str, np.ndarray]]  # case name -> output name -> array
     cache: dict = field(default_factory=dict)  # shared work between variants (e.g. TorchScript)
+
+    def shared(self, key: str, make):
+        """``make(self)`` once per build for work several variants share (a TorchScript module,
+        an AOTInductor package); a refusal (ExportError) is remembered and raised again."""
+        if key not in self.cache:
+            try:
+                self.cache[key] = make(self)
+            except ExportError as e:
+                self.cache[key] = e
+        value = self.cache[key]
+        if isinstance(value, ExportError):
+            raise value
+        return value
 
     def torch_inputs(self, case) -> list:
         import torch

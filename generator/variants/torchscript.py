@@ -34,7 +34,7 @@ def _mismatch(ts, ctx: ExportContext) -> str | None:
         try:
             got = _outputs(ts, ctx, case)
         except Exception as e:
-            return f"it fails on sample case {case.name}: {type(e).__name__}: {str(e)[:300]}"
+            return f"it fails on sample case {case.name}: {_first_line(e)}"
         result = compare(got, ctx.references[case.name], ctx.spec.atol, ctx.spec.rtol)
         if not result.ok:
             return f"on sample case {case.name} (batch {case.batch}): {result.summary()}"
@@ -63,19 +63,8 @@ def _script(ctx: ExportContext):
 
 
 def make_torchscript(ctx: ExportContext):
-    """Return (ScriptModule, method, notes); cached in ctx so both TorchScript variants share it."""
-    if CACHE_KEY in ctx.cache:
-        cached = ctx.cache[CACHE_KEY]
-        if isinstance(cached, ExportError):
-            raise cached
-        return cached
-    try:
-        result = _make(ctx)
-    except ExportError as e:
-        ctx.cache[CACHE_KEY] = e
-        raise
-    ctx.cache[CACHE_KEY] = result
-    return result
+    """Return (ScriptModule, method, notes), made once per build for both TorchScript variants."""
+    return ctx.shared(CACHE_KEY, _make)
 
 
 def _make(ctx: ExportContext):
@@ -123,5 +112,8 @@ def _make(ctx: ExportContext):
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+    """One line for a summary; TorchScript errors put the message last, after a traceback."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if any("Traceback of TorchScript" in ln for ln in lines):
+        lines = lines[-1:]
+    return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
