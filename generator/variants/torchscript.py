@@ -34,10 +34,11 @@ def _mismatch(ts, ctx: ExportContext) -> str | None:
         try:
             got = _outputs(ts, ctx, case)
         except Exception as e:
-            return f"it fails on sample case {case.name}: {_first_line(e)}"
+            return f"fails on sample case {case.name}: {_first_line(e)}"
         result = compare(got, ctx.references[case.name], ctx.spec.atol, ctx.spec.rtol)
         if not result.ok:
-            return f"on sample case {case.name} (batch {case.batch}): {result.summary()}"
+            return f"differs from eager on sample case {case.name} (batch {case.batch}):" \
+                f" {result.summary()}"
     return None
 
 
@@ -77,7 +78,7 @@ def _make(ctx: ExportContext):
                               "Drop --script to trace instead, or make the model scriptable.") from e
         bad = _mismatch(ts, ctx)
         if bad:
-            raise ExportError(f"the scripted model differs from eager {bad}.",
+            raise ExportError(f"the scripted model {bad}.",
                               "Check the tolerances (--atol/--rtol) or the model's determinism.")
         return ts, "script", notes
     try:
@@ -93,7 +94,7 @@ def _make(ctx: ExportContext):
                 notes.append("trace warnings (checked on a second input, outputs match): "
                              + "; ".join(tracer_warnings[:3]))
             return ts, "trace", notes
-        trace_error = f"the traced model differs from eager {bad}"
+        trace_error = f"the traced model {bad}"
     # Fall back to scripting: it keeps control flow that tracing bakes in.
     try:
         ts = _script(ctx)
@@ -105,7 +106,7 @@ def _make(ctx: ExportContext):
             " or ship only the eager python variant (--variants python).") from e
     bad = _mismatch(ts, ctx)
     if bad:
-        raise ExportError(f"{trace_error}; the scripted model also differs from eager {bad}.",
+        raise ExportError(f"{trace_error}; the scripted model also {bad}.",
                           "Ship the eager python variant (--variants python).")
     notes.append(f"fell back to torch.jit.script: {trace_error}")
     return ts, "script", notes
@@ -116,4 +117,5 @@ def _first_line(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     if any("Traceback of TorchScript" in ln for ln in lines):
         lines = lines[-1:]
-    return f"{type(e).__name__}: {lines[0][:300] if lines else ''}"
+    line = lines[0][:300] if lines else ""
+    return line if line.startswith(type(e).__name__) else f"{type(e).__name__}: {line}"
