@@ -12,6 +12,7 @@
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,9 @@ def sha256_of(path):
 
 def _load_package(path, device):
     importer = torch.package.PackageImporter(str(path))
-    model = importer.load_pickle(*PACKAGE_RESOURCE, map_location=device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+        model = importer.load_pickle(*PACKAGE_RESOURCE, map_location=device)
     return model.eval()
 
 

@@ -1,0 +1,171 @@
+"""Real-world model coverage: every case builds, checks offline, serves on the embedded server and
+verifies over HTTP and gRPC — or is refused with the exact reason. The README's coverage table is
+produced from these results (set GEN_REPO_UPDATE_README=1 to rewrite it)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from generator.build import build_repository
+from generator.cli import make_parser
+from generator.commands.build import spec_from_args
+from generator import layout
+from generator.verify import VerifyOptions, verify_repository
+from tests.conftest import ROOT, fixture_source
+from tests.integration.conftest import embedded_server
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str  # the README row
+    args: tuple[str, ...]  # gen-repo build arguments (without --out)
+    cwd: str | None = None
+
+
+def fx(factory: str, *inputs: str) -> tuple[str, ...]:
+    return (fixture_source(factory), *[a for i in inputs for a in ("--input", i)])
+
+
+CASES = {
+    "multi_input": Case("float32 + int64 + bool inputs, dict output",
+                        fx("multi_input_dict", "features:float32:8", "ids:int64:4:0..50",
+                           "mask:bool:4")),
+    "nested": Case("list output with a nested dict", fx("nested_outputs", "x:float32:6")),
+    "dynamic_axis": Case("TransformerEncoder, dynamic sequence length, tuple output",
+                         fx("seq_encoder", "tokens:int64:-1:0..100", "mask:bool:-1")),
+    "branch_fallback": Case("data-dependent branch (trace is wrong)",
+                            fx("branchy", "x:float32:4")),
+    "untraceable": Case("numpy-driven branch (trace wrong, script fails)",
+                        fx("untraceable", "x:float32:4")),
+    "user_package": Case("user package: helper modules, numpy, a pure-Python library",
+                         ("userpkg.model:make", "--input", "signal:float32:16", "--name",
+                          "userpkg"), cwd=str(ROOT / "tests" / "fixtures")),
+    "stateful": Case("dropout in train mode + buffer updated in forward()",
+                     fx("counter", "x:float32:4")),
+    "fp16": Case("--dtype fp16 (checked on CPU; GPU group needs a GPU)",
+                 fx("tiny_mlp", "x:float32:16") + ("--dtype", "fp16", "--name", "mlp_fp16")),
+    "no_batch": Case("no batch dimension (--max-batch-size 0)",
+                     fx("tiny_mlp", "x:float32:16") + ("--max-batch-size", "0", "--name",
+                                                       "mlp_nobatch")),
+    "batch_axis": Case("batch on axis 1 (time-major GRU, --batch-axis 1)",
+                       fx("seq_first", "x:float32:7x6") + ("--batch-axis", "1")),
+    "segmentation": Case("torchvision segmentation (lraspp_mobilenet_v3_large), dict output",
+                         ("torchvision:lraspp_mobilenet_v3_large", "--input",
+                          "input:float32:3x64x64", "--max-batch-size", "2", "--name", "lraspp")),
+    "detection": Case("torchvision detection, one image per request, variable box count",
+                      fx("detector", "image:float32:3x128x128") + ("--max-batch-size", "0")),
+    "unpicklable": Case("module attribute torch.package cannot pickle (a lambda)",
+                        fx("lambda_attr", "x:float32:4")),
+}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("coverage") / "repo"
+    reports = {}
+    for key, case in CASES.items():
+        args = make_parser().parse_args(["build", *case.args, "--out", str(repo),
+                                         "--variants", "libtorch,python,python-ts"])
+        old = os.getcwd()
+        try:
+            if case.cwd:
+                os.chdir(case.cwd)
+            reports[key] = build_repository(spec_from_args(args))
+        finally:
+            os.chdir(old)
+    return repo, reports
+
+
+@pytest.fixture(scope="module")
+def verified(built, tmp_path_factory):
+    repo, reports = built
+    models = layout.list_models(repo)
+    with embedded_server(repo, tmp_path_factory.mktemp("logs")) as (server, statuses):
+        report = verify_repository(models, server.http_url, server.grpc_url,
+                                   VerifyOptions(requests=24, concurrency=8, bad_requests=False))
+    return {(r.model, r.protocol): r for r in report.results}, statuses
+
+
+def _result(report, variant):
+    return next(r for r in report.results if r.variant == variant)
+
+
+def _cell(result) -> str:
+    if result.status != "OK":
+        d = result.detail
+        if "torch.jit.script failed" in d:
+            return "refused: trace is wrong on a second input and torch.jit.script fails"
+        if "pickle" in d or "torch.package" in d:
+            return "refused: torch.package cannot pickle the model"
+        return "refused: " + d.split(":")[0]
+    if result.detail.startswith("script") and any("fell back" in n for n in result.notes):
+        return "falls back to torch.jit.script (trace bakes in the branch)"
+    return "supported"
+
+
+EXPECTED = {  # key -> (libtorch, python): what must happen
+    "untraceable": ("FAILED", "OK"),
+    "unpicklable": ("OK", "FAILED"),
+}
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_case_builds_checks_serves_verifies(key, built, verified):
+    repo, reports = built
+    results, statuses = verified
+    report = reports[key]
+    want = EXPECTED.get(key, ("OK", "OK"))
+    got = (_result(report, "libtorch").status, _result(report, "python").status)
+    assert got == want, report.table()
+    name = report.spec.name
+    for variant in ("python", "python-ts"):
+        r = _result(report, variant)
+        if r.status != "OK":
+            assert not (repo / r.model).exists()  # refused: nothing half-written
+            continue
+        assert statuses[r.model].state == "READY", statuses[r.model]
+        for proto in ("HTTP", "gRPC"):
+            v = results[(r.model, proto)]
+            assert v.status == "OK", f"{r.model} {proto}: {v.detail}"
+    lib = _result(report, "libtorch")
+    if lib.status == "OK":
+        assert statuses[f"{name}_libtorch"].state == "SKIPPED"  # no PyTorch backend here
+    if key == "user_package":
+        assert any("sortedcontainers" in n for n in _result(report, "python").notes)
+    if key == "stateful":
+        assert any("restores" in n for n in report.notes)
+        assert any("Dropout" in n for n in report.notes)
+    if key == "branch_fallback":
+        assert _cell(lib).startswith("falls back")
+
+
+def coverage_table(reports) -> str:
+    lines = ["| model kind | libtorch (TorchScript) | python (eager, torch.package) | served here |",
+             "|---|---|---|---|"]
+    for key, case in CASES.items():
+        report = reports[key]
+        lib, py = _result(report, "libtorch"), _result(report, "python")
+        served = "python: HTTP + gRPC verified" if py.status == "OK" else "-"
+        if lib.status == "OK":
+            served += "; TorchScript via python-ts verified"
+        lines.append(f"| {case.kind} | {_cell(lib)} | {_cell(py)} | {served} |")
+    return "\n".join(lines)
+
+
+def test_readme_coverage_table_matches(built, verified):
+    _, reports = built
+    table = coverage_table(reports)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    pattern = re.compile(r"(<!-- coverage:start -->\n)(?:.*?\n)?(<!-- coverage:end -->)", re.S)
+    assert pattern.search(text), "README lacks the coverage markers"
+    if os.environ.get("GEN_REPO_UPDATE_README"):
+        readme.write_text(pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+        text = readme.read_text()
+    assert table in text, "README coverage table is stale; rerun with GEN_REPO_UPDATE_README=1:\n" + table
