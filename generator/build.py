@@ -238,6 +238,7 @@ def clean_stale_staging(out: Path) -> list[Path]:
 def _swap_in(staging: Path, final: Path) -> None:
     """Rename staging -> final; an existing final (--force) is moved aside first, then deleted."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    staging.chmod(0o755)  # mkdtemp makes it 0700: a server running as another user must read it
     trash = None
     if final.exists():
         trash = Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}old-pid{os.getpid()}-",

@@ -1,9 +1,12 @@
 """Serve a repository with the NGC tritonserver container through the docker SDK.
 
 Same interface as ``generator.server.EmbeddedServer``. The repository is mounted read-only at
-/models; the container is removed on exit (and on Ctrl-C); its log is streamed to a file.
+/models; the server binds the host's ports (host network); /dev/shm is sized for the Python
+backend; extra environment variables are passed through; the container's log is streamed to a
+file; the container is removed on exit, on Ctrl-C, and when starting it fails half-way.
 The container's run arguments come from a pure function (``run_kwargs``) so they can be checked
-without a docker engine.
+without a docker engine. The backends the image has are read from it once it runs, so a model
+whose backend the image lacks is SKIPPED with the reason instead of failing.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ from pathlib import Path
 
 from . import progress
 from .errors import ServerError, SpecError, ToolError
-from .server import Ports, TritonServer, server_args
+from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = the embedded server (2.51.0)
 CONTAINER_REPO = "/models"
+CONTAINER_BACKENDS = "/opt/tritonserver/backends"
 NETWORKS = ("host", "bridge")
+PULL = ("missing", "never")
+DOCKERFILE_TIP = ("build one FROM it with the project's docker/Dockerfile (`docker build -t"
+                  " gen-repo-triton --build-arg BASE_IMAGE=<image> docker/`) and pass it with"
+                  " --image, or pack torch into the model with `gen-repo pack-env`")
 # torch (major.minor) of the PyTorch backend in each NGC tritonserver release, per NVIDIA's
 # Frameworks Support Matrix. The stock image has no torch for the Python backend.
 IMAGE_TORCH = {
@@ -36,6 +44,20 @@ class DockerOptions:
     gpus: str | None = None  # None | "all" | "0,1"
     shm_size: str = "1g"
     network: str = "host"  # host: the server binds the host's ports; bridge: ports published
+    env: tuple[str, ...] = ()  # "KEY=VALUE" for the container
+    pull: str = "missing"  # missing: pull the image when the engine lacks it; never
+
+
+def environment(env) -> dict[str, str]:
+    """("KEY=VALUE", ...) -> {KEY: VALUE}; a SpecError naming the bad entry."""
+    out = {}
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise SpecError(f"--env '{item}' is not KEY=VALUE.",
+                            "Example: --env OMP_NUM_THREADS=4 (repeat --env for more).")
+        out[key] = value
+    return out
 
 
 def device_requests(gpus: str | None) -> list:
@@ -54,23 +76,34 @@ def device_requests(gpus: str | None) -> list:
     return [DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
 
 
-def run_kwargs(repo: Path, ports: Ports, options: DockerOptions, name: str) -> dict:
-    """Keyword arguments of ``docker.containers.run`` for a tritonserver serving ``repo``."""
+def run_kwargs(repo: str | Path, ports: Ports, options: DockerOptions, name: str,
+               env: dict[str, str] | None = None) -> dict:
+    """Keyword arguments of ``docker.containers.run`` for a tritonserver serving ``repo``.
+
+    A local repository is mounted read-only at /models; an s3:// one is read by the server itself
+    (``env`` carries its credentials). ``env`` and then ``options.env`` form the environment.
+    """
     if options.network not in NETWORKS:
         raise SpecError(f"--docker-network '{options.network}' is not one of"
                         f" {', '.join(NETWORKS)}.",
                         "Use host (the server binds the host's ports) or bridge (ports published).")
     if not re.fullmatch(r"\d+(\.\d+)?[bkmgBKMG]?", options.shm_size):
         raise SpecError(f"--shm-size '{options.shm_size}' is not a size.", "Example: --shm-size 1g")
+    if options.pull not in PULL:
+        raise SpecError(f"--pull '{options.pull}' is not one of {', '.join(PULL)}.",
+                        "Use missing (pull when the engine lacks the image) or never.")
     inside = ports if options.network == "host" else Ports()
+    remote = str(repo).startswith("s3://")
     kwargs = dict(
         image=options.image,
-        command=["tritonserver", *server_args(CONTAINER_REPO, inside)],
+        command=["tritonserver", *server_args(str(repo) if remote else CONTAINER_REPO, inside)],
         name=name,
         detach=True,
         auto_remove=False,  # removed by us after its log is saved
-        volumes={str(Path(repo).resolve()): {"bind": CONTAINER_REPO, "mode": "ro"}},
+        volumes={} if remote else {str(Path(repo).resolve()): {"bind": CONTAINER_REPO,
+                                                                 "mode": "ro"}},
         shm_size=options.shm_size,
+        environment={**(env or {}), **environment(options.env)},
         labels={"gen-repo": "serve"},
         device_requests=device_requests(options.gpus),
     )
@@ -93,6 +126,14 @@ def _major_minor(version: str) -> str:
     return f"{m.group(1)}.{m.group(2)}" if m else ""
 
 
+def packed_env(model) -> bool:
+    """True when the model brings its own Python environment (gen-repo pack-env)."""
+    try:
+        return "EXECUTION_ENV_PATH" in model.config.parameters
+    except (AttributeError, OSError):
+        return False
+
+
 def compatibility_warnings(models, image: str) -> list[str]:
     """Warnings for models the image may not load: torch version skew, no torch for Python."""
     release = image_release(image)
@@ -108,13 +149,39 @@ def compatibility_warnings(models, image: str) -> list[str]:
                 f"{m.name} was exported with torch {built}, but {image} has libtorch"
                 f" {image_torch}; TorchScript from a newer torch may not load in an older one."
                 " Pick a matching release with --image, or rebuild with that torch version.")
-        elif m.backend == "python":
+        elif m.backend == "python" and not packed_env(m):
             warnings.append(
                 f"{m.name} runs on the Python backend, which needs"
                 f" torch{'==' + built if built else ''}"
-                f" inside the container; the stock {image} has none, so it will fail to load."
-                " Build an image FROM it with `pip install torch` and pass it with --image.")
+                f" inside the container; the stock {image} has none, so it will fail to load:"
+                f" {DOCKERFILE_TIP}.")
     return warnings
+
+
+def ensure_image(client, image: str, pull: str = "missing") -> None:
+    """The image is on the engine, pulled if allowed; a ToolError saying how to get it if not."""
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client.images.get(image)
+        return
+    except ImageNotFound:
+        pass
+    local = ("`python -m generator.docker_engine` builds this machine's gen-repo/* images; "
+             if image.startswith("gen-repo/") else "")
+    if pull == "never":
+        raise ToolError(f"image {image} is not on the docker engine, and --pull never forbids"
+                        " pulling it.", f"{local}`docker images` lists the local images; pull it"
+                        f" (`docker pull {image}`) or pass another --image.")
+    try:
+        with progress.step(f"pulling {image} (several GB the first time)"):
+            client.images.pull(image)
+    except DockerException as e:
+        raise ToolError(f"image {image} is not on the docker engine, and pulling it failed:"
+                        f" {' '.join(str(e).split())}.",
+                        f"{local}pull it yourself (`docker pull {image}`), build it"
+                        " (docker/Dockerfile), or pass a local image with --image; `docker"
+                        " images` lists the local ones.") from e
 
 
 class DockerServer(TritonServer):
@@ -125,58 +192,68 @@ class DockerServer(TritonServer):
         super().__init__(repo, ports, log_path, **kw)
         self.options = options
         self.name = f"gen-repo-triton-{ports.http}-{int(time.time())}"
-        self._kwargs = run_kwargs(self.repo, ports, options, self.name)  # validate early
+        self._kwargs = run_kwargs(self.repo, ports, options, self.name,
+                                  self.env)  # validate early
         self._engine = None
         self._container = None
         self._log_thread: threading.Thread | None = None
-
-    def _docker(self):
-        tip = ("Start a docker engine (e.g. `sudo systemctl start docker`; check with"
-               " `docker info`), or serve without --docker (the embedded server runs the Python"
-               " backend models).")
-        try:
-            import docker
-            from docker.errors import DockerException
-        except ImportError as e:
-            raise ToolError("--docker needs the docker Python SDK (`pip install docker`).",
-                            tip) from e
-        try:
-            client = docker.from_env(timeout=30)
-            client.ping()
-        except DockerException as e:
-            raise ToolError(f"no docker engine is reachable: {e}.", tip) from e
-        return client
-
-    def _ensure_image(self, client) -> None:
-        from docker.errors import DockerException, ImageNotFound
-
-        try:
-            client.images.get(self.options.image)
-            return
-        except ImageNotFound:
-            pass
-        try:
-            with progress.step(f"pulling {self.options.image} (several GB the first time)"):
-                client.images.pull(self.options.image)
-        except DockerException as e:
-            raise ToolError(f"could not pull image {self.options.image}: {e}.",
-                            f"Pull it yourself (`docker pull {self.options.image}`) or pass a"
-                            " local image with --image.") from e
+        self.backends: set[str] | None = None  # read from the image once it runs
 
     def _start(self) -> None:
         from docker.errors import DockerException
 
-        self._engine = self._docker()
-        self._ensure_image(self._engine)
+        from .docker_engine import connect
+
+        self._engine = connect()
         try:
-            self._container = self._engine.containers.run(**self._kwargs)
-        except DockerException as e:
-            raise ServerError(f"could not start container from {self.options.image}: {e}.",
-                              "Check `docker info`; with --gpus the NVIDIA container toolkit must"
-                              " be installed.") from e
-        self._log_thread = threading.Thread(target=self._stream_logs, args=(self._container,),
-                                            daemon=True)
-        self._log_thread.start()
+            ensure_image(self._engine, self.options.image, self.options.pull)
+            try:
+                self._container = self._engine.containers.create(**{
+                    k: v for k, v in self._kwargs.items() if k != "detach"})
+                self._container.start()
+            except DockerException as e:
+                raise ServerError(f"could not start a container from {self.options.image}:"
+                                  f" {' '.join(str(e).split())}.",
+                                  "Check `docker info`; with --gpus the NVIDIA container toolkit"
+                                  " must be installed.") from e
+            self._log_thread = threading.Thread(target=self._stream_logs,
+                                                args=(self._container,), daemon=True)
+            self._log_thread.start()
+            self.backends = self._image_backends()
+        except BaseException:  # Ctrl-C included: no container is left behind
+            self._remove_by_name()
+            self._container = None
+            self._engine.close()
+            self._engine = None
+            raise
+
+    def _remove_by_name(self) -> None:
+        from docker.errors import DockerException
+
+        try:
+            self._engine.containers.get(self.name).remove(force=True)
+        except DockerException:
+            pass
+
+    def _image_backends(self) -> set[str] | None:
+        """Backends in the image's /opt/tritonserver/backends (None when it cannot be listed)."""
+        try:
+            code, out = self._container.exec_run(["ls", "-1", CONTAINER_BACKENDS])
+        except Exception:
+            return None
+        if code != 0:
+            return None
+        return {line.strip() for line in out.decode(errors="replace").splitlines()
+                if line.strip()} | BUILTIN_BACKENDS
+
+    def missing_backend_reason(self, backend: str) -> str | None:
+        if self.backends is None or backend in self.backends:
+            return None
+        have = ", ".join(sorted(self.backends))
+        extra = (f"; the NGC image ({DEFAULT_IMAGE} or another release) has it"
+                 if backend == "pytorch" else "")
+        return (f"image {self.options.image} has no '{backend}' backend in {CONTAINER_BACKENDS}"
+                f" (it has {have}){extra}")
 
     def _stream_logs(self, container) -> None:
         try:
@@ -221,4 +298,4 @@ class DockerServer(TritonServer):
                 self._log_thread.join(timeout=5)
             if self._engine is not None:
                 self._engine.close()
-
+                self._engine = None

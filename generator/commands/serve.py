@@ -41,6 +41,10 @@ def add_parser(sub) -> None:
     d.add_argument("--shm-size", default="1g", metavar="SIZE", help="container /dev/shm size")
     d.add_argument("--docker-network", default="host", choices=("host", "bridge"),
                    help="host: the server binds the host's ports; bridge: ports are published")
+    d.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment variable for the container; repeatable")
+    d.add_argument("--pull", default="missing", choices=("missing", "never"),
+                   help="pull the image when the engine lacks it, or never (local images only)")
     p.set_defaults(run=run)
 
 
@@ -51,7 +55,7 @@ def make_server(args, ports: Ports):
 
         common["env"] = triton_env()
     if not args.docker:
-        for flag in ("image", "gpus"):
+        for flag in ("image", "gpus", "env"):
             if getattr(args, flag):
                 raise SpecError(f"--{flag} applies to --docker only.",
                                 f"Add --docker, or drop --{flag}.")
@@ -62,7 +66,8 @@ def make_server(args, ports: Ports):
         raise SpecError("--backend-directory applies to the embedded server, not --docker.",
                         "The NGC image has its backends; drop --backend-directory.")
     options = DockerOptions(image=args.image or DEFAULT_IMAGE, gpus=args.gpus,
-                            shm_size=args.shm_size, network=args.docker_network)
+                            shm_size=args.shm_size, network=args.docker_network,
+                            env=tuple(args.env), pull=args.pull)
     return DockerServer(args.repo, ports, options=options, **common)
 
 
@@ -79,6 +84,8 @@ def sigterm_as_interrupt():
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)
+        # A shell's background job starts with SIGINT ignored: let Ctrl-C / kill -INT stop us.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     except ValueError:  # not the main thread
         yield
         return
@@ -102,8 +109,9 @@ def run(args) -> int:
         statuses = server.load(models)
         print(status_table(statuses), flush=True)
         if not any(s.state == READY for s in statuses):
-            hint = ("Python-backend models need torch inside the image (build one FROM it with"
-                    " pip install torch, pass it with --image)" if args.docker else
+            hint = ("Python-backend models need torch inside the image (build one with"
+                    " docker/Dockerfile and pass it with --image, or run gen-repo pack-env)"
+                    if args.docker else
                     "libtorch models need --docker or --backend-directory")
             raise ServerError(
                 f"no model of {args.repo} is READY, so there is nothing to serve.",

@@ -34,7 +34,7 @@ def break_model(repo: Path, source: str, name: str) -> Path:
     record = json.loads((dst / layout.RECORD).read_text())
     record["model_name"], record["spec"]["name"] = name, name
     (dst / layout.RECORD).write_text(json.dumps(record))
-    artifact = next(p for p in (dst / "1").iterdir() if p.name != "model.py")
+    artifact = dst / "1" / record["load_params"]["artifact"]
     with open(artifact, "ab") as f:
         f.write(b"tampered")
     return dst

@@ -1,0 +1,220 @@
+"""The docker route's pure parts: image inputs and tags, container arguments, pack-env's config
+edit and requirements. No docker engine needed."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from generator import docker_engine as de
+from generator import server as srv
+from generator.docker_server import DockerOptions, environment, run_kwargs
+from generator.errors import RepositoryError, SpecError
+from generator.packenv import (PARAM, PackOptions, default_requirements, env_value,
+                               public_version, set_parameter)
+from tests.conftest import ROOT
+
+CONFIG = """# Written by gen-repo 0.1.0 for variant "python". Rebuild instead of editing.
+name: "m_python"
+backend: "python"
+max_batch_size: 8
+input {
+  name: "x"
+  data_type: TYPE_FP32
+  dims: [ 16 ]
+}
+output {
+  name: "output"
+  data_type: TYPE_FP32
+  dims: [ 4 ]
+}
+parameters {
+  key: "artifact"
+  value: { string_value: "model.package" }
+}
+"""
+
+
+def test_dockerfile_defaults_equal_the_pinned_requirements():
+    text = (ROOT / "docker" / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S*)$", text, re.M))
+    assert de.dockerfile_build_args(de.pinned_versions()) == {
+        k: args[k] for k in ("TORCH_VERSION", "TORCHVISION_VERSION", "NUMPY_VERSION")}
+    assert args["BASE_IMAGE"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+
+
+def test_image_tags_change_with_their_inputs():
+    pins = de.pinned_versions()
+    tag = de.torch_image_tag("base:1", pins)
+    assert tag == de.torch_image_tag("base:1", dict(pins))
+    assert tag != de.torch_image_tag("base:2", pins)
+    assert tag != de.torch_image_tag("base:1", {**pins, "torch": "9.9.9"})
+    assert re.fullmatch(r"gen-repo/tritonserver-torch:[0-9a-f]{12}", tag)
+
+
+def test_tree_digest_sees_contents_and_exec_bits(tmp_path):
+    (tmp_path / "a").write_text("x")
+    first = de.tree_digest(tmp_path)
+    (tmp_path / "a").chmod(0o755)
+    second = de.tree_digest(tmp_path)
+    (tmp_path / "a").write_text("y")
+    assert len({first, second, de.tree_digest(tmp_path)}) == 3
+
+
+def test_the_engine_follows_the_network_rule():
+    assert set(de.ENGINE_FLAGS) == {"--bridge=none", "--iptables=false", "--ip-masq=false"}
+
+
+def test_pinned_versions_name_what_is_missing(tmp_path):
+    req = tmp_path / "requirements.txt"
+    req.write_text("torch==2.15.0\nnumpy==1.26.4  # comment\n")
+    with pytest.raises(Exception) as e:
+        de.pinned_versions(req)
+    assert "torchvision" in str(e.value)
+
+
+def test_run_kwargs_environment_and_s3(tmp_path):
+    opts = DockerOptions(image="img:1", env=("A=1", "B=x=y"))
+    kw = run_kwargs(tmp_path, srv.Ports(9000, 9001, 9002), opts, "c", env={"A": "0", "S3": "k"})
+    assert kw["environment"] == {"A": "1", "B": "x=y", "S3": "k"}  # --env wins
+    assert kw["network_mode"] == "host" and "ports" not in kw
+    remote = run_kwargs("s3://bucket/repo", srv.Ports(), opts, "c")
+    assert remote["volumes"] == {}
+    assert "--model-repository=s3://bucket/repo" in remote["command"]
+
+
+@pytest.mark.parametrize("opts, flag", [
+    (DockerOptions(env=("NOEQUALS",)), "--env"),
+    (DockerOptions(env=("1BAD=x",)), "--env"),
+    (DockerOptions(pull="always"), "--pull"),
+])
+def test_bad_docker_options_name_the_flag(tmp_path, opts, flag):
+    with pytest.raises(SpecError) as e:
+        run_kwargs(tmp_path, srv.Ports(), opts, "c")
+    assert flag in e.value.message
+
+
+def test_environment_parses_key_value():
+    assert environment(["X=", "Y=a=b"]) == {"X": "", "Y": "a=b"}
+
+
+def test_env_flag_needs_docker(run_cli, tmp_path):
+    (tmp_path / "m_python").mkdir()
+    (tmp_path / "m_python" / "config.pbtxt").write_text('name: "m_python"\nbackend: "python"\n')
+    code, _, err = run_cli("serve", "--repo", tmp_path, "--env", "A=1")
+    assert code == 2 and "--env applies to --docker only" in err
+
+
+# -- pack-env ---------------------------------------------------------------------------------
+
+
+def test_set_parameter_appends_one_block_and_removes_it_again():
+    value = env_value("tar.gz")
+    assert value == "$$TRITON_MODEL_DIRECTORY/gen_repo_env.tar.gz"
+    packed = set_parameter(CONFIG, PARAM, value)
+    assert packed.startswith(CONFIG) and packed.count(PARAM) == 1
+    again = set_parameter(packed, PARAM, env_value("dir"))  # replaced, not added twice
+    assert again.count(PARAM) == 1 and "gen_repo_env\"" in again
+    assert set_parameter(again, PARAM, None) == CONFIG
+
+
+def test_set_parameter_set_by_hand_goes_through_the_protobuf():
+    from generator.layout import parse_config
+
+    by_hand = CONFIG + 'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "/x" } }\n'
+    out = set_parameter(by_hand, PARAM, "$$TRITON_MODEL_DIRECTORY/e.tar.gz")
+    config = parse_config(out)
+    assert config.parameters[PARAM].string_value == "$$TRITON_MODEL_DIRECTORY/e.tar.gz"
+    assert config.parameters["artifact"].string_value == "model.package"
+    assert out.startswith("# Written by gen-repo")
+    assert PARAM not in parse_config(set_parameter(out, PARAM, None)).parameters
+
+
+def test_set_parameter_refuses_a_broken_config():
+    with pytest.raises(RepositoryError):
+        set_parameter("name: [", PARAM, "x")
+
+
+class _Model:
+    def __init__(self, versions):
+        self.path = "m"
+        self.record = {"versions": versions}
+
+
+def test_default_requirements_are_the_recorded_versions():
+    m = _Model({"torch": "2.15.0+cu132", "torchvision": "0.29.2+cu132", "numpy": "1.26.4"})
+    assert default_requirements(m) == ("torch==2.15.0", "torchvision==0.29.2", "numpy==1.26.4")
+    assert default_requirements(_Model({"torch": "2.15.0", "numpy": "2.1.0"})) == (
+        "torch==2.15.0", "numpy<2")
+    assert public_version("2.15.0+cpu") == "2.15.0"
+    with pytest.raises(RepositoryError) as e:
+        default_requirements(_Model({}))
+    assert "--requirement" in e.value.tip
+
+
+@pytest.mark.parametrize("opts, flag", [
+    (PackOptions(image="i", fmt="zip"), "--format"),
+    (PackOptions(image="i", requirements=("torch==2.15.0; rm -rf /",)), "--requirement"),
+    (PackOptions(image="i", wheels="/no/such/dir"), "--wheels"),
+])
+def test_pack_options_are_checked(opts, flag):
+    with pytest.raises(SpecError) as e:
+        opts.validate()
+    assert flag in e.value.message
+
+
+def test_pack_env_refuses_an_s3_repository_and_needs_an_image(run_cli, tmp_path):
+    code, _, err = run_cli("pack-env", "--repo", "s3://bucket/repo", "--image", "i")
+    assert code == 2 and "must be local" in err
+    (tmp_path / "m_python").mkdir()
+    (tmp_path / "m_python" / "config.pbtxt").write_text('name: "m_python"\nbackend: "python"\n')
+    code, _, err = run_cli("pack-env", "--repo", tmp_path)
+    assert code == 2 and "pack-env needs --image" in err and "TIP:" in err
+
+
+# -- the engine: install / start decisions --------------------------------------------------------
+
+
+@pytest.fixture
+def no_engine(monkeypatch):
+    def unreachable(timeout=30.0):
+        raise de.EngineError("no docker engine is reachable at unix:///var/run/docker.sock.")
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(de, "connect", unreachable)
+    calls = []
+    monkeypatch.setattr(de, "apt_install", lambda pkgs, log: calls.append(("apt", tuple(pkgs))))
+    monkeypatch.setattr(de, "start_engine", lambda log, timeout: calls.append(("start",)) or "c")
+    return calls
+
+
+def test_ensure_engine_installs_and_starts_one_as_root(no_engine, monkeypatch):
+    monkeypatch.setattr(de.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(de, "_dockerd", lambda: None)
+    assert de.ensure_engine() == "c"
+    assert no_engine == [("apt", ("docker.io",)), ("start",)]
+    no_engine.clear()
+    monkeypatch.setattr(de, "_dockerd", lambda: "/usr/sbin/dockerd")
+    assert de.ensure_engine() == "c" and no_engine == [("start",)]  # installed: started only
+
+
+def test_ensure_engine_without_root_or_install_says_why(no_engine, monkeypatch):
+    monkeypatch.setattr(de.os, "geteuid", lambda: 1000)
+    with pytest.raises(de.EngineError) as e:
+        de.ensure_engine()
+    assert "needs root" in e.value.message and no_engine == []
+    monkeypatch.setattr(de.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(de, "_dockerd", lambda: None)
+    with pytest.raises(de.EngineError) as e:
+        de.ensure_engine(install=False)
+    assert "not installed" in e.value.message and no_engine == []
+
+
+def test_ensure_engine_never_starts_one_for_another_docker_host(no_engine, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
+    monkeypatch.setattr(de.os, "geteuid", lambda: 0)
+    with pytest.raises(de.EngineError):
+        de.ensure_engine()
+    assert no_engine == []
