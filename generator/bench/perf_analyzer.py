@@ -64,15 +64,7 @@ class PerfAnalyzer:
         return env
 
     def version(self) -> str:
-        """perf_analyzer's own version line, or the tritonclient wheel version."""
-        try:
-            out = subprocess.run([str(self.binary), "--version"], env=self.env,
-                                 capture_output=True, text=True, timeout=30).stdout
-            m = re.search(r"(\d+\.\d+\.\d+)", out)
-            if m:
-                return m.group(1)
-        except (OSError, subprocess.TimeoutExpired):
-            pass
+        """The tritonclient wheel it came with (its own --version prints no number)."""
         try:
             from importlib.metadata import version
 
@@ -181,14 +173,15 @@ class Measurement:
     interval_ms: int = 2000  # time_windows: window length
     stability: float = 10.0  # max/min of the last 3 windows within this %
     max_trials: int = 8  # windows before giving up
-    relaxed_stability: float = 50.0  # second attempt when the first does not stabilise
+    relaxed_stability: float = 100.0  # second attempt when the first does not stabilise
 
-    def flags(self, stability: float | None = None) -> list[str]:
+    def flags(self, stability: float | None = None, scale: int = 1) -> list[str]:
+        """perf_analyzer flags; ``scale`` lengthens the windows (a retry of a noisy point)."""
         flags = ["--measurement-mode", self.mode]
         if self.mode == "count_windows":
-            flags += ["--measurement-request-count", str(self.request_count)]
+            flags += ["--measurement-request-count", str(self.request_count * scale)]
         else:
-            flags += ["--measurement-interval", str(self.interval_ms)]
+            flags += ["--measurement-interval", str(self.interval_ms * scale)]
         return flags + ["--stability-percentage", f"{stability or self.stability:g}",
                         "--max-trials", str(self.max_trials)]
 
@@ -207,18 +200,16 @@ class Target:
     url: str  # host:port of the protocol's endpoint
     protocol: str = "grpc"  # grpc | http
     input_data: Path | None = None  # JSON made by write_input_data, else perf_analyzer's random
-    shapes: tuple[str, ...] = ()  # --shape NAME:DIMS for dynamic axes without input data
 
 
 def command(tool: PerfAnalyzer, target: Target, batch_size: int, concurrency: int,
-            measurement: Measurement, csv_path: Path, stability: float | None = None) -> list[str]:
+            measurement: Measurement, csv_path: Path, stability: float | None = None,
+            scale: int = 1) -> list[str]:
     cmd = [str(tool.binary), "-m", target.model, "-u", target.url, "-i", target.protocol,
            "-b", str(batch_size), "--concurrency-range", f"{concurrency}:{concurrency}",
-           *measurement.flags(stability), "-f", str(csv_path), "--verbose-csv"]
+           *measurement.flags(stability, scale), "-f", str(csv_path), "--verbose-csv"]
     if target.input_data:
         cmd += ["--input-data", str(target.input_data)]
-    for shape in target.shapes:
-        cmd += ["--shape", shape]
     return cmd
 
 
@@ -231,33 +222,53 @@ class RunOutcome:
     stability: float = 10.0
 
     @property
-    def unstable(self) -> bool:
-        return "stable measurement" in self.log.lower()
+    def retryable(self) -> bool:
+        """Failed for want of agreeing or long-enough windows (not for a broken model)."""
+        text = self.log.lower()
+        return self.returncode != 0 and any(w in text for w in RETRYABLE)
+
+
+RETRYABLE = ("stable measurement", "larger time window", "no valid requests")
 
 
 def run_point(tool: PerfAnalyzer, target: Target, batch_size: int, concurrency: int,
               measurement: Measurement, csv_path: Path, timeout: float = 300.0) -> RunOutcome:
-    """Measure one (batch size, concurrency) point; retry once with a relaxed threshold.
+    """Measure one (batch size, concurrency) point; retry a noisy one once.
 
-    perf_analyzer exits non-zero and writes no CSV row when the windows do not agree within the
-    threshold; the retry keeps a number for noisy points, and ``stability`` records which
-    threshold the number met.
+    perf_analyzer exits non-zero and writes no CSV row when its windows do not agree within the
+    threshold (or hold too few requests); the retry uses windows twice as long and the relaxed
+    threshold, and ``stability`` records which threshold the number met.
     """
-    outcome = _run(tool, target, batch_size, concurrency, measurement, csv_path, None, timeout)
-    if outcome.returncode != 0 and outcome.unstable \
-            and measurement.relaxed_stability > measurement.stability:
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    csv_path.with_suffix(".log").unlink(missing_ok=True)
+    outcome = _run(tool, target, batch_size, concurrency, measurement, csv_path, None, 1,
+                   timeout)
+    if outcome.retryable:
         outcome = _run(tool, target, batch_size, concurrency, measurement, csv_path,
-                       measurement.relaxed_stability, timeout)
+                       max(measurement.relaxed_stability, measurement.stability), 2, timeout)
     return outcome
 
 
-def _run(tool, target, batch_size, concurrency, measurement, csv_path, stability, timeout):
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
+def warm_up(tool: PerfAnalyzer, target: Target, batch_size: int, concurrency: int,
+            work_dir: Path, timeout: float = 120.0) -> None:
+    """A short unrecorded run, so that no measured point pays for first calls (allocations,
+    TorchScript's profiling passes, the dynamic batcher's first batch shapes)."""
+    quick = Measurement(mode="count_windows", request_count=max(4, concurrency),
+                        stability=100.0, max_trials=3, relaxed_stability=100.0)
+    _run(tool, target, batch_size, concurrency, quick, work_dir / "warm-up.csv", None, 1,
+         timeout)
+
+
+def _run(tool, target, batch_size, concurrency, measurement, csv_path, stability, scale,
+         timeout):
+    """One perf_analyzer run; its output is appended to the point's .log (both attempts)."""
     csv_path.unlink(missing_ok=True)
-    cmd = command(tool, target, batch_size, concurrency, measurement, csv_path, stability)
+    cmd = command(tool, target, batch_size, concurrency, measurement, csv_path, stability, scale)
     log_path = csv_path.with_suffix(".log")
     try:
-        with open(log_path, "w") as log:
+        with open(log_path, "a") as log:
+            log.write("$ " + " ".join(cmd) + "\n")
+            log.flush()
             proc = subprocess.run(cmd, env=tool.env, stdin=subprocess.DEVNULL, stdout=log,
                                   stderr=subprocess.STDOUT, timeout=timeout)
         code = proc.returncode
@@ -265,7 +276,8 @@ def _run(tool, target, batch_size, concurrency, measurement, csv_path, stability
         code = 124
     except OSError as e:
         raise ToolError(f"could not run {tool.binary}: {e}.", LIB_TIP) from e
-    log_text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    log_text = log_path.read_text(errors="replace").rsplit("$ ", 1)[-1] \
+        if log_path.exists() else ""
     if code == 124:
         log_text += f"\n(gen-repo stopped perf_analyzer after {timeout:.0f} s)"
     rows = parse_csv(csv_path) if code == 0 and csv_path.exists() else []

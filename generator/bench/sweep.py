@@ -8,7 +8,9 @@ point.
 
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ class Plan:
     def points_of(self, model: BenchModel) -> int:
         return len(self.instances) * len(self.batch_sizes_for(model)) * len(self.concurrency)
 
+
     def estimate_point_s(self) -> float:
         m = self.measurement
         window = m.interval_ms / 1000 if m.mode == "time_windows" else 1.0
@@ -45,7 +48,7 @@ class Plan:
 
     def to_dict(self) -> dict:
         return {"concurrency": list(self.concurrency), "batch_sizes": list(self.batch_sizes),
-                "instances": [i for i in self.instances], "protocol": self.protocol,
+                "instances": list(self.instances), "protocol": self.protocol,
                 "measurement": self.measurement.to_dict(), "point_timeout_s": self.point_timeout}
 
 
@@ -65,8 +68,9 @@ def threads_per_instance(model: BenchModel) -> int | None:
 
 class Sweep:
     def __init__(self, target, tool: pa.PerfAnalyzer, plan: Plan, results: Results,
-                 out_dir: Path, results_path: Path):
+                 out_dir: Path, results_path: Path, work_dir: Path):
         self.target = target
+        self.work_dir = work_dir
         self.tool = tool
         self.plan = plan
         self.results = results
@@ -75,6 +79,7 @@ class Sweep:
         self._done = 0
         self._total = 0
         self._point_s: list[float] = []
+        self._lock = threading.Lock()  # loads run in parallel threads
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _eta(self) -> str:
@@ -84,17 +89,26 @@ class Sweep:
         return _duration(left * per)
 
     def _save(self) -> None:
-        self.results.save(self.results_path)
+        with self._lock:
+            self.results.save(self.results_path)
 
     def _record_load(self, model: BenchModel, instances, state: str, reason: str,
                      seconds: float) -> None:
-        self.results.loads.append({"model": model.name, "instances": instances, "state": state,
-                                   "reason": reason, "seconds": round(seconds, 2)})
+        with self._lock:
+            self.results.loads.append({"model": model.name, "instances": instances,
+                                       "state": state, "reason": reason,
+                                       "seconds": round(seconds, 2)})
         self._save()
 
     # -- the sweep -----------------------------------------------------------------------------
     def run(self, models: list[BenchModel]) -> None:
-        """Measure every point; raises KeyboardInterrupt / ServerError after saving results."""
+        """Measure every point; raises KeyboardInterrupt / ServerError after saving results.
+
+        For each instance count all models are loaded together (in parallel) and measured in
+        turn at each (batch size, concurrency), so that variants being compared are measured
+        minutes apart at most, under the same background load; a loaded but idle model costs
+        memory, not CPU.
+        """
         runnable = []
         for m in models:
             reason = self.target.missing_backend_reason(m.built.backend)
@@ -106,41 +120,55 @@ class Sweep:
         self._total = sum(self.plan.points_of(m) for m in runnable)
         progress.info(f"sweep: {len(runnable)} model(s), {self._total} points, about"
                       f" {self._eta()}")
-        for m in runnable:
-            self._run_model(m)
+        targets = {m.name: self._target_of(m) for m in runnable}
+        for instances in self.plan.instances:
+            loaded: list[tuple[BenchModel, int, int | None]] = []
+            try:
+                with ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
+                    for entry in pool.map(self._load, runnable, [instances] * len(runnable)):
+                        if entry:
+                            loaded.append(entry)
+                for m, _, _ in loaded:
+                    for b in self.plan.batch_sizes_for(m):
+                        pa.warm_up(self.tool, targets[m.name], b, max(self.plan.concurrency),
+                                   self.work_dir)
+                for b in self.plan.batch_sizes:
+                    for c in self.plan.concurrency:
+                        for m, count, threads in loaded:
+                            if b in self.plan.batch_sizes_for(m):
+                                self._point(m, targets[m.name], count, threads, b, c)
+            finally:
+                if instances is not None:
+                    for m, _, _ in loaded:
+                        self.target.unload(m)
 
-    def _run_model(self, model: BenchModel) -> None:
+    def _target_of(self, model: BenchModel) -> pa.Target:
         input_data = None
         if model.built.built_by_gen_repo:
             input_data = pa.write_input_data(model.built.samples(),
                                              model.built.config.max_batch_size > 0,
                                              self.out_dir / "inputs" / f"{model.name}.json")
-        target = pa.Target(model.name, self.target.url(self.plan.protocol), self.plan.protocol,
-                           input_data)
-        sizes = self.plan.batch_sizes_for(model)
-        for instances in self.plan.instances:
-            start = time.perf_counter()
-            status = self.target.load(model, instances)
-            seconds = time.perf_counter() - start
-            count = instances if instances is not None else instances_of(model.built)
-            self._record_load(model, count, status.state, status.reason, seconds)
-            if status.state != READY:
-                progress.warn(f"{model.name} with {count} instance(s) is {status.state}:"
-                              f" {status.reason}")
-                self._total -= len(sizes) * len(self.plan.concurrency)
-                self.target.check_running()
-                continue
-            threads = threads_per_instance(model)
-            progress.info(f"{model.name}: {count} instance(s)"
-                          + (f" x {threads} thread(s)" if threads else "")
-                          + f", loaded in {seconds:.1f} s")
-            try:
-                for b in sizes:
-                    for c in self.plan.concurrency:
-                        self._point(model, target, count, threads, b, c)
-            finally:
-                if instances is not None:
-                    self.target.unload(model)
+        return pa.Target(model.name, self.target.url(self.plan.protocol), self.plan.protocol,
+                         input_data)
+
+    def _load(self, model: BenchModel, instances: int | None):
+        """Load with ``instances``; (model, instance count, threads) when READY, else None."""
+        start = time.perf_counter()
+        status = self.target.load(model, instances)
+        seconds = time.perf_counter() - start
+        count = instances if instances is not None else instances_of(model.built)
+        self._record_load(model, count, status.state, status.reason, seconds)
+        if status.state != READY:
+            progress.warn(f"{model.name} with {count} instance(s) is {status.state}:"
+                          f" {status.reason}")
+            with self._lock:
+                self._total -= len(self.plan.batch_sizes_for(model)) * len(self.plan.concurrency)
+            self.target.check_running()
+            return None
+        threads = threads_per_instance(model)
+        progress.info(f"{model.name}: {count} instance(s)"
+                      + (f" x {threads} intra-op thread(s)" if threads else ""))
+        return model, count, threads
 
     def _point(self, model: BenchModel, target: pa.Target, instances: int,
                threads: int | None, batch_size: int, concurrency: int) -> None:

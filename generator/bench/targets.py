@@ -51,13 +51,10 @@ class ManagedServer:
         return self.server.load([model.built])[0]
 
     def unload(self, model: BenchModel) -> None:
-        client = self.server._client(60.0)
         try:
-            client.unload_model(model.name)
+            self.server.unload(model.name)
         except Exception:  # unloading is tidiness; a dead server is caught by check_running
             pass
-        finally:
-            client.close()
 
     def check_running(self) -> None:
         self.server.check_running()
@@ -110,8 +107,19 @@ class RemoteServer:
             index = [{"name": m.name, "state": m.state} for m in index.models]
         return [m["name"] for m in index if m.get("state") == "READY"]
 
+    def model_config(self, name: str) -> dict:
+        """The server's config of a model, as JSON."""
+        try:
+            if self.protocol == "grpc":
+                return self._client.get_model_config(name, as_json=True)["config"]
+            return self._client.get_model_config(name)
+        except Exception as e:
+            raise ServerError(f"the server at {self._url} has no model '{name}' ready: {e}.",
+                              "Check the name (gen-repo serve prints them) or load it there"
+                              " first.") from e
+
     def load(self, model: BenchModel, instances: int | None) -> ModelStatus:
-        backend = model.built.backend if (model.built.path / "config.pbtxt").exists() else ""
+        backend = model.built.backend
         try:
             ready = self._client.is_model_ready(model.name)
         except Exception as e:

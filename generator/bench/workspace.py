@@ -107,7 +107,8 @@ def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
     version = target / layout.VERSION
     version.mkdir(parents=True)
     src_version = libtorch.path / layout.VERSION
-    _link_or_copy(str(src_version / load_params["artifact"]), str(version / load_params["artifact"]))
+    artifact = load_params["artifact"]
+    _link_or_copy(str(src_version / artifact), str(version / artifact))
     install_runtime(version)
     for f in libtorch.path.glob("gen_repo_*.npz"):
         _link_or_copy(str(f), str(target / f.name))
@@ -176,3 +177,17 @@ def set_instances(model: BuiltModel, count: int) -> None:
 
 def instances_of(model: BuiltModel) -> int:
     return sum(g.count for g in model.config.instance_group) or 1
+
+
+def stub_from_server(name: str, config: dict, dest: Path) -> BuiltModel:
+    """A config-only model directory from a running server's model config (JSON), for a model
+    bench measures on a server but has no local copy of (no samples, no ceiling)."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    proto = json_format.ParseDict(config, model_config_pb2.ModelConfig(),
+                                  ignore_unknown_fields=True)
+    target = dest / name
+    target.mkdir(parents=True, exist_ok=True)
+    write_atomic(target / layout.CONFIG, text_format.MessageToString(proto))
+    return BuiltModel(target)

@@ -1,5 +1,5 @@
 """Sub-commands. Each module has ``add_parser(subparsers)``, which sets ``run(args) -> int``."""
 
-from . import build, serve, verify
+from . import bench, build, demo, deploy, pack_env, push, serve, verify
 
-COMMANDS = [build, serve, verify]
+COMMANDS = [build, serve, verify, bench, demo, push, deploy, pack_env]

@@ -1,0 +1,293 @@
+"""From measured points to the few numbers people read: ratios, the ceiling, scaling, and why.
+
+Everything the verdict says is computed here from ``Results`` (the report only formats it), so
+the benchmark script and the tests read the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .results import UNSTABLE, Point, Results
+
+EAGER_VARIANT = "python"
+TORCHSCRIPT_VARIANTS = ("libtorch", "python-ts")  # the first one measured is "TorchScript"
+VARIANT_WORDS = {
+    "python": "the eager Python variant",
+    "libtorch": "the TorchScript variant (PyTorch backend)",
+    "python-ts": "TorchScript through the Python backend (python-ts)",
+}
+BREAKDOWN = (("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
+             ("server_compute_infer_us", "compute infer"),
+             ("server_compute_output_us", "compute output"))
+
+
+def words(variant: str) -> str:
+    return VARIANT_WORDS.get(variant, f"the {variant} variant")
+
+
+@dataclass
+class Comparison:
+    """Eager against TorchScript for one model at one batch size and instance count."""
+
+    base: str
+    batch_size: int
+    instances: int
+    eager: str | None = None  # model (directory) names
+    torchscript: str | None = None
+    torchscript_variant: str | None = None
+    concurrency: int | None = None  # where throughput is compared (8, or the highest measured)
+    low_concurrency: int | None = None  # where p50 is compared (1, or the lowest)
+    throughput_ratio: float | None = None  # eager / TorchScript
+    p50_ratio: float | None = None  # eager / TorchScript
+    eager_point: Point | None = None
+    torchscript_point: Point | None = None
+    unstable: bool = False  # one of the compared points only met the relaxed threshold
+
+
+@dataclass
+class CeilingRatio:
+    model: str
+    variant: str
+    batch_size: int
+    served: float  # best served throughput at this batch size (any concurrency / instances)
+    served_point: Point
+    ceiling: float  # best in-process throughput at this batch size
+    ceiling_point: dict
+    ratio: float
+
+
+@dataclass
+class ModelSummary:
+    base: str
+    comparisons: list[Comparison] = field(default_factory=list)
+    ceiling_ratios: list[CeilingRatio] = field(default_factory=list)
+    scaling: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> inst -> best
+    shortfalls: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def models_of(results: Results, base: str) -> dict[str, str]:
+    """variant -> model name for the measured models of ``base``."""
+    out = {}
+    for m in results.models:
+        if m.get("base") == base and results.measured(model=m["name"]):
+            out.setdefault(m["variant"], m["name"])
+    return out
+
+
+def torchscript_of(variants: dict[str, str]) -> tuple[str | None, str | None]:
+    for v in TORCHSCRIPT_VARIANTS:
+        if v in variants:
+            return variants[v], v
+    return None, None
+
+
+def _at(results: Results, model: str, batch: int, inst: int, conc: int) -> Point | None:
+    pts = results.measured(model=model, batch_size=batch, instances=inst, concurrency=conc)
+    return pts[0] if pts else None
+
+
+def compare(results: Results, base: str, batch: int, inst: int,
+            target_concurrency: int = 8) -> Comparison:
+    variants = models_of(results, base)
+    ts, ts_variant = torchscript_of(variants)
+    c = Comparison(base, batch, inst, variants.get(EAGER_VARIANT), ts, ts_variant)
+    if not (c.eager and c.torchscript):
+        return c
+    both = sorted({p.concurrency for p in results.measured(model=c.eager, batch_size=batch,
+                                                             instances=inst)}
+                  & {p.concurrency for p in results.measured(model=c.torchscript,
+                                                             batch_size=batch, instances=inst)})
+    if not both:
+        return c
+    hi = target_concurrency if target_concurrency in both else max(both)
+    lo = min(both)
+    c.concurrency, c.low_concurrency = hi, lo
+    e, t = _at(results, c.eager, batch, inst, hi), _at(results, c.torchscript, batch, inst, hi)
+    c.eager_point, c.torchscript_point = e, t
+    c.throughput_ratio = _ratio(e.throughput, t.throughput)
+    e1, t1 = _at(results, c.eager, batch, inst, lo), _at(results, c.torchscript, batch, inst, lo)
+    c.p50_ratio = _ratio(e1.get("p50_us"), t1.get("p50_us"))
+    c.unstable = any(p.status == UNSTABLE for p in (e, t, e1, t1))
+    return c
+
+
+def _ratio(a, b) -> float | None:
+    return a / b if a and b else None
+
+
+def max_execution_batch(results: Results, base: str) -> int:
+    """The largest batch the server may run for ``base``: max_batch_size with the dynamic
+    batcher on (requests are merged), else 0 (each request runs at its own size)."""
+    return max((m.get("max_execution_batch", 0) for m in results.models
+                if m.get("base") == base), default=0)
+
+
+def best_ceiling(results: Results, base: str, batch: int) -> dict | None:
+    """The best in-process point among the batch sizes the server may execute for requests of
+    ``batch`` rows: ``batch`` itself, and up to max_batch_size when the dynamic batcher merges
+    requests -- the fair "what this machine can do" for those requests."""
+    top = max(batch, max_execution_batch(results, base))
+    pts = [p for p in results.ceiling if p["model"] == base and batch <= p["batch_size"] <= top]
+    return max(pts, key=lambda p: p["throughput"]) if pts else None
+
+
+def ceiling_ratios(results: Results, base: str) -> list[CeilingRatio]:
+    out = []
+    for variant, model in models_of(results, base).items():
+        for batch in sorted({p.batch_size for p in results.measured(model=model)}):
+            ceiling = best_ceiling(results, base, batch)
+            if not ceiling:
+                continue
+            best = max(results.measured(model=model, batch_size=batch),
+                       key=lambda p: p.throughput)
+            out.append(CeilingRatio(model, variant, batch, best.throughput, best,
+                                    ceiling["throughput"], ceiling,
+                                    best.throughput / ceiling["throughput"]))
+    return out
+
+
+def scaling(results: Results, base: str, batch: int) -> dict[str, dict[int, float]]:
+    """model -> {instances: best throughput over concurrency} at one batch size."""
+    out: dict[str, dict[int, float]] = {}
+    for model in models_of(results, base).values():
+        for p in results.measured(model=model, batch_size=batch):
+            row = out.setdefault(model, {})
+            row[p.instances] = max(row.get(p.instances, 0.0), p.throughput)
+    return out
+
+
+def summarize(results: Results, base: str) -> ModelSummary:
+    s = ModelSummary(base)
+    measured = [p for p in results.points if p.base == base and p.throughput is not None]
+    if not measured:
+        return s
+    batches = sorted({p.batch_size for p in measured})
+    instances = sorted({p.instances for p in measured})
+    for b in batches:
+        for i in instances:
+            c = compare(results, base, b, i)
+            if c.throughput_ratio is not None:
+                s.comparisons.append(c)
+    s.ceiling_ratios = ceiling_ratios(results, base)
+    s.scaling = scaling(results, base, batches[0])
+    s.shortfalls = shortfalls(results, s)
+    return s
+
+
+# ---------------------------------------------------------------------------------------------
+# verdict sentences
+
+
+def _x(r: float) -> str:
+    return f"{r:.2f}×"
+
+
+def verdict(results: Results) -> list[str]:
+    """A few sentences, computed from the data, for the top of the report."""
+    lines = []
+    for base in results.bases():
+        s = summarize(results, base)
+        if s.comparisons:
+            c = s.comparisons[0]  # smallest batch size, fewest instances
+            lines.append(
+                f"{base}: at concurrency {c.concurrency} (batch {c.batch_size},"
+                f" {c.instances} instance{'s' if c.instances > 1 else ''}) {words('python')}"
+                f" reaches {_x(c.throughput_ratio)} the throughput of"
+                f" {words(c.torchscript_variant)}; its p50 latency at concurrency"
+                f" {c.low_concurrency} is {_x(c.p50_ratio)} TorchScript's"
+                + (" (from points marked unstable: rough numbers)." if c.unstable else "."))
+        elif models_of(results, base):
+            have = ", ".join(models_of(results, base).values())
+            lines.append(f"{base}: only {have} measured, so there is no eager-vs-TorchScript"
+                         " comparison.")
+        for r in s.ceiling_ratios:
+            if r.batch_size == min(x.batch_size for x in s.ceiling_ratios):
+                lines.append(
+                    f"{base}: {words(r.variant)} serves {r.served:.1f} infer/s at best (batch"
+                    f" {r.batch_size}), {_x(r.ratio)} the in-process ceiling of"
+                    f" {r.ceiling:.1f} infer/s ({r.ceiling_point['kind']}, batch"
+                    f" {r.ceiling_point['batch_size']}, {r.ceiling_point['threads']} thread(s),"
+                    " no server).")
+        for model, per in s.scaling.items():
+            if len(per) > 1:
+                lo, hi = min(per), max(per)
+                variant = results.model_info(model).get("variant", model)
+                lines.append(f"{base}: {words(variant)} with {hi} instances reaches"
+                             f" {_x(per[hi] / per[lo])} its throughput with {lo}.")
+    return lines
+
+
+def shortfalls(results: Results, s: ModelSummary) -> list[str]:
+    """Where the served eager model falls short, by how much, and what the CSV says about why."""
+    out = []
+    cores = results.machine.get("cores") or "the"
+    for c in s.comparisons:
+        if c.throughput_ratio < 0.98:
+            out.append(
+                f"batch {c.batch_size}, {c.instances} instance(s), concurrency {c.concurrency}:"
+                f" eager is {(1 - c.throughput_ratio) * 100:.0f}% below TorchScript in"
+                f" throughput. {_why(c.eager_point, c.torchscript_point)}")
+    for r in s.ceiling_ratios:
+        if r.ratio < 0.95:
+            p = r.served_point
+            outside = sum(p.get(k) or 0 for k, _ in BREAKDOWN if k != "server_compute_infer_us")
+            infer = p.get("server_compute_infer_us") or 0
+            parts = ", ".join(f"{label} {p.get(k) or 0:.0f} µs" for k, label in BREAKDOWN)
+            out.append(
+                f"{r.model} (batch {r.batch_size}) serves {(1 - r.ratio) * 100:.0f}% below the"
+                f" in-process ceiling. At its best point (concurrency {p.concurrency},"
+                f" {p.instances} instance(s)) a request spends {parts}; the time outside the"
+                f" forward pass is {outside / max(outside + infer, 1) * 100:.0f}% of the"
+                f" server's part, and perf_analyzer and tritonserver share {cores} cores with the"
+                f" model. {_forward_slowdown(results, r)}".rstrip())
+    return out
+
+
+KIND_OF_VARIANT = {"python": "eager", "python-ts": "torchscript", "libtorch": "torchscript"}
+
+
+def _forward_slowdown(results: Results, r: CeilingRatio) -> str:
+    """Compare one forward pass inside the server (compute infer at the lowest concurrency,
+    where requests are not merged) with the same artifact, batch and threads in-process."""
+    pts = sorted(results.measured(model=r.model, batch_size=r.batch_size),
+                 key=lambda p: (p.concurrency, p.instances))
+    if not pts:
+        return ""
+    p = pts[0]
+    served_ms = (p.get("server_compute_infer_us") or 0) / 1000
+    same = [c for c in results.ceiling if c["model"] == r.ceiling_point["model"]
+            and c["kind"] == KIND_OF_VARIANT.get(r.variant) and c["batch_size"] == r.batch_size
+            and c["threads"] == p.threads]
+    if not same or not served_ms or served_ms < 1.2 * same[0]["p50_ms"]:
+        return ""
+    backend = results.model_info(r.model).get("backend")
+    stub = (" On the Python backend it also holds the round trip to the backend's stub process"
+            " and execute()'s Python work (tensor conversion, responses), which the in-process"
+            " loop does not pay." if backend == "python" else "")
+    return (f"The server's compute infer is {served_ms / same[0]['p50_ms']:.1f}x the in-process"
+            f" forward pass ({served_ms:.2f} ms at concurrency {p.concurrency} against"
+            f" {same[0]['p50_ms']:.2f} ms with {p.threads} thread(s)).{stub} The model's"
+            " intra-op threads also compete with the server's and the load generator's for the"
+            " cores.")
+
+
+def _why(e: Point, t: Point) -> str:
+    """Name the server-side part that differs most between two points (µs per request)."""
+    diffs = [((e.get(k) or 0) - (t.get(k) or 0), label) for k, label in BREAKDOWN]
+    diffs.append(((e.get("network_us") or 0) - (t.get("network_us") or 0),
+                  "network + server send/recv"))
+    delta, label = max(diffs)
+    if delta <= 0:
+        return "No server-side part is slower; the difference is within measurement noise."
+    return (f"The largest difference is {label}: {e.get(_key(label)) or 0:.0f} µs against"
+            f" {t.get(_key(label)) or 0:.0f} µs per request"
+            + (" (the eager forward pass itself is slower)." if label == "compute infer" else
+               " (requests wait for a busy instance)." if label == "queue" else "."))
+
+
+def _key(label: str) -> str:
+    return dict((lbl, k) for k, lbl in BREAKDOWN).get(label, "network_us")

@@ -1,0 +1,157 @@
+"""PNG plots (matplotlib, Agg backend): one figure per question, one file per model.
+
+    throughput vs concurrency     a line per variant x instance count, ceiling as a dashed line
+    p99 latency vs throughput     the classic serving curve
+    throughput vs instances       best throughput at each instance count (the interpreter question)
+    served / ceiling              a bar per variant x batch size
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import analysis
+from .results import Results
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(results: Results, model: str) -> str:
+    return results.model_info(model).get("variant") or model
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _series(results: Results, base: str):
+    """(model, instances, batch) -> points sorted by concurrency."""
+    out: dict[tuple[str, int, int], list] = {}
+    for p in results.points:
+        if p.base == base and p.throughput is not None:
+            out.setdefault((p.model, p.instances, p.batch_size), []).append(p)
+    return {k: sorted(v, key=lambda p: p.concurrency) for k, v in sorted(out.items())}
+
+
+def throughput_vs_concurrency(results: Results, base: str, path: Path) -> Path | None:
+    series = _series(results, base)
+    batches = sorted({b for _, _, b in series})
+    if not batches:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4.2), squeeze=False)
+    for ax, b in zip(axes[0], batches, strict=True):
+        top = 0.0
+        for (model, inst, batch), pts in series.items():
+            if batch == b:
+                ax.plot([p.concurrency for p in pts], [p.throughput for p in pts], marker="o",
+                        label=f"{_label(results, model)} ×{inst}")
+                top = max([top] + [p.throughput for p in pts])
+        ceiling = analysis.best_ceiling(results, base, b)
+        if ceiling:
+            ax.axhline(ceiling["throughput"], color="grey", linestyle="--",
+                       label=f"in-process ceiling ({ceiling['kind']},"
+                             f" {ceiling['throughput']:.0f}/s)")
+        if ceiling and ceiling["throughput"] > 5 * top:  # keep the served curves readable
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xscale("log", base=2)
+        ticks = sorted({p.concurrency for (_, _, batch), pts in series.items() if batch == b
+                        for p in pts})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("concurrency (requests in flight)")
+        ax.set_ylabel("throughput (inferences/s)")
+        ax.set_title(f"{base}: throughput, batch {b}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def latency_vs_throughput(results: Results, base: str, path: Path) -> Path | None:
+    series = _series(results, base)
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for (model, inst, b), pts in series.items():
+        ax.plot([p.throughput for p in pts], [p.get("p99_us", 0) / 1000 for p in pts],
+                marker="o", label=f"{_label(results, model)} ×{inst} b{b}")
+        for p in pts:
+            ax.annotate(f"c{p.concurrency}", (p.throughput, p.get("p99_us", 0) / 1000),
+                        fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("throughput (inferences/s)")
+    ax.set_ylabel("p99 latency (ms)")
+    ax.set_title(f"{base}: p99 latency vs throughput")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def throughput_vs_instances(results: Results, base: str, path: Path) -> Path | None:
+    measured = [p for p in results.points if p.base == base and p.throughput is not None]
+    if len({p.instances for p in measured}) < 2:
+        return None
+    batch = min(p.batch_size for p in measured)
+    per_model = analysis.scaling(results, base, batch)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for model, per in sorted(per_model.items()):
+        xs = sorted(per)
+        ax.plot(xs, [per[x] for x in xs], marker="o", label=_label(results, model))
+    ax.set_xticks(sorted({p.instances for p in measured}))
+    ax.set_xlabel("instances (Python interpreters / model copies)")
+    ax.set_ylabel("best throughput over concurrency (inferences/s)")
+    ax.set_title(f"{base}: throughput vs instances, batch {batch}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0)
+    return _save(fig, path)
+
+
+def ceiling_ratio(results: Results, base: str, path: Path) -> Path | None:
+    ratios = analysis.ceiling_ratios(results, base)
+    if not ratios:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    labels = [f"{r.variant}\nbatch {r.batch_size}" for r in ratios]
+    bars = ax.bar(labels, [r.ratio for r in ratios], color="tab:blue")
+    for bar, r in zip(bars, ratios, strict=True):
+        ax.annotate(f"{r.ratio:.2f}×", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center", va="bottom", fontsize=9)
+    ax.axhline(1.0, color="grey", linestyle="--", label="in-process ceiling")
+    ax.set_ylabel("best served throughput / in-process ceiling")
+    ax.set_title(f"{base}: served as a fraction of the ceiling")
+    ax.set_ylim(0, max(1.1, max(r.ratio for r in ratios) * 1.15))
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+PLOTS = (
+    ("throughput_vs_concurrency", throughput_vs_concurrency, "Throughput vs concurrency"),
+    ("latency_vs_throughput", latency_vs_throughput, "p99 latency vs throughput"),
+    ("throughput_vs_instances", throughput_vs_instances, "Throughput vs instances"),
+    ("ceiling_ratio", ceiling_ratio, "Served / in-process ceiling"),
+)
+
+
+def write_plots(results: Results, base: str, out_dir: Path) -> list[tuple[str, Path]]:
+    """Every plot that has data for ``base``: [(title, path)]."""
+    made = []
+    for stem, fn, title in PLOTS:
+        path = fn(results, base, out_dir / f"{base}_{stem}.png")
+        if path:
+            made.append((title, path))
+    return made

@@ -1,0 +1,144 @@
+"""gen-repo bench: perf_analyzer sweeps of the served variants, the in-process ceiling, a report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import progress
+from ..errors import SpecError
+from .common import add_repo_args, select_models
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark the served variants with perf_analyzer",
+        description="Serve every variant of the repository (bench starts its own embedded"
+                    " tritonserver on a private copy, or measures a running server with --url),"
+                    " drive perf_analyzer through concurrency x batch size x instance count,"
+                    " measure the same artifacts in-process as the ceiling, and write"
+                    " results.json, the raw CSVs, and report.md/report.html with plots. Ctrl-C"
+                    " keeps what was measured. Exit code 3 when some points or models failed,"
+                    " 130 when interrupted.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_repo_args(p)
+    p.add_argument("--quick", action="store_true",
+                   help="a first look in under a minute: concurrency 1,8, batch 1, 1 instance,"
+                        " 1 s windows")
+    p.add_argument("--concurrency", default=None, metavar="LIST",
+                   help="concurrency levels (default 1,2,4,8; --quick 1,8)")
+    p.add_argument("--batch-size", default=None, metavar="LIST",
+                   help="request batch sizes (default 1)")
+    p.add_argument("--instances", default=None, metavar="LIST",
+                   help="instance counts per variant, set by rewriting instance_group in the"
+                        " private copy and reloading (default 1,2; --quick 1)")
+    p.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
+    p.add_argument("--out", default="bench_results", metavar="DIR",
+                   help="where results.json, csv/, plots/ and report.md/html go")
+    p.add_argument("--url", default=None, metavar="HOST:PORT",
+                   help="measure a running server at this endpoint of --protocol instead of"
+                        " starting one (no instance scaling)")
+    p.add_argument("--measurement-interval", type=int, default=None, metavar="MS",
+                   help="perf_analyzer time window (default 2000; --quick 1000)")
+    p.add_argument("--request-count", type=int, default=None, metavar="N",
+                   help="use count windows of at least N requests instead of time windows")
+    p.add_argument("--stability", type=float, default=None, metavar="PCT",
+                   help="the last 3 windows must agree within PCT%% (default 15; --quick 50)")
+    p.add_argument("--ceiling-seconds", type=float, default=None, metavar="S",
+                   help="in-process ceiling: seconds per setting (default 3; --quick 0.5)")
+    p.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
+    p.add_argument("--python-ts", choices=("auto", "yes", "no"), default="auto",
+                   help="serve a libtorch model's model.pt through the Python backend too (auto:"
+                        " when the server has no PyTorch backend)")
+    p.add_argument("--backend-directory", action="append", default=[], metavar="DIR",
+                   help="extra Triton backends for the embedded server (e.g. pytorch)")
+    p.add_argument("--report-only", default=None, metavar="RESULTS_JSON",
+                   help="only (re)write the report from an earlier results.json")
+    p.set_defaults(run=run)
+
+
+def _ints(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    if text is None:
+        return default
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise SpecError(f"{flag} '{text}' is not a comma-separated list of integers.",
+                        f"Example: {flag} 1,2,4,8") from e
+    if not values or any(v < 1 for v in values):
+        raise SpecError(f"{flag} '{text}' needs positive integers.", f"Example: {flag} 1,2,4,8")
+    return tuple(dict.fromkeys(values))
+
+
+def options_from_args(args):
+    from dataclasses import replace
+
+    from ..bench.runner import FULL, QUICK, BenchOptions
+    from ..bench.sweep import Plan
+
+    preset = QUICK if args.quick else FULL
+    meas = preset["measurement"]
+    if args.request_count is not None:
+        if args.request_count < 1:
+            raise SpecError(f"--request-count {args.request_count} must be positive.",
+                            "Example: --request-count 200")
+        meas = replace(meas, mode="count_windows", request_count=args.request_count)
+    if args.measurement_interval is not None:
+        if args.measurement_interval < 100:
+            raise SpecError(f"--measurement-interval {args.measurement_interval} ms is too short"
+                            " for stable numbers.", "Use 500 ms or more.")
+        meas = replace(meas, interval_ms=args.measurement_interval)
+    if args.stability is not None:
+        if not 0 < args.stability <= 1000:
+            raise SpecError(f"--stability {args.stability} is not a percentage in (0, 1000].",
+                            "Example: --stability 15 (the last 3 windows within 15%).")
+        meas = replace(meas, stability=args.stability,
+                       relaxed_stability=max(meas.relaxed_stability, args.stability))
+    instances = _ints(args.instances, "--instances", preset["instances"])
+    if args.url and args.instances:
+        raise SpecError("--instances needs bench's own server: it rewrites instance_group in a"
+                        " private copy of the repository, which a running server (--url) does"
+                        " not read.", "Drop --url to let bench start its server, or drop"
+                        " --instances.")
+    plan = Plan(concurrency=_ints(args.concurrency, "--concurrency", preset["concurrency"]),
+                batch_sizes=_ints(args.batch_size, "--batch-size", preset["batch_sizes"]),
+                instances=instances, protocol=args.protocol, measurement=meas)
+    seconds = 0.0 if args.no_ceiling else (
+        args.ceiling_seconds if args.ceiling_seconds is not None else preset["ceiling_seconds"])
+    return BenchOptions(plan=plan, out=Path(args.out), ceiling_seconds=seconds,
+                        python_ts=args.python_ts, backend_dirs=tuple(args.backend_directory),
+                        url=args.url, repo=Path(args.repo), quick=args.quick)
+
+
+def run(args) -> int:
+    from ..bench.analysis import verdict
+    from ..bench.report import write_report
+    from ..bench.results import Results
+    from ..bench.runner import run_bench
+
+    if args.report_only:
+        results = Results.load(args.report_only)
+        md, page = write_report(results, Path(args.report_only).resolve().parent)
+        print("\n".join(verdict(results)))
+        print(f"report: {md}\n        {page}")
+        return 0
+    opts = options_from_args(args)
+    command = ["gen-repo", *sys.argv[1:]] if sys.argv and "gen-repo" in sys.argv[0] else \
+        ["gen-repo", "bench"]
+    if opts.url:
+        names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
+        outcome = run_bench(opts, names=names, command=command)
+    else:
+        outcome = run_bench(opts, models=select_models(args.repo, args.models), command=command)
+    lines = verdict(outcome.results)
+    print("\n".join(lines) if lines else "nothing was measured")
+    print(f"results: {outcome.results_path}\nreport:  {outcome.report_md}\n"
+          f"         {outcome.report_html}")
+    if outcome.error is not None and not outcome.results.measured():
+        raise outcome.error
+    if outcome.error is not None:
+        progress.warn(f"{outcome.error.message} TIP: {outcome.error.tip}")
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome.exit_code

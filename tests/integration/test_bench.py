@@ -1,0 +1,137 @@
+"""gen-repo bench end to end: the real embedded tritonserver, the real perf_analyzer (short
+windows), the in-process ceiling, results.json, the CSVs and the report -- and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from generator import layout
+from generator.bench import perf_analyzer as pa
+from generator.bench.results import SCHEMA, Results
+from tests.conftest import ROOT
+from tests.integration.conftest import alive, descendants, embedded_server
+
+pytestmark = pytest.mark.integration
+
+# Short windows and a loose threshold: these tests prove the driver, not the numbers (other
+# processes may share the cores).
+SHORT = ["--measurement-interval", "300", "--stability", "1000"]
+
+
+def _snapshot(repo: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_path, run_cli):
+    before = _snapshot(tiny_repo)
+    out = tmp_path / "bench"
+    code, stdout, stderr = run_cli("bench", "--repo", tiny_repo, "--models", "tiny_mlp",
+                                   "--out", out, "--concurrency", "1,4", "--instances", "1,2",
+                                   "--ceiling-seconds", "0.3", *SHORT)
+    assert code == 0, stderr
+    results = Results.load(out / "results.json")
+    assert json.loads((out / "results.json").read_text())["schema"] == SCHEMA
+    assert results.complete and results.stopped_by is None
+    models = {m["name"]: m for m in results.models}
+    assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python", "tiny_mlp_python_ts"}
+    assert models["tiny_mlp_python_ts"]["derived_from"] == "tiny_mlp_libtorch"
+    skipped = [e for e in results.loads if e["model"] == "tiny_mlp_libtorch"]
+    assert [e["state"] for e in skipped] == ["SKIPPED"]
+    assert "PyTorch backend" in skipped[0]["reason"]
+
+    cores = len(os.sched_getaffinity(0))
+    for model in ("tiny_mlp_python", "tiny_mlp_python_ts"):
+        loads = [(e["instances"], e["state"]) for e in results.loads if e["model"] == model]
+        assert loads == [(1, "READY"), (2, "READY")]
+        for inst in (1, 2):
+            for conc in (1, 4):
+                (p,) = [p for p in results.points if p.model == model and p.instances == inst
+                        and p.concurrency == conc]
+                assert p.status in ("ok", "unstable") and p.throughput > 0, p
+                assert p.threads == max(1, cores // inst)
+                assert p.get("p99_us") >= p.get("p50_us") > 0
+                assert p.get("server_compute_infer_us") > 0
+                (row,) = pa.parse_csv(out / p.csv)  # the raw CSV is kept, and is the source
+                assert row["throughput"] == p.throughput
+                assert f"--concurrency-range {conc}:{conc}" in " ".join(p.command)
+                assert "-f" in p.command and "--input-data" in p.command
+    server_log = (out / "tritonserver.log").read_text()
+    # the second instance really ran, with the threads bench recorded
+    assert re.search(rf"gen-repo: tiny_mlp_python instance \S+_1 loaded .* {max(1, cores // 2)}"
+                     r" threads", server_log)
+    # the request batch, and the largest batch the dynamic batcher may form (max_batch_size 8)
+    kinds = {(c["kind"], c["batch_size"]) for c in results.ceiling}
+    assert kinds == {(k, b) for k in ("eager", "torchscript") for b in (1, 8)}
+
+    report = (out / "report.md").read_text()
+    assert "at concurrency 4" in report and "the eager Python variant reaches" in report
+    assert "TorchScript through the Python backend (python-ts)" in report
+    assert "in-process ceiling" in report
+    assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == 4
+    assert (out / "report.html").read_text().count("<img ") == 4
+    assert "results:" in stdout and "reaches" in stdout
+
+    assert _snapshot(tiny_repo) == before  # the user's repository is never touched
+    assert not list(out.glob(".gen-repo-bench-*"))  # the private copy is gone
+    assert not [p for p in alive(descendants(os.getpid())) if "tritonserver" in p]
+
+
+def test_bench_measures_a_running_server_with_dynamic_int_and_bool_inputs(tiny_repo, tmp_path,
+                                                                          run_cli):
+    model = layout.BuiltModel(tiny_repo / "seq_encoder_python")
+    with embedded_server(tiny_repo, tmp_path, models=[model]) as (server, statuses):
+        assert statuses["seq_encoder_python"].state == "READY"
+        code, stdout, stderr = run_cli("bench", "--url", server.grpc_url, "--repo", tiny_repo,
+                                       "--models", "seq_encoder_python", "--concurrency", "2",
+                                       "--no-ceiling", "--out", tmp_path / "b", *SHORT)
+    assert code == 0, stderr
+    results = Results.load(tmp_path / "b" / "results.json")
+    (p,) = results.points
+    assert p.model == "seq_encoder_python" and p.throughput > 0 and p.instances == 1
+    assert results.server["kind"].startswith("running server at")
+    data = json.loads((tmp_path / "b" / "inputs" / "seq_encoder_python.json").read_text())
+    assert set(data["data"][0]) == {"tokens", "mask"}  # real samples: ids stay in range
+
+
+def test_ctrl_c_keeps_what_was_measured(tiny_repo, tmp_path):
+    out = tmp_path / "bench"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "generator.cli", "bench", "--repo", str(tiny_repo), "--models",
+         "tiny_mlp_python", "--out", str(out), "--concurrency", "1,2,4,8,16", "--instances",
+         "1", "--no-ceiling", *SHORT], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+        # a test runner started in the background ignores SIGINT, and children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            path = out / "results.json"
+            if path.is_file() and json.loads(path.read_text())["points"]:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        children = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "ERROR: interrupted." in stderr and "Traceback" not in stderr
+    results = Results.load(out / "results.json")
+    assert not results.complete and results.stopped_by == "interrupted (Ctrl-C)"
+    assert 1 <= len(results.points) < 5
+    report = (out / "report.md").read_text()
+    assert "STOPPED EARLY (interrupted (Ctrl-C))" in report
+    assert f"| python | 1 | {results.points[0].threads} | 1 | 1 |" in report
+    assert not alive(children)  # the server and its stubs are gone
