@@ -14,6 +14,7 @@ if it has not stopped in time.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -36,6 +37,7 @@ PYTORCH_BACKEND_TIP = (
     " model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR with"
     " a pytorch backend (e.g. a copy of /opt/tritonserver/backends from that image)")
 BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
+STUB_PROCESS = "triton_python_backend_stub"  # one process per Python-backend model instance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,6 +149,8 @@ class TritonServer:
         self.load_timeout = load_timeout
         self.stop_timeout = stop_timeout
         self._started = False
+        self._loaded: dict[str, object] = {}  # name -> the model it was loaded from
+        self._stubs: dict[str, list] = {}  # name -> its Python-backend processes (psutil)
 
     # -- what subclasses provide ---------------------------------------------------------------
     def _start(self) -> None:
@@ -162,6 +166,10 @@ class TritonServer:
     def missing_backend_reason(self, backend: str) -> str | None:
         """Why this server cannot load a model of ``backend``, or None when it can."""
         return None
+
+    def _stub_processes(self) -> dict:
+        """{pid: psutil.Process} of the running Python-backend stubs ({} when not visible)."""
+        return {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     @property
@@ -243,40 +251,50 @@ class TritonServer:
     # -- models --------------------------------------------------------------------------------
     def load(self, models: Iterable) -> list[ModelStatus]:
         """Load each model (a layout.BuiltModel) through the model-control API; one status each."""
-        from tritonclient.utils import InferenceServerException
-
         statuses = []
         client = self._client(self.load_timeout)
         try:
             for model in models:
-                backend = model.backend
-                missing = self.missing_backend_reason(backend)
+                missing = self.missing_backend_reason(model.backend)
                 if missing:
-                    statuses.append(ModelStatus(model.name, backend, SKIPPED, missing))
-                    continue
-                start = time.perf_counter()
-                progress.info(f"loading {model.name} ...")
-                try:
-                    client.load_model(model.name)
-                    status = ModelStatus(model.name, backend, READY)
-                except Exception as e:  # an error answer, or none in time: this model only
-                    if self.exit_code() is not None:
-                        raise self._died(f"while loading {model.name}") from e
-                    if isinstance(e, InferenceServerException):
-                        reason = clean_load_error(e.message() or str(e))
-                    else:
-                        reason = (f"no answer within {self.load_timeout:.0f} s while loading"
-                                  f" ({type(e).__name__}: {e}); see {self.log_path}")
-                    status = ModelStatus(model.name, backend, FAILED, reason)
-                progress.info(f"loading {model.name}: {status.state} in"
-                              f" {time.perf_counter() - start:.1f} s")
-                statuses.append(status)
+                    statuses.append(ModelStatus(model.name, model.backend, SKIPPED, missing))
+                else:
+                    statuses.append(self._load_one(client, model))
         finally:
             client.close()
         return statuses
 
+    def _load_one(self, client, model, config: str | None = None) -> ModelStatus:
+        from tritonclient.utils import InferenceServerException
+
+        backend = model.backend
+        start = time.perf_counter()
+        progress.info(f"loading {model.name} ...")
+        before = self._stub_processes()
+        try:
+            client.load_model(model.name, config=config)
+            status = ModelStatus(model.name, backend, READY)
+            # the stubs that appeared during this load are this model's instances
+            self._loaded[model.name] = model
+            self._stubs[model.name] = [p for pid, p in self._stub_processes().items()
+                                       if pid not in before]
+        except Exception as e:  # an error answer, or none in time: this model only
+            self._stubs.pop(model.name, None)
+            if self.exit_code() is not None:
+                raise self._died(f"while loading {model.name}") from e
+            if isinstance(e, InferenceServerException):
+                reason = clean_load_error(e.message() or str(e))
+            else:
+                reason = (f"no answer within {self.load_timeout:.0f} s while loading"
+                          f" ({type(e).__name__}: {e}); see {self.log_path}")
+            status = ModelStatus(model.name, backend, FAILED, reason)
+        progress.info(f"loading {model.name}: {status.state} in"
+                      f" {time.perf_counter() - start:.1f} s")
+        return status
+
     def unload(self, name: str) -> None:
         """Unload one model (its instances stop); the server's error if it cannot."""
+        self._stubs.pop(name, None)
         client = self._client(self.load_timeout)
         try:
             client.unload_model(name)
@@ -287,6 +305,35 @@ class TritonServer:
         """Raise ServerError if the server has stopped on its own."""
         if self.exit_code() is not None:
             raise self._died("unexpectedly")
+
+    def revive(self) -> list[ModelStatus]:
+        """Load again each model one of whose Python-backend stub processes has died; their
+        statuses (none when every stub runs).
+
+        Triton 24.10 neither restarts a dead stub nor marks its model unready: each request the
+        dead instance takes fails with "Stub process '<instance>' is not healthy." A plain
+        load_model of the unchanged model is a no-op, so the model's own config goes back with
+        one more parameter: that makes Triton build new instances while the old ones serve. The
+        old instances are never released (the dead stub's requests never complete), so a
+        survivor's memory stays until the server stops.
+        """
+        dead = [name for name, procs in self._stubs.items()
+                if not all(_running(p) for p in procs)]
+        statuses = []
+        if not dead:
+            return statuses
+        client = self._client(self.load_timeout)
+        try:
+            for name in dead:
+                progress.warn(f"a Python-backend process of {name} died (Triton does not restart"
+                              f" it); loading {name} again")
+                config = client.get_model_config(name)
+                config.setdefault("parameters", {})["gen_repo_revived"] = {
+                    "string_value": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                statuses.append(self._load_one(client, self._loaded[name], json.dumps(config)))
+        finally:
+            client.close()
+        return statuses
 
 
 # ---------------------------------------------------------------------------------------------
@@ -347,6 +394,18 @@ class EmbeddedServer(TritonServer):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def _stub_processes(self) -> dict:
+        import psutil
+
+        stubs = {}
+        for p in _descendants(self.pid) if self.pid else []:
+            try:
+                if p.name() == STUB_PROCESS and _running(p):
+                    stubs[p.pid] = p
+            except psutil.Error:  # exited meanwhile
+                pass
+        return stubs
+
     def exit_code(self) -> int | None:
         return self._proc.poll() if self._proc else None
 
@@ -381,6 +440,16 @@ def _descendants(pid: int) -> list:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+def _running(proc) -> bool:
+    """True while ``proc`` (a psutil.Process) runs: not exited, not an unreaped zombie."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _wait_gone(procs: list, timeout: float) -> None:

@@ -45,6 +45,10 @@ def _context(results: Results) -> list[Block]:
         f" torch {v.get('torch', '?')}. Run: {state}.",
     ]
     blocks = [Block("p", " ".join(lines))]
+    missing = not_measured(results)
+    if missing:
+        blocks.append(Block("p", "Not measured (planned, but the run stopped first): "
+                                 + "; ".join(missing) + "."))
     load = m.get("loadavg_start")
     cores = m.get("cores") or 1
     if load and max(load[0], (m.get("loadavg_end") or [0])[0]) > 0.5 * cores:
@@ -52,6 +56,31 @@ def _context(results: Results) -> list[Block]:
                                  f" at the start on {cores} cores); figures are noisier and"
                                  " lower than on an idle machine."))
     return blocks
+
+
+def not_measured(results: Results) -> list[str]:
+    """The planned points with no record, e.g. ["tiny_mlp_python x1 b1: c4, c8, c16"]."""
+    s = results.settings
+    skipped = {e["model"] for e in results.loads if e["state"] == "SKIPPED"}
+    failed = {(e["model"], e["instances"]) for e in results.loads if e["state"] == "FAILED"}
+    done = {(p.model, p.instances, p.batch_size, p.concurrency) for p in results.points}
+    out = []
+    for m in results.models:
+        name, limit = m["name"], m.get("max_execution_batch", 0)
+        if name in skipped:
+            continue
+        sizes = [b for b in s.get("batch_sizes", []) if not limit or b <= limit]
+        for inst in s.get("instances", []):
+            if inst is None:  # a running server: its configured count, once known
+                inst = next((p.instances for p in results.points if p.model == name), None)
+            if (name, inst) in failed:
+                continue
+            for b in sizes:
+                left = [c for c in s.get("concurrency", []) if (name, inst, b, c) not in done]
+                if left:
+                    where = f"{name} x{inst}" if inst is not None else name
+                    out.append(f"{where} b{b}: " + ", ".join(f"c{c}" for c in left))
+    return out
 
 
 def _rows_table(results: Results) -> Block:

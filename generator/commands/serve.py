@@ -127,6 +127,8 @@ def run(args) -> int:
             while True:
                 time.sleep(0.5)
                 server.check_running()
+                for status in server.revive():  # a Python-backend process died: reload
+                    print(status_table([status]), flush=True)
         except KeyboardInterrupt:
             progress.info("Ctrl-C: stopping the server")
     if failed:
