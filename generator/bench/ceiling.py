@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import ToolError
+from .workspace import config_parameters
 
 EAGER, TORCHSCRIPT = "eager", "torchscript"
 LOADER_KIND = {"package": EAGER, "torchscript": TORCHSCRIPT}
@@ -65,7 +66,7 @@ def load_params_of(built) -> dict:
     """How the runtime loads a model's artifact: its config parameters on the Python backend
     (what the server uses), else the build record's (a libtorch model.pt)."""
     if built.backend == "python":
-        params = {k: v.string_value for k, v in built.config.parameters.items()}
+        params = config_parameters(built)
         if "artifact" in params and "loader" in params:
             return params
     return dict(built.record.get("load_params") or {})

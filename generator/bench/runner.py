@@ -91,7 +91,7 @@ def _ceiling_threads(models: list[BenchModel], plan: Plan) -> list[int]:
     for m in models:
         if m.built.backend != "python":
             continue
-        params = {k: v.string_value for k, v in m.built.config.parameters.items()}
+        params = workspace.config_parameters(m.built)
         found |= {threads_for(params, [{"kind": "KIND_CPU", "count": n}]) for n in counts}
     found |= {1, threads_for({}, [{"kind": "KIND_CPU", "count": 1}])} if not found else {1}
     return sorted(found, reverse=True)
@@ -146,6 +146,15 @@ def _remote(opts: BenchOptions, names: list[str], work: Path):
     return target, models, notes
 
 
+def _ceiling(models: list[BenchModel], plan: Plan, seconds: float) -> list[dict]:
+    arts = ceiling.artifacts_of(models)
+    if not arts:
+        return []
+    points = ceiling.measure(arts, _ceiling_batch_sizes(models, plan),
+                             _ceiling_threads(models, plan), seconds)
+    return [p.to_dict() for p in points]
+
+
 def _new_results(opts: BenchOptions, plan: Plan, tool: pa.PerfAnalyzer, command) -> Results:
     versions = package_versions()
     versions["perf_analyzer"] = tool.version()
@@ -182,13 +191,8 @@ def run_bench(opts: BenchOptions, models: list[BuiltModel] | None = None,
         results.save(results_path)
         try:
             if opts.ceiling_seconds > 0:
-                arts = ceiling.artifacts_of(bench_models)
-                if arts:
-                    points = ceiling.measure(arts, _ceiling_batch_sizes(bench_models, plan),
-                                             _ceiling_threads(bench_models, plan),
-                                             opts.ceiling_seconds)
-                    results.ceiling = [p.to_dict() for p in points]
-                    results.save(results_path)
+                results.ceiling = _ceiling(bench_models, plan, opts.ceiling_seconds)
+                results.save(results_path)
             with target:
                 results.server = target.describe()
                 results.save(results_path)

@@ -18,7 +18,7 @@ from .. import progress
 from ..server import READY
 from . import perf_analyzer as pa
 from .results import FAILED, OK, UNSTABLE, Point, Results
-from .workspace import BenchModel, instances_of
+from .workspace import BenchModel, config_parameters, instances_of
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,6 @@ class Plan:
     def points_of(self, model: BenchModel) -> int:
         return len(self.instances) * len(self.batch_sizes_for(model)) * len(self.concurrency)
 
-
     def estimate_point_s(self) -> float:
         m = self.measurement
         window = m.interval_ms / 1000 if m.mode == "time_windows" else 1.0
@@ -57,13 +56,11 @@ def threads_per_instance(model: BenchModel) -> int | None:
     computes them: the 'threads' parameter, or cores / CPU instances)."""
     if model.built.backend != "python":
         return None
-    from google.protobuf import json_format
-
     from ..runtime.model import threads_for
 
-    config = json_format.MessageToDict(model.built.config, preserving_proto_field_name=True)
-    params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-    return threads_for(params, config.get("instance_group", []))
+    groups = [{"kind": "KIND_CPU" if g.kind == g.KIND_CPU else "", "count": g.count}
+              for g in model.built.config.instance_group]
+    return threads_for(config_parameters(model.built), groups)
 
 
 class Sweep:

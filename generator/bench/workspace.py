@@ -175,6 +175,11 @@ def set_instances(model: BuiltModel, count: int) -> None:
     model.__dict__.pop("config", None)  # drop the cached parse
 
 
+def config_parameters(model: BuiltModel) -> dict[str, str]:
+    """The config's ``parameters`` as plain strings."""
+    return {k: v.string_value for k, v in model.config.parameters.items()}
+
+
 def instances_of(model: BuiltModel) -> int:
     return sum(g.count for g in model.config.instance_group) or 1
 
