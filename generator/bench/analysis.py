@@ -17,6 +17,7 @@ VARIANT_WORDS = {
     "libtorch": "the TorchScript variant (PyTorch backend)",
     "python-ts": "TorchScript through the Python backend (python-ts)",
 }
+KIND_OF_VARIANT = {"python": "eager", "python-ts": "torchscript", "libtorch": "torchscript"}
 BREAKDOWN = (("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
              ("server_compute_infer_us", "compute infer"),
              ("server_compute_output_us", "compute output"))
@@ -55,6 +56,12 @@ class CeilingRatio:
     ceiling: float  # best in-process throughput at this batch size
     ceiling_point: dict
     ratio: float
+    own_ceiling_point: dict | None = None  # the best in-process point of this variant's artifact
+
+    @property
+    def own_ratio(self) -> float | None:
+        p = self.own_ceiling_point
+        return self.served / p["throughput"] if p else None
 
 
 @dataclass
@@ -126,12 +133,14 @@ def max_execution_batch(results: Results, base: str) -> int:
                 if m.get("base") == base), default=0)
 
 
-def best_ceiling(results: Results, base: str, batch: int) -> dict | None:
+def best_ceiling(results: Results, base: str, batch: int, kind: str | None = None) -> dict | None:
     """The best in-process point among the batch sizes the server may execute for requests of
     ``batch`` rows: ``batch`` itself, and up to max_batch_size when the dynamic batcher merges
-    requests -- the fair "what this machine can do" for those requests."""
+    requests -- the fair "what this machine can do" for those requests. ``kind`` limits it to
+    one artifact (eager, torchscript)."""
     top = max(batch, max_execution_batch(results, base))
-    pts = [p for p in results.ceiling if p["model"] == base and batch <= p["batch_size"] <= top]
+    pts = [p for p in results.ceiling if p["model"] == base and batch <= p["batch_size"] <= top
+           and kind in (None, p["kind"])]
     return max(pts, key=lambda p: p["throughput"]) if pts else None
 
 
@@ -146,7 +155,9 @@ def ceiling_ratios(results: Results, base: str) -> list[CeilingRatio]:
                        key=lambda p: p.throughput)
             out.append(CeilingRatio(model, variant, batch, best.throughput, best,
                                     ceiling["throughput"], ceiling,
-                                    best.throughput / ceiling["throughput"]))
+                                    best.throughput / ceiling["throughput"],
+                                    best_ceiling(results, base, batch,
+                                                 KIND_OF_VARIANT.get(variant))))
     return out
 
 
@@ -234,20 +245,28 @@ def shortfalls(results: Results, s: ModelSummary) -> list[str]:
     for r in s.ceiling_ratios:
         if r.ratio < 0.95:
             p = r.served_point
-            outside = sum(p.get(k) or 0 for k, _ in BREAKDOWN if k != "server_compute_infer_us")
-            infer = p.get("server_compute_infer_us") or 0
+            convert = (p.get("server_compute_input_us") or 0) + \
+                (p.get("server_compute_output_us") or 0)
+            compute = convert + (p.get("server_compute_infer_us") or 0)
             parts = ", ".join(f"{label} {p.get(k) or 0:.0f} µs" for k, label in BREAKDOWN)
             out.append(
                 f"{r.model} (batch {r.batch_size}) serves {(1 - r.ratio) * 100:.0f}% below the"
                 f" in-process ceiling. At its best point (concurrency {p.concurrency},"
-                f" {p.instances} instance(s)) a request spends {parts}; the time outside the"
-                f" forward pass is {outside / max(outside + infer, 1) * 100:.0f}% of the"
-                f" server's part, and perf_analyzer and tritonserver share {cores} cores with the"
-                f" model. {_forward_slowdown(results, r)}".rstrip())
+                f" {p.instances} instance(s)) a request spends {parts} (queue: waiting for a"
+                f" free instance); moving tensors in and out is"
+                f" {convert / max(compute, 1) * 100:.0f}% of the compute time, and perf_analyzer"
+                f" and tritonserver share {cores} cores with the model.{_own_artifact(r)}"
+                f" {_forward_slowdown(results, r)}".rstrip())
     return out
 
 
-KIND_OF_VARIANT = {"python": "eager", "python-ts": "torchscript", "libtorch": "torchscript"}
+def _own_artifact(r: CeilingRatio) -> str:
+    own = r.own_ceiling_point
+    if not own or own is r.ceiling_point or own == r.ceiling_point:
+        return ""
+    return (f" Against its own artifact in-process ({own['kind']}, batch {own['batch_size']},"
+            f" {own['throughput']:.1f} infer/s) it reaches {_x(r.own_ratio)}; the rest of the gap"
+            f" is the {own['kind']} model being slower than the {r.ceiling_point['kind']} one.")
 
 
 def _forward_slowdown(results: Results, r: CeilingRatio) -> str:
