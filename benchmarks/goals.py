@@ -4,7 +4,7 @@ against the in-process ceiling.
     .venv/bin/python benchmarks/goals.py                   # builds both into a temp repository
     .venv/bin/python benchmarks/goals.py --out bench_goals --keep-repo DIR --rounds 5
 
-Builds the default resnet18 and ``benchmarks/models.py:tiny_mlp`` with ``gen-repo build`` (default
+Builds the default resnet18 and ``tests/fixtures/models.py:tiny_mlp`` with ``gen-repo build`` (default
 variants: libtorch + python; bench serves the libtorch model.pt through the Python backend where
 no PyTorch backend exists), runs ``gen-repo bench`` on each (gRPC, batch-1 requests, dynamic
 batching up to 8) for a few rounds, and prints the goal table with the median of the rounds --
@@ -32,7 +32,8 @@ from generator.cli import main as gen_repo  # noqa: E402
 
 MODELS = {  # name -> gen-repo build arguments
     "resnet18": [],
-    "tiny_mlp": [f"{HERE / 'models.py'}:tiny_mlp", "--input", "x:float32:16"],
+    "tiny_mlp": [f"{HERE.parent / 'tests' / 'fixtures' / 'models.py'}:tiny_mlp", "--input",
+                 "x:float32:16"],
 }
 
 
