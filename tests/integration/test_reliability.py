@@ -451,16 +451,18 @@ def test_a_zero_batch_request_without_elements_gets_no_answer_in_24_10(served):
     own timeout; the stub and the server are unharmed and keep answering other requests."""
     server = served
     (stub,) = stubs_of(server, FAULTY)
-    empty = np.zeros((0, 0), np.float32)
-    for kind, url in (("http", server.http_url), ("grpc", server.grpc_url)):
-        proto = Protocol(kind, url, timeout=2.0)
-        client = proto.client()
-        start = time.monotonic()
-        with pytest.raises((TimeoutError, InferenceServerException)) as e:
-            faulty_request(proto, client, empty)
-        assert time.monotonic() - start >= 1.9  # no answer: the client's timeout ended it
-        assert error_message(e.value) in ("timed out", "Deadline Exceeded"), e.value
-        client.close()
+    # The server core keeps the batch size in 32 bits: a batch dim of 2**32 is batch 0 too.
+    for empty in (np.zeros((0, 0), np.float32), np.zeros((1 << 32, 0), np.float32)):
+        for kind, url in (("http", server.http_url), ("grpc", server.grpc_url)):
+            proto = Protocol(kind, url, timeout=2.0)
+            client = proto.client()
+            start = time.monotonic()
+            with pytest.raises((TimeoutError, InferenceServerException)) as e:
+                faulty_request(proto, client, empty)
+            assert time.monotonic() - start >= 1.9  # no answer: the client's timeout ended it
+            assert error_message(e.value) in ("timed out", "Deadline Exceeded"), (empty.shape,
+                                                                                   e.value)
+            client.close()
         good = rows(2, seed=8)
         assert_answers(ask_faulty(proto, good), good)
     assert stubs_of(server, FAULTY) == [stub]
