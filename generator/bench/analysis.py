@@ -241,7 +241,8 @@ def shortfalls(results: Results, s: ModelSummary) -> list[str]:
             out.append(
                 f"batch {c.batch_size}, {c.instances} instance(s), concurrency {c.concurrency}:"
                 f" eager is {(1 - c.throughput_ratio) * 100:.0f}% below TorchScript in"
-                f" throughput. {_why(c.eager_point, c.torchscript_point)}")
+                f" throughput. {_why(c.eager_point, c.torchscript_point)}"
+                f"{_artifacts_in_process(results, c)}")
     for r in s.ceiling_ratios:
         if r.ratio < 0.95:
             p = r.served_point
@@ -256,8 +257,20 @@ def shortfalls(results: Results, s: ModelSummary) -> list[str]:
                 f" free instance); moving tensors in and out is"
                 f" {convert / max(compute, 1) * 100:.0f}% of the compute time, and perf_analyzer"
                 f" and tritonserver share {cores} cores with the model.{_own_artifact(r)}"
-                f" {_forward_slowdown(results, r)}".rstrip())
+                f"{_batching(r)} {_forward_slowdown(results, r)}".rstrip())
     return out
+
+
+def _batching(r: CeilingRatio) -> str:
+    """Did the dynamic batcher form the batches the ceiling was measured at?"""
+    avg, top = r.served_point.get("server_avg_batch"), r.ceiling_point["batch_size"]
+    if not avg or avg >= 0.9 * top:
+        return ""
+    p = r.served_point
+    return (f" The dynamic batcher formed batches of {avg:.1f} rows on average against the"
+            f" ceiling's {top}: with {p.concurrency} requests in flight and {p.instances}"
+            " instance(s), requests arriving while a batch runs wait for the next one, so"
+            " batches are rarely full (higher concurrency fills them, at the cost of latency).")
 
 
 def _own_artifact(r: CeilingRatio) -> str:
@@ -302,10 +315,29 @@ def _why(e: Point, t: Point) -> str:
     delta, label = max(diffs)
     if delta <= 0:
         return "No server-side part is slower; the difference is within measurement noise."
-    return (f"The largest difference is {label}: {e.get(_key(label)) or 0:.0f} µs against"
-            f" {t.get(_key(label)) or 0:.0f} µs per request"
-            + (" (the eager forward pass itself is slower)." if label == "compute infer" else
-               " (requests wait for a busy instance)." if label == "queue" else "."))
+    text = (f"The largest difference is {label}: {e.get(_key(label)) or 0:.0f} µs against"
+            f" {t.get(_key(label)) or 0:.0f} µs per request")
+    eb, tb = e.get("server_avg_batch"), t.get("server_avg_batch")
+    if label == "compute infer" and eb and tb:
+        per_e = e.get("server_compute_infer_us") / eb / 1000
+        per_t = t.get("server_compute_infer_us") / tb / 1000
+        return (f"{text}, for batches of {eb:g} against {tb:g} rows on average: {per_e:.2f}"
+                f" against {per_t:.2f} ms per row.")
+    return text + (" (requests wait for a busy instance)." if label == "queue" else ".")
+
+
+def _artifacts_in_process(results: Results, c: Comparison) -> str:
+    """Whether the artifacts themselves differ: the in-process eager and TorchScript ceilings."""
+    eager = best_ceiling(results, c.base, c.batch_size, "eager")
+    ts = best_ceiling(results, c.base, c.batch_size, "torchscript")
+    if not eager or not ts:
+        return ""
+    r = eager["throughput"] / ts["throughput"]
+    verdict = ("so the artifacts are on par and the gap comes from serving (how the dynamic"
+               " batcher grouped requests, other work on the cores)" if r >= 0.97 else
+               "so most of the gap is the eager model itself")
+    return (f" In-process the eager artifact reaches {_x(r)} TorchScript's throughput"
+            f" ({eager['throughput']:.1f} against {ts['throughput']:.1f} infer/s), {verdict}.")
 
 
 def _key(label: str) -> str:

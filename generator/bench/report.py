@@ -109,10 +109,11 @@ def _points_table(results: Results, base: str) -> Block:
                      _ms(p.get("p50_us")), _ms(p.get("p90_us")), _ms(p.get("p99_us")),
                      _us(p.get("server_queue_us")), _us(p.get("server_compute_input_us")),
                      _us(p.get("server_compute_infer_us")),
-                     _us(p.get("server_compute_output_us")), p.csv])
+                     _us(p.get("server_compute_output_us")),
+                     str(p.get("server_avg_batch", "")), p.csv])
     return Block("table", ["variant", "inst", "threads", "batch", "conc", "status", "infer/s",
                            "p50 ms", "p90 ms", "p99 ms", "queue µs", "input µs", "infer µs",
-                           "output µs", "CSV"], rows)
+                           "output µs", "avg batch", "CSV"], rows)
 
 
 def _ceiling_table(results: Results, base: str) -> Block | None:

@@ -171,8 +171,10 @@ class Sweep:
                threads: int | None, batch_size: int, concurrency: int) -> None:
         rel = Path("csv") / model.name / f"i{instances}_b{batch_size}_c{concurrency}.csv"
         start = time.perf_counter()
+        before = self.target.counts(model.name)
         outcome = pa.run_point(self.tool, target, batch_size, concurrency,
                                self.plan.measurement, self.out_dir / rel, self.plan.point_timeout)
+        after = self.target.counts(model.name)
         seconds = time.perf_counter() - start
         row = next((r for r in outcome.rows if r.get("concurrency") == concurrency),
                    outcome.rows[0] if outcome.rows else None)
@@ -181,6 +183,7 @@ class Sweep:
         else:
             status = OK if outcome.stability <= self.plan.measurement.stability else UNSTABLE
             error = ""
+            row.update(_executions(before, after))
         point = Point(model.name, model.base_name, model.variant, instances, threads, batch_size,
                       concurrency, self.plan.protocol, status,
                       outcome.stability if row else None, dict(row or {}),
@@ -193,6 +196,16 @@ class Sweep:
                       f" c{concurrency}: {_summary(point)}; {self._eta()} left")
         if status == FAILED:
             self.target.check_running()
+
+
+def _executions(before, after) -> dict:
+    """Server-side counts over the point's whole perf_analyzer run (all its windows): how many
+    executions ran, and the average batch the dynamic batcher formed."""
+    if not before or not after or after[1] <= before[1]:
+        return {}
+    inferences, executions = after[0] - before[0], after[1] - before[1]
+    return {"server_inferences": inferences, "server_executions": executions,
+            "server_avg_batch": round(inferences / executions, 2)}
 
 
 def _failure(outcome: pa.RunOutcome) -> str:

@@ -59,6 +59,9 @@ class ManagedServer:
     def check_running(self) -> None:
         self.server.check_running()
 
+    def counts(self, model: str) -> tuple[int, int] | None:
+        return _counts(_client("http", self.server.http_url), model)
+
     def describe(self) -> dict:
         return {"kind": "embedded tritonserver (nvidia-pytriton)", "version": _version(
             self.server.http_url), "backends": sorted(self.server.backends),
@@ -133,6 +136,9 @@ class RemoteServer:
     def unload(self, model: BenchModel) -> None:
         pass
 
+    def counts(self, model: str) -> tuple[int, int] | None:
+        return _counts(_client(self.protocol, self._url), model)
+
     def check_running(self) -> None:
         try:
             if self._client.is_server_live():
@@ -157,6 +163,25 @@ def _client(protocol: str, url: str):
     import tritonclient.http as httpclient
 
     return httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=120)
+
+
+def _counts(client, model: str) -> tuple[int, int] | None:
+    """(inferences, executions) the server has counted for ``model``; None when it won't say.
+
+    Their change over a point gives the batch size the dynamic batcher actually formed.
+    """
+    try:
+        if hasattr(client, "get_inference_statistics"):
+            kwargs = {"as_json": True} if client.__module__.startswith("tritonclient.grpc") else {}
+            stats = client.get_inference_statistics(model, **kwargs)
+        else:  # pragma: no cover - every tritonclient has it
+            return None
+        entry = (stats.get("model_stats") or [{}])[0]
+        return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+    except Exception:  # statistics are an extra; a point never fails for want of them
+        return None
+    finally:
+        client.close()
 
 
 def _version(url: str, protocol: str = "http") -> str:

@@ -61,6 +61,7 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
                 assert p.threads == max(1, cores // inst)
                 assert p.get("p99_us") >= p.get("p50_us") > 0
                 assert p.get("server_compute_infer_us") > 0
+                assert p.get("server_executions") > 0 and p.get("server_avg_batch") >= 1
                 (row,) = pa.parse_csv(out / p.csv)  # the raw CSV is kept, and is the source
                 assert row["throughput"] == p.throughput
                 assert f"--concurrency-range {conc}:{conc}" in " ".join(p.command)

@@ -253,6 +253,10 @@ def test_the_ceiling_includes_the_batches_the_dynamic_batcher_may_form():
     best = analysis.best_ceiling(r, "mlp", 1)
     assert (best["batch_size"], best["throughput"]) == (8, 9000.0)
     assert "(eager, batch 8, 2 thread(s), no server)" in " ".join(analysis.verdict(r))
+    for p in r.points:  # the server's counts say how full the batches were
+        p.metrics["server_avg_batch"] = 3.0
+    why = " ".join(analysis.summarize(r, "mlp").shortfalls)
+    assert "formed batches of 3.0 rows on average against the ceiling's 8" in why
 
 
 def test_report_writes_markdown_html_and_plots_with_the_verdict_first(tmp_path):
