@@ -37,6 +37,7 @@ from generator.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
 from tests.integration.conftest import embedded_server
+from tests.integration.raw_requests import grpc_infer
 
 pytestmark = pytest.mark.integration
 
@@ -695,6 +696,10 @@ class Traffic:
 
 def kill_and_wait(proc: psutil.Process) -> None:
     os.kill(proc.pid, signal.SIGKILL)
+    wait_dead(proc)
+
+
+def wait_dead(proc: psutil.Process) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -703,7 +708,7 @@ def kill_and_wait(proc: psutil.Process) -> None:
         except psutil.NoSuchProcess:
             return
         time.sleep(0.05)
-    raise AssertionError(f"stub {proc.pid} still runs after SIGKILL")
+    raise AssertionError(f"stub {proc.pid} still runs")
 
 
 def test_stub_killed_mid_traffic_fails_requests_cleanly_and_revive_brings_it_back(served, repo):
@@ -785,10 +790,20 @@ class Lines:
         raise AssertionError(f"no {needle!r} within {timeout:.0f} s in: {''.join(self.seen)}")
 
 
-def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path):
-    """The real `gen-repo serve`: a single-instance model whose stub is killed fails every
-    request until serve notices (within a second) and loads it again; then it answers, and
-    Ctrl-C still stops everything."""
+# A gRPC request that kills the stub in Triton 24.10: a negative dim on a dynamic axis whose
+# byte size overflows int64 to the payload's length ([2, -2**63] x 4 bytes = -2**66 = 0 mod 2**64,
+# an empty payload) passes the server core's checks; the stub then builds a numpy array of that
+# shape, numpy raises "negative dimensions are not allowed" inside the stub's C++ code, and the
+# process aborts. (-1 itself is refused; HTTP refuses every negative dim.)
+STUB_KILLING_REQUEST = [("x", "FP32", [2, -(1 << 63)], b"")]
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "request"])
+def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path, how):
+    """The real `gen-repo serve`: a single-instance model whose stub dies -- killed, or aborted by
+    a malformed gRPC request that passes Triton's checks -- fails every request until serve
+    notices (within a second) and loads it again; then it answers, and Ctrl-C still stops
+    everything."""
     h, g, m = free_ports(3)
     cmd = [sys.executable, "-m", "generator.cli", "serve", "--repo", str(repo), "--models",
            FAULTY, "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
@@ -804,7 +819,12 @@ def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path):
         proto = Protocol("http", f"localhost:{h}")
         good = rows(2, seed=9)
         assert_answers(ask_faulty(proto, good), good)
-        kill_and_wait(stub)
+        if how == "SIGKILL":
+            kill_and_wait(stub)
+        else:
+            answer = grpc_infer(f"localhost:{g}", FAULTY, STUB_KILLING_REQUEST)
+            assert "not healthy" in answer.error, answer  # the stub died under it
+            wait_dead(stub)
         warning = out.until("died", timeout=30)
         assert FAULTY in warning and "loading" in warning
         row = out.until(FAULTY, timeout=120, start=True)  # its row in a status table
