@@ -145,29 +145,35 @@ def _rows(samples: dict, batching: bool, batch_size: int):
     return out
 
 
-SLICES = 4  # the time of one setting is cut into slices; the ceiling is the best slice
+def slicing(seconds: float) -> tuple[int, int]:
+    """(slices, least calls per slice) for ``seconds`` per setting: the time of one setting is
+    cut into slices and the ceiling is the best slice. A short first look (--quick, under a
+    second per setting) takes 2 slices of at least 1 call, so a big model at batch 8 costs a
+    few forward passes, not a dozen."""
+    return (4, 3) if seconds >= 1 else (2, 1)
 
 
 def _time_loop(model, tensors, seconds: float, run_batch) -> tuple[int, float, list[float]]:
-    """(calls, seconds, per-call times) of the fastest of SLICES slices of ``seconds``.
+    """(calls, seconds, per-call times) of the fastest slice of ``seconds``.
 
     The best slice, not the mean: the ceiling is what the machine can do, and on a machine that
     other work shares a slice that coincides with a burst of that work says nothing about it.
     """
+    slices, least = slicing(seconds)
     warm_until = time.perf_counter() + seconds / 10
     for i in range(1000):  # warm-up: first calls allocate and (TorchScript) optimise
         run_batch(model, tensors)
-        if i >= 2 and time.perf_counter() >= warm_until:
+        if i + 1 >= least and time.perf_counter() >= warm_until:
             break
     best: tuple[int, float, list[float]] | None = None
-    for _ in range(SLICES):
+    for _ in range(slices):
         times = []
         start = time.perf_counter()
         while True:
             t = time.perf_counter()
             run_batch(model, tensors)
             times.append(time.perf_counter() - t)
-            if time.perf_counter() - start >= seconds / SLICES and len(times) >= 3:
+            if time.perf_counter() - start >= seconds / slices and len(times) >= least:
                 break
         sliced = (len(times), time.perf_counter() - start, times)
         if best is None or sliced[0] / sliced[1] > best[0] / best[1]:

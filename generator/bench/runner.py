@@ -80,10 +80,10 @@ def _clear_outputs(out: Path) -> None:
             p.unlink()
 
 
-def _ceiling_threads(models: list[BenchModel], plan: Plan) -> list[int]:
+def _ceiling_threads(models: list[BenchModel], plan: Plan, quick: bool = False) -> list[int]:
     """The intra-op thread counts the served instances use over the plan's instance counts, and
     1: on a machine shared with other work one thread is often the faster, and the ceiling is
-    the best this machine can do."""
+    the best this machine can do (a --quick look measures the served counts only)."""
     from ..runtime.model import threads_for
 
     counts = [i for i in plan.instances if i] or [1]
@@ -93,8 +93,9 @@ def _ceiling_threads(models: list[BenchModel], plan: Plan) -> list[int]:
             continue
         params = workspace.config_parameters(m.built)
         found |= {threads_for(params, [{"kind": "KIND_CPU", "count": n}]) for n in counts}
-    found |= {1, threads_for({}, [{"kind": "KIND_CPU", "count": 1}])} if not found else {1}
-    return sorted(found, reverse=True)
+    if not found:
+        found = {threads_for({}, [{"kind": "KIND_CPU", "count": 1}])}
+    return sorted(found if quick else found | {1}, reverse=True)
 
 
 def _max_execution_batch(m: BenchModel) -> int:
@@ -146,12 +147,12 @@ def _remote(opts: BenchOptions, names: list[str], work: Path):
     return target, models, notes
 
 
-def _ceiling(models: list[BenchModel], plan: Plan, seconds: float) -> list[dict]:
+def _ceiling(models: list[BenchModel], plan: Plan, seconds: float, quick: bool) -> list[dict]:
     arts = ceiling.artifacts_of(models)
     if not arts:
         return []
     points = ceiling.measure(arts, _ceiling_batch_sizes(models, plan),
-                             _ceiling_threads(models, plan), seconds)
+                             _ceiling_threads(models, plan, quick), seconds)
     return [p.to_dict() for p in points]
 
 
@@ -191,7 +192,7 @@ def run_bench(opts: BenchOptions, models: list[BuiltModel] | None = None,
         results.save(results_path)
         try:
             if opts.ceiling_seconds > 0:
-                results.ceiling = _ceiling(bench_models, plan, opts.ceiling_seconds)
+                results.ceiling = _ceiling(bench_models, plan, opts.ceiling_seconds, opts.quick)
                 results.save(results_path)
             with target:
                 results.server = target.describe()

@@ -24,8 +24,8 @@ def add_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--quick", action="store_true",
-                   help="a first look (a few minutes at most; --no-ceiling is faster): concurrency 1,8, batch 1, 1 instance,"
-                        " 1 s windows")
+                   help="a first look in under a minute: concurrency 1,8, batch 1, 1 instance,"
+                        " 1 s windows, a short ceiling")
     p.add_argument("--concurrency", default=None, metavar="LIST",
                    help="concurrency levels (default 1,2,4,8; --quick 1,8)")
     p.add_argument("--batch-size", default=None, metavar="LIST",

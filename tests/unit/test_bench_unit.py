@@ -335,6 +335,26 @@ def test_quick_and_default_presets():
     assert full.plan.measurement.mode == "count_windows" and full.ceiling_seconds == 0
 
 
+def test_a_quick_ceiling_costs_a_few_forward_passes_of_a_slow_model():
+    """--quick gives 0.5 s per ceiling setting: with a forward pass of 0.2 s (resnet18 at batch 8
+    on one core) that is 1 warm-up call and 2 slices of 2 calls, not the dozen a full run makes."""
+    import time
+
+    from generator.bench.ceiling import _time_loop
+
+    calls = []
+
+    def run_batch(model, tensors):
+        calls.append(1)
+        time.sleep(0.2)
+
+    n, elapsed, times = _time_loop(None, [], 0.5, run_batch)
+    assert len(calls) == 5 and n == 2 and elapsed >= 0.4 and len(times) == 2
+    calls.clear()
+    _time_loop(None, [], 1.0, run_batch)  # a full setting: 3 warm-up calls, 4 slices of 3
+    assert len(calls) == 15
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (("--concurrency", "1,x"), "--concurrency '1,x'"),
     (("--batch-size", "0"), "positive"),
