@@ -71,11 +71,8 @@ def throughput_vs_concurrency(results: Results, base: str, path: Path) -> Path |
         ticks = sorted({p.concurrency for (_, _, batch), pts in series.items() if batch == b
                         for p in pts})
         ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.set_xlabel("concurrency (requests in flight)")
-        ax.set_ylabel("throughput (inferences/s)")
-        ax.set_title(f"{base}: throughput, batch {b}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        _label_axes(ax, "concurrency (requests in flight)", "throughput (inferences/s)",
+                    f"{base}: throughput, batch {b}")
     return _save(fig, path)
 
 
@@ -91,11 +88,8 @@ def latency_vs_throughput(results: Results, base: str, path: Path) -> Path | Non
         for p in pts:
             ax.annotate(f"c{p.concurrency}", (p.throughput, p.get("p99_us", 0) / 1000),
                         fontsize=6, alpha=0.7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("throughput (inferences/s)")
-    ax.set_ylabel("p99 latency (ms)")
-    ax.set_title(f"{base}: p99 latency vs throughput")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _label_axes(ax, "throughput (inferences/s)", "p99 latency (ms)",
+                f"{base}: p99 latency vs throughput")
     return _save(fig, path)
 
 
@@ -111,11 +105,9 @@ def throughput_vs_instances(results: Results, base: str, path: Path) -> Path | N
         xs = sorted(per)
         ax.plot(xs, [per[x] for x in xs], marker="o", label=_label(results, model))
     ax.set_xticks(sorted({p.instances for p in measured}))
-    ax.set_xlabel("instances (Python interpreters / model copies)")
-    ax.set_ylabel("best throughput over concurrency (inferences/s)")
-    ax.set_title(f"{base}: throughput vs instances, batch {batch}")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    _label_axes(ax, "instances (Python interpreters / model copies)",
+                "best throughput over concurrency (inferences/s)",
+                f"{base}: throughput vs instances, batch {batch}")
     ax.set_ylim(bottom=0)
     return _save(fig, path)
 
@@ -155,3 +147,11 @@ def write_plots(results: Results, base: str, out_dir: Path) -> list[tuple[str, P
         if path:
             made.append((title, path))
     return made
+
+
+def _label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import psutil
@@ -25,8 +26,8 @@ def build_fixture(out: Path, factory: str, variants: str = "libtorch,python", *e
     assert main(args + list(extra)) == 0, f"building {factory} failed"
 
 
-def break_model(repo: Path, source: str, name: str) -> Path:
-    """A copy of model ``source`` named ``name`` whose artifact no longer matches its SHA-256."""
+def copy_model(repo: Path, source: str, name: str) -> Path:
+    """A copy of model ``source`` served under ``name`` (config name and build record renamed)."""
     dst = repo / name
     shutil.copytree(repo / source, dst)
     cfg = dst / layout.CONFIG
@@ -34,10 +35,28 @@ def break_model(repo: Path, source: str, name: str) -> Path:
     record = json.loads((dst / layout.RECORD).read_text())
     record["model_name"], record["spec"]["name"] = name, name
     (dst / layout.RECORD).write_text(json.dumps(record))
-    artifact = dst / "1" / record["load_params"]["artifact"]
-    with open(artifact, "ab") as f:
+    return dst
+
+
+def break_model(repo: Path, source: str, name: str) -> Path:
+    """A copy of model ``source`` named ``name`` whose artifact no longer matches its SHA-256."""
+    dst = copy_model(repo, source, name)
+    record = json.loads((dst / layout.RECORD).read_text())
+    with open(dst / "1" / record["load_params"]["artifact"], "ab") as f:
         f.write(b"tampered")
     return dst
+
+
+def wait_for_first_point(proc, out: Path, timeout: float) -> None:
+    """Wait until a running `gen-repo bench` has saved its first measured point."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        path = out / "results.json"
+        if path.is_file() and json.loads(path.read_text())["points"]:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"no point measured within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="session")

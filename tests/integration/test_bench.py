@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,8 @@ from generator import layout
 from generator.bench import perf_analyzer as pa
 from generator.bench.results import SCHEMA, Results
 from tests.conftest import ROOT
-from tests.integration.conftest import alive, descendants, embedded_server
+from tests.integration.conftest import (alive, descendants, embedded_server,
+                                        wait_for_first_point)
 
 pytestmark = pytest.mark.integration
 
@@ -114,13 +114,7 @@ def test_ctrl_c_keeps_what_was_measured(tiny_repo, tmp_path):
         # a test runner started in the background ignores SIGINT, and children inherit that
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            path = out / "results.json"
-            if path.is_file() and json.loads(path.read_text())["points"]:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
+        wait_for_first_point(proc, out, 120)
         children = descendants(proc.pid)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)

@@ -10,7 +10,6 @@ states what these tests prove.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import re
@@ -36,7 +35,7 @@ from generator.server import FAILED, READY, EmbeddedServer, Ports, free_ports
 from generator.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
-from tests.integration.conftest import embedded_server
+from tests.integration.conftest import copy_model, embedded_server, wait_for_first_point
 from tests.integration.raw_requests import grpc_infer
 
 pytestmark = pytest.mark.integration
@@ -59,18 +58,6 @@ STUB = "triton_python_backend_stub"
 
 def _build(out: Path, source: str, *args: str) -> None:
     assert main(["-q", "build", source, "--out", str(out), *args]) == 0, f"building {source}"
-
-
-def copy_model(repo: Path, source: str, name: str) -> Path:
-    """A copy of model ``source`` served under ``name`` (config name and build record renamed)."""
-    dst = repo / name
-    shutil.copytree(repo / source, dst)
-    cfg = dst / layout.CONFIG
-    cfg.write_text(cfg.read_text().replace(f'name: "{source}"', f'name: "{name}"'))
-    record = json.loads((dst / layout.RECORD).read_text())
-    record["model_name"], record["spec"]["name"] = name, name
-    (dst / layout.RECORD).write_text(json.dumps(record))
-    return dst
 
 
 def artifact_of(model_dir: Path) -> Path:
@@ -608,13 +595,7 @@ def test_server_killed_mid_bench_keeps_what_was_measured_and_names_what_is_missi
          "1", "--no-ceiling", "--measurement-interval", "300", "--stability", "100"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            path = out / "results.json"
-            if path.is_file() and json.loads(path.read_text())["points"]:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
+        wait_for_first_point(proc, out, 180)
         (server,) = [p for p in psutil.Process(proc.pid).children(recursive=True)
                      if p.name() == "tritonserver"]
         children = psutil.Process(proc.pid).children(recursive=True)
