@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -98,3 +100,25 @@ def embedded_server(repo: Path, log_dir: Path, models=None, **kw):
                         **kw) as server:
         statuses = server.load(models if models is not None else layout.list_models(repo))
         yield server, {s.name: s for s in statuses}
+
+
+class Lines:
+    """A process's output lines, read in a thread, so that waiting for one never blocks."""
+
+    def __init__(self, stream):
+        self.queue: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=lambda: [self.queue.put(x) for x in stream], daemon=True).start()
+
+    def until(self, needle: str, timeout: float, start: bool = False) -> str:
+        """The next line holding ``needle`` (starting with it, when ``start``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if line.startswith(needle) if start else needle in line:
+                return line
+        raise AssertionError(f"no {needle!r} within {timeout:.0f} s in: {''.join(self.seen)}")

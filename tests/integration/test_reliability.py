@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import queue
 import re
 import shutil
 import signal
@@ -35,7 +34,8 @@ from generator.server import FAILED, READY, EmbeddedServer, Ports, free_ports
 from generator.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
-from tests.integration.conftest import copy_model, embedded_server, wait_for_first_point
+from tests.integration.conftest import (Lines, copy_model, embedded_server,
+                                        wait_for_first_point)
 from tests.integration.raw_requests import grpc_infer
 
 pytestmark = pytest.mark.integration
@@ -747,28 +747,6 @@ def test_stub_killed_mid_traffic_fails_requests_cleanly_and_revive_brings_it_bac
     report = verify_repository(models_named(repo, MLP), server.http_url, server.grpc_url,
                                VerifyOptions(requests=32, concurrency=8))
     assert report.ok, [r.detail for r in report.failures]
-
-
-class Lines:
-    """A process's output lines, read in a thread, so that waiting for one never blocks."""
-
-    def __init__(self, stream):
-        self.queue: queue.Queue = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=lambda: [self.queue.put(x) for x in stream], daemon=True).start()
-
-    def until(self, needle: str, timeout: float, start: bool = False) -> str:
-        """The next line holding ``needle`` (starting with it, when ``start``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if line.startswith(needle) if start else needle in line:
-                return line
-        raise AssertionError(f"no {needle!r} within {timeout:.0f} s in: {''.join(self.seen)}")
 
 
 # A gRPC request that kills the stub in Triton 24.10: a negative dim on a dynamic axis whose

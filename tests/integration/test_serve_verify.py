@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 import contextlib
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +23,8 @@ from generator.server import FAILED, READY, SKIPPED, EmbeddedServer, Ports, free
 from generator.protocols import Protocol
 from generator.verify import FAIL, OK, VerifyOptions, bad_requests, load_target, verify_repository
 from tests.conftest import ROOT
-from tests.integration.conftest import alive, break_model, descendants, embedded_server
+from tests.integration.conftest import (Lines, alive, break_model, descendants,
+                                        embedded_server)
 
 pytestmark = pytest.mark.integration
 
@@ -267,27 +265,6 @@ def test_stop_kills_the_process_group_when_sigint_is_not_enough(repo, tmp_path):
     assert alive(procs) == []
 
 
-class _Lines:
-    """Collects a process's stdout lines in a thread, so waiting for one never blocks forever."""
-
-    def __init__(self, stream):
-        self.lines: queue.Queue = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=lambda: [self.lines.put(x) for x in stream], daemon=True).start()
-
-    def until(self, needle: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            self.seen.append(line)
-            if needle in line:
-                return "".join(self.seen)
-        raise AssertionError(f"no '{needle}' in the output: {''.join(self.seen)}")
-
-
 def test_serve_cli_serves_until_ctrl_c_and_leaves_no_process(repo, tmp_path):
     """The real command: table, URLs, exit 3 (one model FAILED), and nothing left running."""
     h, g, m = free_ports(3)
@@ -299,7 +276,9 @@ def test_serve_cli_serves_until_ctrl_c_and_leaves_no_process(repo, tmp_path):
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     procs = []
     try:
-        out = _Lines(proc.stdout).until("Ctrl-C", timeout=120)
+        lines = Lines(proc.stdout)
+        lines.until("Ctrl-C", timeout=120)
+        out = "".join(lines.seen)
         rows = {line.split()[0]: line.split()[2] for line in out.splitlines()
                 if line.split() and line.split()[0] in ("tiny_mlp_python", BROKEN, LIBTORCH)}
         assert rows == {"tiny_mlp_python": READY, BROKEN: FAILED, LIBTORCH: SKIPPED}
