@@ -26,7 +26,7 @@ from pathlib import Path
 from . import __version__, progress
 from .config import TEMPLATES
 from .errors import GenRepoError, SpecError
-from .s3 import DEFAULT_REGION, S3Location
+from .s3 import DEFAULT_REGION, S3Location, is_s3_url
 
 K8S_DIR = TEMPLATES / "k8s"
 KSERVE_SCHEMA = K8S_DIR / "kserve-inferenceservice-v1beta1.schema.json"
@@ -346,7 +346,7 @@ def kserve_problems(doc: dict) -> list[str]:
         "model.modelFormat.name is triton": _dig(model, "modelFormat.name") == "triton",
         "model.runtimeVersion is pinned to the image's tag":
             bool(version) and version != "latest" and version == image_tag(model.get("image", "")),
-        "model.storageUri is s3://": str(model.get("storageUri", "")).startswith("s3://"),
+        "model.storageUri is s3://": is_s3_url(model.get("storageUri", "")),
         "model.resources.limits.memory is set": bool(_dig(model, "resources.limits.memory")),
         "predictor.serviceAccountName is set": bool(predictor.get("serviceAccountName")),
         "/dev/shm is a memory volume": _shm_mounted(predictor, model),

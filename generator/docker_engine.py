@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import progress
-from .errors import GenRepoError, ToolError
+from .errors import GenRepoError, ToolError, log_tail
 from .triton_install import TritonInstall, cache_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,14 +141,7 @@ def _run(cmd, log_path: Path, what: str, env=None, timeout: float | None = None)
             raise ToolError(f"{what} failed: {e}.", f"See {log_path}.") from e
     if code != 0:
         raise ToolError(f"{what} failed with exit code {code}. Last lines of {log_path}:\n"
-                        f"{_tail(log_path)}", f"Read the full log at {log_path}.")
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+                        f"{log_tail(log_path, 15)}", f"Read the full log at {log_path}.")
 
 
 def start_engine(log_path: Path, timeout: float = 60.0):
@@ -178,12 +171,12 @@ def start_engine(log_path: Path, timeout: float = 60.0):
             if exited_at is not None and now - exited_at > 10:
                 raise EngineError(
                     f"dockerd exited with status {proc.returncode}. Last lines of its log"
-                    f" ({log_path}):\n{_tail(log_path)}",
+                    f" ({log_path}):\n{log_tail(log_path, 15)}",
                     f"Read {log_path}; another engine may hold /var/run/docker.pid.")
             if now > deadline:
                 raise EngineError(
                     f"dockerd did not answer within {timeout:.0f} s. Last lines of its log"
-                    f" ({log_path}):\n{_tail(log_path)}", f"Read {log_path}.")
+                    f" ({log_path}):\n{log_tail(log_path, 15)}", f"Read {log_path}.")
             time.sleep(0.5)
 
 
@@ -289,7 +282,8 @@ def build_image(client, context: Path, tag: str, buildargs: dict, log_path: Path
                     log.flush()
                     raise ToolError(f"docker build of {what} {tag} failed: "
                                     f"{_short(chunk['error'])}. Last lines of {log_path}:\n"
-                                    f"{_tail(log_path)}", f"Read the full log at {log_path}.")
+                                    f"{log_tail(log_path, 15)}",
+                                    f"Read the full log at {log_path}.")
         except DockerException as e:
             raise ToolError(f"docker build of {what} {tag} failed: {_short(e)}.",
                             f"Read the log at {log_path}.") from e

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import progress
+from .s3 import is_s3_url
 from .errors import ServerError, SpecError, ToolError
 from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
 
@@ -93,7 +94,7 @@ def run_kwargs(repo: str | Path, ports: Ports, options: DockerOptions, name: str
         raise SpecError(f"--pull '{options.pull}' is not one of {', '.join(PULL)}.",
                         "Use missing (pull when the engine lacks the image) or never.")
     inside = ports if options.network == "host" else Ports()
-    remote = str(repo).startswith("s3://")
+    remote = is_s3_url(repo)
     kwargs = dict(
         image=options.image,
         command=["tritonserver", *server_args(str(repo) if remote else CONTAINER_REPO, inside)],

@@ -8,6 +8,7 @@ Every error carries a one-paragraph ``message`` (what went wrong, naming the fie
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Iterable
 
 
@@ -71,3 +72,11 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log file, to quote in an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import layout, progress
-from .errors import RepositoryError, SpecError, ToolError
+from .errors import RepositoryError, SpecError, ToolError, log_tail
 from .triton_install import cache_dir
 
 PARAM = "EXECUTION_ENV_PATH"
@@ -303,13 +303,6 @@ def env_key(image_id: str, requirements, options: PackOptions) -> str:
     return h.hexdigest()[:16]
 
 
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _build(client, options: PackOptions, requirements: tuple[str, ...], key: str,
            log_path: Path) -> _Env:
     """Make the environment in a container of the image; pack it into the cache."""
@@ -354,7 +347,7 @@ def _build(client, options: PackOptions, requirements: tuple[str, ...], key: str
             if code != 0:
                 raise ToolError(f"building the Python environment in {options.image} failed"
                                 f" (exit code {code}). Last lines of {log_path}:\n"
-                                f"{_tail(log_path)}", f"Read the full log at {log_path}.")
+                                f"{log_tail(log_path, 20)}", f"Read the full log at {log_path}.")
         env_dir = work / "env"
         facts = json.loads((env_dir / "gen_repo_env.json").read_text())
         facts.pop("prefix", None)  # where it was built; it runs wherever the server extracts it

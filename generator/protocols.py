@@ -72,13 +72,21 @@ class Protocol:
         entries = idx if isinstance(idx, list) else idx.get("models", [])
         return {e["name"]: e for e in entries}
 
+    def _model_stats(self, client, model: str) -> list[dict]:
+        return self._json(client, "get_inference_statistics", model)["model_stats"]
+
     def stats(self, client, model: str) -> tuple[int, int]:
         """(successful requests, model executions) so far."""
-        stats = self._json(client, "get_inference_statistics", model)["model_stats"]
+        stats = self._model_stats(client, model)
         requests = sum(int(s.get("inference_stats", {}).get("success", {}).get("count", 0))
                        for s in stats)
-        executions = sum(int(s.get("execution_count", 0)) for s in stats)
-        return requests, executions
+        return requests, _executions(stats)
+
+    def counts(self, client, model: str) -> tuple[int, int]:
+        """(inferences, model executions) so far: rows computed, and the executions that
+        computed them (their ratio is the batch the dynamic batcher formed)."""
+        stats = self._model_stats(client, model)
+        return sum(int(s.get("inference_count", 0)) for s in stats), _executions(stats)
 
     def infer(self, client, model: str, tensors: list[Tensor],
               outputs: list[str]) -> dict[str, np.ndarray]:
@@ -93,6 +101,10 @@ class Protocol:
                               **kwargs)
         answers = {n: result.as_numpy(n) for n in outputs}
         return {n: a for n, a in answers.items() if a is not None}
+
+
+def _executions(stats: list[dict]) -> int:
+    return sum(int(s.get("execution_count", 0)) for s in stats)
 
 
 def error_message(e: BaseException) -> str:

@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from . import progress
-from .errors import PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError
+from .s3 import is_s3_url
+from .errors import (PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError,
+                     log_tail)
 from .triton_install import (TritonInstall, backends_in, bundled_backend_dir,
                              cache_dir, merged_backend_dir, server_env)
 
@@ -139,7 +141,7 @@ class TritonServer:
                  start_timeout: float = 120.0, load_timeout: float = 600.0,
                  stop_timeout: float = EXIT_TIMEOUT_S + 10.0, env: dict[str, str] | None = None):
         # A local directory, or an s3:// URL that tritonserver reads itself (generator.s3).
-        self.repo: str | Path = str(repo) if str(repo).startswith("s3://") else Path(repo).resolve()
+        self.repo: str | Path = str(repo) if is_s3_url(repo) else Path(repo).resolve()
         self.env = dict(env or {})  # extra environment for the server, e.g. S3 credentials
         self.ports = ports
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -207,11 +209,7 @@ class TritonServer:
                 self._stop()
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def _died(self, during: str) -> ServerError:
         return ServerError(

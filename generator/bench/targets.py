@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ServerError, SpecError
+from ..protocols import Protocol
 from ..server import FAILED, READY, EmbeddedServer, ModelStatus, Ports, free_ports
 from . import workspace
 from .workspace import BenchModel
@@ -60,7 +61,8 @@ class ManagedServer:
         self.server.check_running()
 
     def counts(self, model: str) -> tuple[int, int] | None:
-        return _counts(_client("http", self.server.http_url), model)
+        proto = Protocol("http", self.server.http_url, timeout=120)
+        return _counts(proto, proto.client(), model, close=True)
 
     def describe(self) -> dict:
         return {"kind": "embedded tritonserver (nvidia-pytriton)", "version": _version(
@@ -78,6 +80,7 @@ class RemoteServer:
     def __init__(self, url: str, protocol: str):
         self._url = url
         self.protocol = protocol
+        self._proto = Protocol(protocol, url)
         self._client = _client(protocol, url)
         try:
             live = self._client.is_server_live()
@@ -113,9 +116,7 @@ class RemoteServer:
     def model_config(self, name: str) -> dict:
         """The server's config of a model, as JSON."""
         try:
-            if self.protocol == "grpc":
-                return self._client.get_model_config(name, as_json=True)["config"]
-            return self._client.get_model_config(name)
+            return self._proto.config(self._client, name)
         except Exception as e:
             raise ServerError(f"the server at {self._url} has no model '{name}' ready: {e}.",
                               "Check the name (gen-repo serve prints them) or load it there"
@@ -137,7 +138,7 @@ class RemoteServer:
         pass
 
     def counts(self, model: str) -> tuple[int, int] | None:
-        return _counts(_client(self.protocol, self._url), model)
+        return _counts(self._proto, self._client, model)
 
     def check_running(self) -> None:
         try:
@@ -165,23 +166,18 @@ def _client(protocol: str, url: str):
     return httpclient.InferenceServerClient(url, connection_timeout=30, network_timeout=120)
 
 
-def _counts(client, model: str) -> tuple[int, int] | None:
+def _counts(proto: Protocol, client, model: str, close: bool = False) -> tuple[int, int] | None:
     """(inferences, executions) the server has counted for ``model``; None when it won't say.
 
     Their change over a point gives the batch size the dynamic batcher actually formed.
     """
     try:
-        if hasattr(client, "get_inference_statistics"):
-            kwargs = {"as_json": True} if client.__module__.startswith("tritonclient.grpc") else {}
-            stats = client.get_inference_statistics(model, **kwargs)
-        else:  # pragma: no cover - every tritonclient has it
-            return None
-        entry = (stats.get("model_stats") or [{}])[0]
-        return int(entry.get("inference_count", 0)), int(entry.get("execution_count", 0))
+        return proto.counts(client, model)
     except Exception:  # statistics are an extra; a point never fails for want of them
         return None
     finally:
-        client.close()
+        if close:
+            client.close()
 
 
 def _version(url: str, protocol: str = "http") -> str:

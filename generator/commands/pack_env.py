@@ -6,6 +6,7 @@ import argparse
 
 from .. import table
 from ..errors import SpecError
+from ..s3 import is_s3_url
 from .common import add_repo_args, select_models
 
 
@@ -48,7 +49,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..packenv import PackOptions, human, pack_models, remove_env
 
-    if str(args.repo).startswith("s3://"):
+    if is_s3_url(args.repo):
         raise SpecError("pack-env writes into the model directories, so --repo must be local.",
                         "Run pack-env on the local repository, then gen-repo push it.")
     models = select_models(args.repo, args.models)

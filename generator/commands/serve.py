@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from .. import progress, table
 from ..errors import ServerError, SpecError
+from ..s3 import is_s3_url
 from ..server import FAILED, READY, EmbeddedServer, Ports
 from .common import add_repo_args, select_models
 
@@ -50,7 +51,7 @@ def add_parser(sub) -> None:
 
 def make_server(args, ports: Ports):
     common = dict(log_path=args.log_file, start_timeout=args.start_timeout)
-    if str(args.repo).startswith("s3://"):  # the server reads the bucket with our credentials
+    if is_s3_url(args.repo):  # the server reads the bucket with our credentials
         from ..s3 import triton_env
 
         common["env"] = triton_env()
