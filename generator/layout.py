@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +30,21 @@ SAMPLES = "gen_repo_samples.npz"
 REFERENCE = "gen_repo_reference.npz"
 VERSION = "1"
 STAGING_PREFIX = ".gen-repo-staging-"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def link_or_copy(src, dst) -> None:
+    """Hard-link ``src`` to ``dst``; copy it where they are on different file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def case_files(case: str) -> tuple[str, str]:

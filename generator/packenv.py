@@ -275,12 +275,6 @@ def set_parameter(text: str, key: str, value: str | None, where: str = "config.p
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _env_cache() -> Path:
     path = cache_dir() / "envs"
     path.mkdir(parents=True, exist_ok=True)
@@ -418,10 +412,7 @@ def _place(env: _Env, model, fmt: str) -> Path:
     if fmt == "tar.gz":
         target = mdir / ENV_TARBALL
         tmp = mdir / f".{ENV_TARBALL}.tmp-{os.getpid()}"
-        try:
-            os.link(env.tarball, tmp)
-        except OSError:  # another file system: copy
-            shutil.copy2(env.tarball, tmp)
+        layout.link_or_copy(env.tarball, tmp)
         os.replace(tmp, target)
     else:
         target = mdir / ENV_DIR
@@ -433,7 +424,7 @@ def _place(env: _Env, model, fmt: str) -> Path:
         target.chmod(0o755)
     (mdir / ENV_RECORD).write_text(json.dumps(env.facts, indent=1))
     cfg = mdir / layout.CONFIG
-    _write_atomic(cfg, set_parameter(cfg.read_text(), PARAM, env_value(fmt), str(cfg)))
+    layout.write_atomic(cfg, set_parameter(cfg.read_text(), PARAM, env_value(fmt), str(cfg)))
     return target
 
 
@@ -450,7 +441,7 @@ def remove_env(model) -> bool:
     had = PARAM in layout.parse_config(cfg.read_text(), str(cfg)).parameters
     _remove_files(model.path)
     if had:
-        _write_atomic(cfg, set_parameter(cfg.read_text(), PARAM, None, str(cfg)))
+        layout.write_atomic(cfg, set_parameter(cfg.read_text(), PARAM, None, str(cfg)))
     return had
 
 

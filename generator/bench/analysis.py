@@ -309,14 +309,12 @@ def _forward_slowdown(results: Results, r: CeilingRatio) -> str:
 
 def _why(e: Point, t: Point) -> str:
     """Name the server-side part that differs most between two points (µs per request)."""
-    diffs = [((e.get(k) or 0) - (t.get(k) or 0), label) for k, label in BREAKDOWN]
-    diffs.append(((e.get("network_us") or 0) - (t.get("network_us") or 0),
-                  "network + server send/recv"))
-    delta, label = max(diffs)
+    parts = [*BREAKDOWN, ("network_us", "network + server send/recv")]
+    delta, label, key = max(((e.get(k) or 0) - (t.get(k) or 0), label, k) for k, label in parts)
     if delta <= 0:
         return "No server-side part is slower; the difference is within measurement noise."
-    text = (f"The largest difference is {label}: {e.get(_key(label)) or 0:.0f} µs against"
-            f" {t.get(_key(label)) or 0:.0f} µs per request")
+    text = (f"The largest difference is {label}: {e.get(key) or 0:.0f} µs against"
+            f" {t.get(key) or 0:.0f} µs per request")
     eb, tb = e.get("server_avg_batch"), t.get("server_avg_batch")
     if label == "compute infer" and eb and tb:
         per_e = e.get("server_compute_infer_us") / eb / 1000
@@ -338,7 +336,3 @@ def _artifacts_in_process(results: Results, c: Comparison) -> str:
                "so most of the gap is the eager model itself")
     return (f" In-process the eager artifact reaches {_x(r)} TorchScript's throughput"
             f" ({eager['throughput']:.1f} against {ts['throughput']:.1f} infer/s), {verdict}.")
-
-
-def _key(label: str) -> str:
-    return dict((lbl, k) for k, lbl in BREAKDOWN).get(label, "network_us")

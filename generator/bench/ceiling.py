@@ -13,7 +13,6 @@ The worker: ``python -m generator.bench.ceiling JOB.json OUT.json``.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import progress
+from ..layout import write_atomic
 from ..errors import ToolError
 from .workspace import config_parameters
 
@@ -219,9 +219,7 @@ def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
 def main(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     points = worker(job)
-    tmp = Path(argv[1]).with_suffix(".tmp")
-    tmp.write_text(json.dumps(points))
-    os.replace(tmp, argv[1])
+    write_atomic(Path(argv[1]), json.dumps(points))
     return 0
 
 

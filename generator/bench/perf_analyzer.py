@@ -255,6 +255,7 @@ def warm_up(tool: PerfAnalyzer, target: Target, batch_size: int, concurrency: in
     TorchScript's profiling passes, the dynamic batcher's first batch shapes)."""
     quick = Measurement(mode="count_windows", request_count=max(4, concurrency),
                         stability=100.0, max_trials=3, relaxed_stability=100.0)
+    (work_dir / "warm-up.log").unlink(missing_ok=True)  # _run appends: keep only this one
     _run(tool, target, batch_size, concurrency, quick, work_dir / "warm-up.csv", None, 1,
          timeout)
 
@@ -265,8 +266,10 @@ def _run(tool, target, batch_size, concurrency, measurement, csv_path, stability
     csv_path.unlink(missing_ok=True)
     cmd = command(tool, target, batch_size, concurrency, measurement, csv_path, stability, scale)
     log_path = csv_path.with_suffix(".log")
+    start = 0
     try:
         with open(log_path, "a") as log:
+            start = log.tell()  # this attempt's output starts here
             log.write("$ " + " ".join(cmd) + "\n")
             log.flush()
             proc = subprocess.run(cmd, env=tool.env, stdin=subprocess.DEVNULL, stdout=log,
@@ -276,12 +279,21 @@ def _run(tool, target, batch_size, concurrency, measurement, csv_path, stability
         code = 124
     except OSError as e:
         raise ToolError(f"could not run {tool.binary}: {e}.", LIB_TIP) from e
-    log_text = log_path.read_text(errors="replace").rsplit("$ ", 1)[-1] \
-        if log_path.exists() else ""
+    log_text = _read_from(log_path, start)
     if code == 124:
         log_text += f"\n(gen-repo stopped perf_analyzer after {timeout:.0f} s)"
     rows = parse_csv(csv_path) if code == 0 and csv_path.exists() else []
     return RunOutcome(cmd, code, rows, log_text, stability or measurement.stability)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """This attempt's part of the log: its command line, then what perf_analyzer printed."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace").removeprefix("$ ")
+    except OSError:
+        return ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..layout import write_atomic
 from . import analysis, plots
-from .results import FAILED, UNSTABLE, Results
+from .results import FAILED, UNSTABLE, Results, busy_at_start
 
 MD, HTML = "report.md", "report.html"
 
@@ -49,11 +50,10 @@ def _context(results: Results) -> list[Block]:
     if missing:
         blocks.append(Block("p", "Not measured (planned, but the run stopped first): "
                                  + "; ".join(missing) + "."))
-    load = m.get("loadavg_start")
-    cores = m.get("cores") or 1
-    if load and load[0] > 0.5 * cores:  # at the start: bench itself adds 1-2 later
-        blocks.append(Block("p", f"Warning: the machine was busy (load average {load[0]:.1f}"
-                                 f" at the start on {cores} cores); figures are noisier and"
+    busy = busy_at_start(m)
+    if busy:
+        blocks.append(Block("p", f"Warning: the machine was busy (load average {busy[0]:.1f}"
+                                 f" at the start on {busy[1]} cores); figures are noisier and"
                                  " lower than on an idle machine."))
     return blocks
 
@@ -254,8 +254,6 @@ def write_report(results: Results, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = build_blocks(results, out_dir)
     md, page = out_dir / MD, out_dir / HTML
-    for path, text in ((md, to_markdown(blocks)), (page, to_html(blocks))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    write_atomic(md, to_markdown(blocks))
+    write_atomic(page, to_html(blocks))
     return md, page

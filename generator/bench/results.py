@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import RepositoryError
+from ..layout import write_atomic
 
 SCHEMA = "gen-repo-bench/1"
 OK, UNSTABLE, FAILED = "ok", "unstable", "failed"
@@ -111,9 +112,7 @@ class Results:
 
     def save(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
@@ -150,6 +149,13 @@ def machine_info() -> dict:
     except ImportError:  # pragma: no cover - a dependency
         pass
     return info
+
+
+def busy_at_start(machine: dict) -> tuple[float, int] | None:
+    """(load average, cores) when the machine was busy as the run started (load above half
+    the cores; bench itself adds 1-2 later), else None."""
+    load, cores = machine.get("loadavg_start"), machine.get("cores") or 1
+    return (load[0], cores) if load and load[0] > 0.5 * cores else None
 
 
 def _loadavg() -> list[float] | None:

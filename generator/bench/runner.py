@@ -17,12 +17,12 @@ from ..errors import GenRepoError, SpecError
 from ..layout import BuiltModel
 from . import ceiling, perf_analyzer as pa, workspace
 from .report import write_report
-from .results import FAILED, Results, finish_machine, machine_info, now, package_versions
+from .results import (FAILED, Results, busy_at_start, finish_machine, machine_info, now,
+                      package_versions)
 from .sweep import Plan, Sweep
 from .targets import ManagedServer, RemoteServer
 from .workspace import BenchModel
 
-PYTHON_TS_CHOICES = ("auto", "yes", "no")
 OWNED_OUTPUTS = ("csv", "plots", "inputs", "results.json", "report.md", "report.html",
                  "tritonserver.log")
 
@@ -163,9 +163,9 @@ def _new_results(opts: BenchOptions, plan: Plan, tool: pa.PerfAnalyzer, command)
                       settings={**plan.to_dict(), "quick": opts.quick,
                                 "ceiling_seconds": opts.ceiling_seconds,
                                 "python_ts": opts.python_ts})
-    load, cores = results.machine.get("loadavg_start"), results.machine.get("cores") or 1
-    if load and load[0] > 0.5 * cores:
-        progress.warn(f"the machine is busy (load average {load[0]:.1f} on {cores} cores): the"
+    busy = busy_at_start(results.machine)
+    if busy:
+        progress.warn(f"the machine is busy (load average {busy[0]:.1f} on {busy[1]} cores): the"
                       " numbers will be noisy and low; the report says so.")
     return results
 

@@ -12,7 +12,6 @@ can still be compared with the eager model.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +52,6 @@ class BenchModel:
         return text
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def copy_models(models: list[BuiltModel], dest: Path) -> list[BuiltModel]:
     """Copy model directories into ``dest`` (artifacts hard-linked); return the copies."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -74,7 +60,7 @@ def copy_models(models: list[BuiltModel], dest: Path) -> list[BuiltModel]:
         target = dest / m.name
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(m.path, target, copy_function=_link_or_copy,
+        shutil.copytree(m.path, target, copy_function=layout.link_or_copy,
                         ignore=shutil.ignore_patterns("__pycache__"))
         out.append(BuiltModel(target))
     return out
@@ -108,10 +94,10 @@ def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
     version.mkdir(parents=True)
     src_version = libtorch.path / layout.VERSION
     artifact = load_params["artifact"]
-    _link_or_copy(str(src_version / artifact), str(version / artifact))
+    layout.link_or_copy(src_version / artifact, version / artifact)
     install_runtime(version)
     for f in libtorch.path.glob("gen_repo_*.npz"):
-        _link_or_copy(str(f), str(target / f.name))
+        layout.link_or_copy(f, target / f.name)
 
     config = libtorch.config.__class__()
     config.CopyFrom(libtorch.config)
@@ -124,7 +110,7 @@ def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
     new_record = dict(record, variant=PYTHON_TS, model_name=name,
                       label=_python_ts_label(), derived_from=libtorch.name)
     (target / layout.RECORD).write_text(json.dumps(new_record, indent=1))
-    write_atomic(target / layout.CONFIG,
+    layout.write_atomic(target / layout.CONFIG,
                  f"# {DERIVED_NOTE.format(src=libtorch.name)}\n"
                  + text_format.MessageToString(config))
     return BuiltModel(target)
@@ -171,7 +157,7 @@ def set_instances(model: BuiltModel, count: int) -> None:
         config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     for group in config.instance_group:
         group.count = count
-    write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
+    layout.write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
     model.__dict__.pop("config", None)  # drop the cached parse
 
 
@@ -194,5 +180,5 @@ def stub_from_server(name: str, config: dict, dest: Path) -> BuiltModel:
                                   ignore_unknown_fields=True)
     target = dest / name
     target.mkdir(parents=True, exist_ok=True)
-    write_atomic(target / layout.CONFIG, text_format.MessageToString(proto))
+    layout.write_atomic(target / layout.CONFIG, text_format.MessageToString(proto))
     return BuiltModel(target)
