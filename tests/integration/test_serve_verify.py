@@ -312,13 +312,13 @@ DOCKER_IMAGE = os.environ.get("GEN_REPO_TEST_IMAGE", DEFAULT_IMAGE)
 
 
 def _docker_has(image: str) -> bool:
-    try:
-        import docker
+    """Whether a running docker engine holds ``image`` (the NGC image cannot be pulled here)."""
+    import docker
 
-        client = docker.from_env(timeout=5)
-        client.images.get(image)
+    try:
+        docker.from_env(timeout=5).images.get(image)
         return True
-    except Exception:
+    except docker.errors.DockerException:  # no engine, or no such image
         return False
 
 
