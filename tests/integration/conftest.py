@@ -28,6 +28,11 @@ def build_fixture(out: Path, factory: str, variants: str = "libtorch,python", *e
     assert main(args + list(extra)) == 0, f"building {factory} failed"
 
 
+def models_named(repo: Path, *names: str) -> list[layout.BuiltModel]:
+    """The built models ``names`` of ``repo``, in that order."""
+    return [layout.BuiltModel(repo / n) for n in names]
+
+
 def copy_model(repo: Path, source: str, name: str) -> Path:
     """A copy of model ``source`` served under ``name`` (config name and build record renamed)."""
     dst = repo / name

@@ -30,6 +30,7 @@ from generator.packenv import ENV_RECORD, ENV_TARBALL, PARAM
 from generator.server import FAILED, READY, SKIPPED, Ports, free_ports
 from generator.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
+from tests.integration.conftest import Lines, models_named
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -75,10 +76,6 @@ def images(engine, networks_before):
 
 def _our_containers(engine):
     return engine.containers.list(all=True, filters={"label": "gen-repo"})
-
-
-def _models(repo, names):
-    return [m for m in layout.list_models(repo) if m.name in names]
 
 
 def _docker_server(repo, image, log_path, **options):
@@ -129,7 +126,7 @@ def test_serve_verify_and_bench_against_the_container(engine, images, tiny_repo,
         assert "GEN_REPO_TEST_MARK=docker-route" in attrs["Config"]["Env"]
         assert attrs["NetworkSettings"]["Networks"].keys() == {"host"}
 
-        report = verify_repository(_models(tiny_repo, PYTHON_MODELS), server.http_url,
+        report = verify_repository(models_named(tiny_repo, *PYTHON_MODELS), server.http_url,
                                    server.grpc_url,
                                    VerifyOptions(requests=32, concurrency=8, bad_requests=True))
         for name in PYTHON_MODELS:
@@ -165,17 +162,10 @@ def test_cli_serve_docker_then_verify_and_ctrl_c_removes_the_container(engine, i
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # a background job's shell hands down SIGINT ignored; Ctrl-C must reach this one
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    lines = []
+    out = Lines(proc.stdout)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("serving "):
-                break
-        assert any(line.startswith("serving 1 of 1 models") for line in lines), "".join(lines)
+        line = out.until("serving ", timeout=180, start=True)
+        assert line.startswith("serving 1 of 1 models"), "".join(out.seen)
         (container,) = engine.containers.list(filters={"name": f"gen-repo-triton-{http}-"})
         assert container.labels.get("gen-repo") == "serve"
         code = main(["-q", "verify", "--repo", str(tiny_repo), "--models", "tiny_mlp_python",
@@ -183,15 +173,15 @@ def test_cli_serve_docker_then_verify_and_ctrl_c_removes_the_container(engine, i
                      "--requests", "16", "--concurrency", "4"])
         assert code == 0
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:  # failed: SIGKILL cannot clean up, so remove its container here
             proc.kill()
             proc.wait()
             for c in engine.containers.list(all=True, filters={"name": f"gen-repo-triton-{http}-"}):
                 c.remove(force=True)
-    assert proc.returncode == 0, "".join(lines) + rest
-    assert "Ctrl-C: stopping the server" in rest
+    assert proc.returncode == 0, "".join(out.seen)
+    out.until("Ctrl-C: stopping the server", timeout=30)
     with pytest.raises(Exception):
         container.reload()  # removed
     assert "Signal (2) received" in log.read_text()
@@ -256,7 +246,7 @@ def test_without_the_env_the_torchless_image_fails_that_model_with_the_reason(im
                                                                             tmp_path):
     server = _docker_server(tiny_repo, images.standin, tmp_path / "server.log")
     with server:
-        (status,) = server.load(_models(tiny_repo, ["tiny_mlp_python"]))
+        (status,) = server.load(models_named(tiny_repo, "tiny_mlp_python"))
     assert status.state == FAILED and "torch" in status.reason, status
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from generator import dtypes, layout
 from generator.runtime.model import load_model, run_batch
 from generator.server import READY
-from tests.integration.conftest import embedded_server
+from tests.integration.conftest import embedded_server, models_named
 from tests.integration.raw_requests import NUMPY, Answer, Raw, grpc_infer, http_infer
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tiny_repo, tmp_path_factory):
-    models = [layout.BuiltModel(tiny_repo / n) for n in MODELS]
+    models = models_named(tiny_repo, *MODELS)
     with embedded_server(tiny_repo, tmp_path_factory.mktemp("hostile"), models) as (server,
                                                                                     statuses):
         assert all(statuses[n].state == READY for n in MODELS), statuses

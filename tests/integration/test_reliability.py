@@ -30,11 +30,11 @@ from generator import layout
 from generator.cli import main
 from generator.protocols import Protocol, error_message
 from generator.runtime.model import load_model
-from generator.server import FAILED, READY, EmbeddedServer, Ports, free_ports
+from generator.server import FAILED, READY, STUB_PROCESS, EmbeddedServer, Ports, free_ports
 from generator.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
-from tests.integration.conftest import (Lines, copy_model, embedded_server,
+from tests.integration.conftest import (Lines, copy_model, embedded_server, models_named,
                                         wait_for_first_point)
 from tests.integration.raw_requests import grpc_infer
 
@@ -49,7 +49,6 @@ QUEUE_SIZE, QUEUE_TIMEOUT_US = 8, 1_000_000
 
 SOAK_REQUESTS = int(os.environ.get("GEN_REPO_SOAK_REQUESTS", "40000"))
 SOAK_CLIENTS = 32  # half over HTTP, half over gRPC
-STUB = "triton_python_backend_stub"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,10 +104,6 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
-def models_named(repo: Path, *names: str) -> list[layout.BuiltModel]:
-    return [layout.BuiltModel(repo / n) for n in names]
-
-
 @pytest.fixture(scope="module")
 def served(repo, tmp_path_factory):
     """One server for the module with the two good models; damaged ones are loaded by their test."""
@@ -123,7 +118,7 @@ def stubs_of(server, model: str) -> list[psutil.Process]:
     out = []
     for p in psutil.Process(server.pid).children():
         try:
-            if p.name() == STUB and p.status() != psutil.STATUS_ZOMBIE and \
+            if p.name() == STUB_PROCESS and p.status() != psutil.STATUS_ZOMBIE and \
                     Path(p.cmdline()[1]).parent.parent.name == model:
                 out.append(p)
         except (psutil.Error, IndexError):
@@ -774,7 +769,7 @@ def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path, how):
         out = Lines(proc.stdout)
         out.until("Ctrl-C", timeout=180)
         procs = [p for p in psutil.Process(proc.pid).children(recursive=True)]
-        (stub,) = [p for p in procs if p.name() == STUB]
+        (stub,) = [p for p in procs if p.name() == STUB_PROCESS]
         proto = Protocol("http", f"localhost:{h}")
         good = rows(2, seed=9)
         assert_answers(ask_faulty(proto, good), good)

@@ -88,12 +88,6 @@ class S3Server:
                 for page in pages for o in page.get("Contents", [])}
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _iam_user(iam, name: str, policy: dict) -> tuple[str, str]:
     iam.create_user(UserName=name)
     key = iam.create_access_key(UserName=name)["AccessKey"]
@@ -104,7 +98,7 @@ def _iam_user(iam, name: str, policy: dict) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def s3_server(tmp_path_factory):
     """moto's S3 (+ IAM) on 127.0.0.1 with authentication after the six set-up calls below."""
-    port = _free_loopback_port()
+    (port,) = free_ports(1)
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="6")
     with open(log, "wb") as out:

@@ -24,7 +24,7 @@ from generator.protocols import Protocol
 from generator.verify import FAIL, OK, VerifyOptions, bad_requests, load_target, verify_repository
 from tests.conftest import ROOT
 from tests.integration.conftest import (Lines, alive, break_model, descendants,
-                                        embedded_server)
+                                        embedded_server, models_named)
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +49,6 @@ def served(repo, tmp_path_factory):
         yield server, statuses
 
 
-def models_named(repo, names):
-    return [m for m in layout.list_models(repo) if m.name in names]
-
-
 # ---------------------------------------------------------------------------------------------
 # serve: per-model status
 
@@ -75,7 +71,7 @@ def test_each_model_gets_its_own_status(served):
 
 def test_the_good_models_answer_after_the_broken_one_failed(served, repo):
     server, _ = served
-    target = load_target(models_named(repo, ["tiny_mlp_python"])[0])
+    target = load_target(models_named(repo, "tiny_mlp_python")[0])
     for kind, url in (("http", server.http_url), ("grpc", server.grpc_url)):
         proto = Protocol(kind, url)
         client = proto.client()
@@ -92,7 +88,7 @@ def test_the_good_models_answer_after_the_broken_one_failed(served, repo):
 @pytest.fixture(scope="module")
 def report(served, repo):
     server, _ = served
-    models = models_named(repo, [*GOOD, LIBTORCH])
+    models = models_named(repo, *GOOD, LIBTORCH)
     return verify_repository(models, server.http_url, server.grpc_url,
                              VerifyOptions(concurrency=16, requests=64, bad_requests=True))
 
@@ -251,7 +247,7 @@ def test_start_timeout_stops_the_server_and_quotes_its_log(repo, tmp_path):
 
 def test_stop_kills_the_process_group_when_sigint_is_not_enough(repo, tmp_path):
     """stop_timeout=0: SIGINT, then at once SIGKILL for the server and its Python stubs."""
-    models = models_named(repo, ["tiny_mlp_python"])
+    models = models_named(repo, "tiny_mlp_python")
     with embedded_server(repo, tmp_path, models, stop_timeout=0.0) as (server, statuses):
         assert statuses["tiny_mlp_python"].state == READY
         client = Protocol("http", server.http_url).client()
@@ -335,7 +331,7 @@ def test_docker_server_per_model_status_and_no_container_left(repo, tmp_path):
     """
     import docker
 
-    models = models_named(repo, [LIBTORCH, "tiny_mlp_python"])
+    models = models_named(repo, LIBTORCH, "tiny_mlp_python")
     server = DockerServer(repo, Ports(*free_ports(3)), log_path=tmp_path / "d.log",
                           options=DockerOptions(image=DOCKER_IMAGE))
     with server:
