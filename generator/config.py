@@ -25,14 +25,19 @@ class Engine:
     value: str
 
 
-@lru_cache(maxsize=1)
-def _template():
+def jinja_environment(folder: Path):
+    """How every template of the project is rendered: undefined names are errors, block tags
+    leave no blank lines, nothing is HTML-escaped."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-    return env.get_template("config.pbtxt.j2")
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+
+
+@lru_cache(maxsize=1)
+def _template():
+    return jinja_environment(TEMPLATES).get_template("config.pbtxt.j2")
 
 
 def instance_groups(spec: ModelSpec) -> list[dict]:

@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import __version__, progress
-from .config import TEMPLATES
+from .config import TEMPLATES, jinja_environment
 from .errors import GenRepoError, SpecError
 from .s3 import DEFAULT_REGION, S3Location, is_s3_url
 
@@ -222,11 +222,7 @@ def _yaml_filter(value, indent: int) -> str:
 
 @lru_cache(maxsize=1)
 def _env():
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(K8S_DIR)),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env = jinja_environment(K8S_DIR)
     env.filters["yaml"] = _yaml_filter
     return env
 

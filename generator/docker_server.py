@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import progress
-from .s3 import is_s3_url
 from .errors import ServerError, SpecError, ToolError
+from .packenv import PARAM
+from .s3 import is_s3_url
 from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = the embedded server (2.51.0)
@@ -130,7 +131,7 @@ def _major_minor(version: str) -> str:
 def packed_env(model) -> bool:
     """True when the model brings its own Python environment (gen-repo pack-env)."""
     try:
-        return "EXECUTION_ENV_PATH" in model.config.parameters
+        return PARAM in model.config.parameters
     except (AttributeError, OSError):
         return False
 
