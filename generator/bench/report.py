@@ -66,10 +66,10 @@ def not_measured(results: Results) -> list[str]:
     done = {(p.model, p.instances, p.batch_size, p.concurrency) for p in results.points}
     out = []
     for m in results.models:
-        name, limit = m["name"], m.get("max_execution_batch", 0)
+        name = m["name"]
         if name in skipped:
             continue
-        sizes = [b for b in s.get("batch_sizes", []) if not limit or b <= limit]
+        sizes = m.get("batch_sizes", s.get("batch_sizes", []))  # what the sweep planned for it
         for inst in s.get("instances", []):
             if inst is None:  # a running server: its configured count, once known
                 inst = next((p.instances for p in results.points if p.model == name), None)

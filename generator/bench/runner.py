@@ -103,10 +103,11 @@ def _max_execution_batch(m: BenchModel) -> int:
     return c.max_batch_size if c.max_batch_size > 0 and c.HasField("dynamic_batching") else 0
 
 
-def _model_rows(models: list[BenchModel]) -> list[dict]:
+def _model_rows(models: list[BenchModel], plan: Plan) -> list[dict]:
     return [{"name": m.name, "base": m.base_name, "variant": m.variant, "label": m.label,
              "backend": m.built.backend, "derived_from": m.derived_from,
-             "max_execution_batch": _max_execution_batch(m)} for m in models]
+             "max_execution_batch": _max_execution_batch(m),
+             "batch_sizes": plan.batch_sizes_for(m)} for m in models]
 
 
 def _ceiling_batch_sizes(models: list[BenchModel], plan: Plan) -> list[int]:
@@ -187,7 +188,7 @@ def run_bench(opts: BenchOptions, models: list[BuiltModel] | None = None,
         else:
             target, bench_models, notes = _managed(opts, models or [], work)
         _clear_outputs(out)  # only now: a run that cannot start keeps the previous results
-        results.models = _model_rows(bench_models)
+        results.models = _model_rows(bench_models, plan)
         results.notes += notes
         results.save(results_path)
         try:

@@ -294,6 +294,21 @@ def test_report_of_a_stopped_run_says_so_and_keeps_the_points(tmp_path):
     assert "| python | 1 | 2 | 1 | 8 | ok | 900.0 |" in text
 
 
+def test_points_never_measured_are_the_ones_the_sweep_planned_for_each_model():
+    """A model that does not batch is swept at batch 1 only: a stopped run with --batch-size 1,4
+    must not list its batch-4 points as missing."""
+    from generator.bench.report import not_measured
+
+    r = synthetic_results()
+    r.settings["batch_sizes"] = [1, 4]
+    r.points = []
+    for m in r.models:
+        m["batch_sizes"] = [1] if m["name"] == "mlp_python_ts" else [1, 4]
+    missing = not_measured(r)
+    assert "mlp_python_ts x1 b1: c1, c8" in missing and "mlp_python x2 b4: c1, c8" in missing
+    assert not [m for m in missing if m.startswith("mlp_python_ts") and " b4:" in m]
+
+
 def test_report_warns_when_the_machine_was_busy(tmp_path):
     r = synthetic_results()
     r.machine["loadavg_start"] = [3.5, 3.0, 2.0]
