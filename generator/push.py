@@ -181,12 +181,13 @@ class Pusher:
         if region and region != "us-east-1":
             kw["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
-            self.s3.create_bucket(**kw)
+            self._call("create the bucket", self.s3.create_bucket, **kw)
             progress.info(f"created bucket {self.location.bucket}")
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou",
-                                                              "BucketAlreadyExists"):
-                raise storage_error(e, self.location, "create the bucket") from e
+        except RepositoryError as e:  # a bucket that exists already is what was asked for
+            cause = e.__cause__
+            if not (isinstance(cause, ClientError) and cause.response.get("Error", {}).get(
+                    "Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists")):
+                raise
 
     def _remote_sha(self, rel: str) -> str | None:
         key = self.location.key(rel)

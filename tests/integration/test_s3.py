@@ -427,6 +427,17 @@ def test_missing_bucket(aws_env, model_copy, run_cli):
         o["Key"][2:] for o in aws_env.client().list_objects_v2(Bucket="no-such-bucket")["Contents"]}
 
 
+def test_create_bucket_accepts_an_existing_bucket_and_explains_an_unreachable_store(
+        aws_env, model_copy, run_cli):
+    code, _, err = push_cli(run_cli, aws_env, model_copy, "again", "--create-bucket")
+    assert code == 0, err  # the bucket exists already: that is what was asked for
+    (port,) = free_ports(1)  # nothing listens there
+    code, _, err = run_cli("push", f"s3://{BUCKET}/x", "--repo", model_copy, "--endpoint-url",
+                           f"http://127.0.0.1:{port}", "--create-bucket")
+    assert code == 1 and "could not reach the S3 endpoint" in err, err
+    assert "create the bucket" in err and "Traceback" not in err
+
+
 def test_multipart_etag_matches_the_store(aws_env, model_copy):
     """Files above the part size go up in parts; their ETag is predicted exactly, so a re-push
     of them is recognised as unchanged too, as is one with another part size."""
