@@ -12,39 +12,24 @@ import sys
 import traceback
 
 from . import __version__, progress
-from .commands import COMMANDS
+from .commands import bench, build, demo, deploy, pack_env, push, serve, verify
+from .commands.parser import command_parser
 from .errors import GenRepoError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+COMMANDS = [build, serve, verify, bench, demo, push, deploy, pack_env]
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gen-repo",
+    parser = command_parser(
+        COMMANDS,
         description="Turn a PyTorch model into a Triton model repository (TorchScript on the"
                     " PyTorch backend + the eager model on the Python backend), serve it, verify"
                     " it over HTTP and gRPC, and benchmark the variants.")
     parser.add_argument("--version", action="version", version=f"gen-repo {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="show tracebacks and more detail")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS:
-        module.add_parser(sub)
-    _add_common_flags(sub)
     return parser
-
-
-def _add_common_flags(sub) -> None:
-    """-v / -q also after a command name (and a sub-command's, e.g. deploy k8s)."""
-    for command in sub.choices.values():
-        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                             help="show tracebacks and more detail")
-        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                             help="no progress output")
-        for action in command._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                _add_common_flags(action)
 
 
 def main(argv: list[str] | None = None) -> int:

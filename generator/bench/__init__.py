@@ -1,4 +1,5 @@
-"""gen-repo bench: perf_analyzer sweeps of the served variants against the in-process ceiling.
+"""bench: a built repository in; perf_analyzer sweeps of its served variants against the
+in-process ceiling out (results.json, report.md/html with plots, the verdict).
 
     perf_analyzer.py   find the tool and its libraries, run one point, parse its CSV
     workspace.py       the private repository copy (derived python-ts, instance counts)

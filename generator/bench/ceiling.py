@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import progress
-from ..layout import write_atomic
+from ..build.layout import write_atomic
 from ..errors import ToolError
 from .workspace import config_parameters
 
@@ -197,7 +197,7 @@ def worker(job: dict) -> list[dict]:
 
 
 def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
-    from ..layout import BuiltModel
+    from ..build.layout import BuiltModel
 
     built = BuiltModel(Path(a.path))
     samples = built.samples()

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import RepositoryError
-from ..layout import write_atomic
+from ..build.layout import write_atomic
 
 SCHEMA = "gen-repo-bench/1"
 OK, UNSTABLE, FAILED = "ok", "unstable", "failed"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import progress
-from ..server import READY
+from ..serve.server import READY
 from . import perf_analyzer as pa
 from .results import FAILED, OK, UNSTABLE, Point, Results
 from .workspace import BenchModel, config_parameters, instances_of

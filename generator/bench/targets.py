@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ServerError, SpecError
-from ..protocols import Protocol
-from ..server import FAILED, READY, EmbeddedServer, ModelStatus, Ports, free_ports
+from ..serve.protocols import Protocol
+from ..serve.server import FAILED, READY, EmbeddedServer, ModelStatus, Ports, free_ports
 from . import workspace
 from .workspace import BenchModel
 

@@ -16,9 +16,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import layout
+from ..build import layout
 from ..errors import RepositoryError
-from ..layout import BuiltModel
+from ..build.layout import BuiltModel
 
 LIBTORCH, PYTHON, PYTHON_TS = "libtorch", "python", "python-ts"
 DERIVED_NOTE = "derived by gen-repo bench from {src} (same model.pt)"

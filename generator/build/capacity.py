@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import resource
 
-from .spec import ModelSpec
+from ..spec import ModelSpec
 
 # Resident memory of one Python-backend stub process with torch imported, measured on this
 # project's pinned versions (CPU build): about 0.3 GB before the model's weights.

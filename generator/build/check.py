@@ -16,8 +16,8 @@ from pathlib import Path
 
 from .compare import Comparison, compare
 from .samples import load_npz, save_npz
-from .spec import ModelSpec
-from .variants.base import RUNTIME_MODEL
+from ..spec import ModelSpec
+from ..variants.base import RUNTIME_MODEL
 
 TIMEOUT_S = 900
 LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
@@ -74,7 +74,7 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
         (tmp / "job.json").write_text(json.dumps(spec_json))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         try:
-            proc = subprocess.run([sys.executable, "-I", "-B", "-m", "generator.check_worker",
+            proc = subprocess.run([sys.executable, "-I", "-B", "-m", "generator.build.check_worker",
                                    str(tmp / "job.json")], cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
             crashed = None if proc.returncode in (0, 3) else \

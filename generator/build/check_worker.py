@@ -1,8 +1,8 @@
-"""Offline-check worker, run as ``python -I -m generator.check_worker JOB.json`` in a fresh process.
+"""Offline-check worker, run as ``python -I -m generator.build.check_worker JOB.json`` in a fresh process.
 
 It loads each artifact exactly as the server will (through the runtime ``model.py`` that ships in
 the model directory), with the user's own modules made unimportable, runs it on the sample cases
-and writes the outputs. The parent (generator.check) compares them with the eager references. A
+and writes the outputs. The parent (generator.build.check) compares them with the eager references. A
 failing artifact writes its error and the next one is still checked.
 """
 

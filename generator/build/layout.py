@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RepositoryError
-from .spec import ModelSpec
+from ..errors import RepositoryError
+from ..spec import ModelSpec
 
 CONFIG = "config.pbtxt"
 RECORD = "gen_repo.json"
@@ -30,6 +30,8 @@ SAMPLES = "gen_repo_samples.npz"
 REFERENCE = "gen_repo_reference.npz"
 VERSION = "1"
 STAGING_PREFIX = ".gen-repo-staging-"
+# The Python backend's parameter naming a packed Python environment (gen-repo pack-env).
+PACKED_ENV_PARAM = "EXECUTION_ENV_PATH"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import dtypes
-from .errors import ExportError
-from .spec import TensorSpec
+from .. import dtypes
+from ..errors import ExportError
+from ..spec import TensorSpec
 
 SINGLE_OUTPUT = "output"
 

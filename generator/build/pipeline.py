@@ -19,17 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, capacity, layout, progress
+from .. import __version__, progress
+from . import capacity, layout
 from .check import CheckJob, check_artifacts
 from .config import render
-from .errors import ExportError, GenRepoError, RepositoryError, SpecError
+from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
 from .sources import load_model
-from .spec import ModelSpec
-from .table import render as render_table
-from .variants import registry
-from .variants.base import ExportContext
+from ..spec import ModelSpec
+from ..table import render as render_table
+from ..variants import registry
+from ..variants.base import ExportContext
 from .wrapper import make_wrapper
 
 

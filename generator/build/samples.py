@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dtypes
-from .errors import SpecError
-from .spec import ModelSpec, TensorSpec
+from .. import dtypes
+from ..errors import SpecError
+from ..spec import ModelSpec, TensorSpec
 
 CASES = ("a", "b")
 _DYN_LEN = {"a": 8, "b": 5}

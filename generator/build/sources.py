@@ -10,8 +10,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import SourceError, did_you_mean
-from .spec import IMAGE_INPUT, TensorSpec
+from ..errors import SourceError, did_you_mean
+from ..spec import IMAGE_INPUT, TensorSpec
 
 
 @dataclass

@@ -1,5 +1,3 @@
-"""Sub-commands. Each module has ``add_parser(subparsers)``, which sets ``run(args) -> int``."""
-
-from . import bench, build, demo, deploy, pack_env, push, serve, verify
-
-COMMANDS = [build, serve, verify, bench, demo, push, deploy, pack_env]
+"""Sub-commands, one module each, on top of every stage: each has ``add_parser(subparsers)``,
+which sets ``run(args) -> int``. ``generator.cli`` lists them and is the only place that prints
+errors and picks exit codes."""

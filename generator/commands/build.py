@@ -47,7 +47,7 @@ def spec_from_args(args) -> specmod.ModelSpec:
 
 
 def run(args) -> int:
-    from ..build import build_repository
+    from ..build.pipeline import build_repository
 
     spec = spec_from_args(args)
     report = build_repository(spec, command=["gen-repo", *sys.argv[1:]])

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..errors import SpecError, did_you_mean
-from ..layout import BuiltModel, list_models
-from ..s3 import is_s3_url
+from ..build.layout import BuiltModel, list_models
+from ..ship.s3 import is_s3_url
 
 DEFAULT_REPO = "model_repository"
 
@@ -21,7 +21,7 @@ def add_repo_args(p) -> None:
 def select_models(repo: str, names: str | None) -> list[BuiltModel]:
     """The repository's models, or those named by --models (directory name or model name)."""
     if is_s3_url(repo):
-        from ..s3 import S3Location, remote_models
+        from ..ship.s3 import S3Location, remote_models
 
         models = remote_models(S3Location.parse(repo))
     else:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 
 from .. import progress
-from ..server import READY, EmbeddedServer, Ports, free_ports, port_is_free
+from . import bench, build, verify
+from .parser import command_parser
+from ..serve.server import READY, EmbeddedServer, Ports, free_ports, port_is_free
 from ..spec import DEFAULT_SOURCE
 
 
@@ -37,11 +39,10 @@ def _ports() -> Ports:
 
 
 def run(args) -> int:
-    from ..cli import make_parser
-    from ..layout import list_models
+    from ..build.layout import list_models
     from .serve import status_table
 
-    parser = make_parser()
+    parser = command_parser([build, verify, bench])
     quiet = ["-q"] if args.quiet else []
 
     progress.info("step 1/3: build")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..s3 import DEFAULT_REGION, S3Location
+from ..ship.s3 import DEFAULT_REGION, S3Location
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
 
 
 def _common_args(p) -> None:
-    from ..deploy import DEFAULT_IMAGE, K8S_VERSION
+    from ..ship.deploy import DEFAULT_IMAGE, K8S_VERSION
 
     p.add_argument("--repo", required=True, metavar="S3_URL",
                    help="the repository: s3://HOST:PORT/BUCKET/PATH (an S3-compatible store, as"
@@ -79,7 +79,7 @@ def _common_args(p) -> None:
 
 
 def run(args) -> int:
-    from .. import deploy as dep
+    from ..ship import deploy as dep
 
     location = S3Location.parse(args.repo, args.endpoint_url)
     extra = {k: getattr(args, k) for k in ("poll_secs", "service_type", "startup_seconds")

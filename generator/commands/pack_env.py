@@ -6,7 +6,7 @@ import argparse
 
 from .. import table
 from ..errors import SpecError
-from ..s3 import is_s3_url
+from ..ship.s3 import is_s3_url
 from .common import add_repo_args, select_models
 
 
@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..packenv import PackOptions, human, pack_models, remove_env
+    from ..ship.packenv import PackOptions, human, pack_models, remove_env
 
     if is_s3_url(args.repo):
         raise SpecError("pack-env writes into the model directories, so --repo must be local.",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SpecError
-from ..s3 import S3Location, is_s3_url
+from ..ship.s3 import S3Location, is_s3_url
 from .common import add_repo_args, select_models
 from .deploy import HelpFormatter
 
@@ -35,8 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import s3 as s3mod
-    from ..push import push
+    from ..ship import s3 as s3mod
+    from ..ship.push import push
 
     if is_s3_url(args.repo):
         raise SpecError(f"--repo {args.repo} is the source of a push and must be a local"

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 from .. import progress, table
 from ..errors import ServerError, SpecError
-from ..s3 import is_s3_url
-from ..server import FAILED, READY, EmbeddedServer, Ports
+from ..ship.s3 import is_s3_url
+from ..serve.server import FAILED, READY, EmbeddedServer, Ports
 from .common import add_repo_args, select_models
 
 
@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
 def make_server(args, ports: Ports):
     common = dict(log_path=args.log_file, start_timeout=args.start_timeout)
     if is_s3_url(args.repo):  # the server reads the bucket with our credentials
-        from ..s3 import triton_env
+        from ..ship.s3 import triton_env
 
         common["env"] = triton_env()
     if not args.docker:
@@ -61,7 +61,7 @@ def make_server(args, ports: Ports):
                 raise SpecError(f"--{flag} applies to --docker only.",
                                 f"Add --docker, or drop --{flag}.")
         return EmbeddedServer(args.repo, ports, backend_dirs=args.backend_directory, **common)
-    from ..docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
+    from ..serve.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
 
     if args.backend_directory:
         raise SpecError("--backend-directory applies to the embedded server, not --docker.",
@@ -102,7 +102,7 @@ def run(args) -> int:
     ports.validate()
     server = make_server(args, ports)
     if args.docker:
-        from ..docker_server import compatibility_warnings
+        from ..serve.docker_server import compatibility_warnings
 
         for w in compatibility_warnings(models, server.options.image):
             progress.warn(w)

@@ -6,7 +6,7 @@ import argparse
 
 from .. import table
 from ..errors import SpecError, VerifyError
-from ..verify import PROTOCOLS, VerifyOptions, verify_repository
+from ..serve.verify import PROTOCOLS, VerifyOptions, verify_repository
 from .common import add_repo_args, select_models
 
 

@@ -15,7 +15,7 @@ every container and build uses the host's network; no private-range address is e
 Each image tag ends in a hash of everything that goes into it (Dockerfile, build arguments,
 context files), so an image is built once and rebuilt only when an input changes. The engine's
 data root stays where the engine keeps it (/var/lib/docker), outside any clone, so CI reuses it.
-Run ``python -m generator.docker_engine`` to make the engine and the images and print the tags.
+Run ``python -m generator.serve.docker_engine`` to make the engine and the images and print the tags.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import progress
-from .errors import GenRepoError, ToolError, log_tail
+from .. import progress
+from ..errors import GenRepoError, ToolError, log_tail
 from .triton_install import TritonInstall, cache_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"
 DOCKERFILE = DOCKER_DIR / "Dockerfile"
 STANDIN_DOCKERFILE = DOCKER_DIR / "standin" / "Dockerfile"
@@ -409,7 +409,7 @@ def ensure_images(client, torch: bool = True) -> Images:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m generator.docker_engine [--no-torch]: engine + images; prints the tags."""
+    """python -m generator.serve.docker_engine [--no-torch]: engine + images; prints the tags."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         client = ensure_engine()

@@ -1,6 +1,6 @@
 """Serve a repository with the NGC tritonserver container through the docker SDK.
 
-Same interface as ``generator.server.EmbeddedServer``. The repository is mounted read-only at
+Same interface as ``generator.serve.server.EmbeddedServer``. The repository is mounted read-only at
 /models; the server binds the host's ports (host network); /dev/shm is sized for the Python
 backend; extra environment variables are passed through; the container's log is streamed to a
 file; the container is removed on exit, on Ctrl-C, and when starting it fails half-way.
@@ -17,10 +17,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import progress
-from .errors import ServerError, SpecError, ToolError
-from .packenv import PARAM
-from .s3 import is_s3_url
+from .. import progress
+from ..errors import ServerError, SpecError, ToolError
+from ..build.layout import PACKED_ENV_PARAM
+from ..ship.s3 import is_s3_url
 from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = the embedded server (2.51.0)
@@ -131,7 +131,7 @@ def _major_minor(version: str) -> str:
 def packed_env(model) -> bool:
     """True when the model brings its own Python environment (gen-repo pack-env)."""
     try:
-        return PARAM in model.config.parameters
+        return PACKED_ENV_PARAM in model.config.parameters
     except (AttributeError, OSError):
         return False
 
@@ -169,7 +169,7 @@ def ensure_image(client, image: str, pull: str = "missing") -> None:
         return
     except ImageNotFound:
         pass
-    local = ("`python -m generator.docker_engine` builds this machine's gen-repo/* images; "
+    local = ("`python -m generator.serve.docker_engine` builds this machine's gen-repo/* images; "
              if image.startswith("gen-repo/") else "")
     if pull == "never":
         raise ToolError(f"image {image} is not on the docker engine, and --pull never forbids"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ServerError
+from ..errors import ServerError
 
 PROTOCOLS = ("http", "grpc")
 

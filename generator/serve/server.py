@@ -5,7 +5,7 @@
                                                     # never stops the others
 
 ``EmbeddedServer`` runs the tritonserver bundled in the ``nvidia-pytriton`` wheel (release 24.10,
-Python backend only); ``generator.docker_server.DockerServer`` runs the NGC container. Both start
+Python backend only); ``generator.serve.docker_server.DockerServer`` runs the NGC container. Both start
 the server in explicit model-control mode and load the models one by one, so one model that cannot
 load is reported as FAILED (with the server's reason) and never takes the others down. On exit the
 server gets SIGINT, then SIGKILL for its whole process group (the Python-backend stubs included)
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from . import progress
-from .s3 import is_s3_url
-from .errors import (PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError,
-                     log_tail)
-from .triton_install import (TritonInstall, backends_in, bundled_backend_dir,
-                             cache_dir, merged_backend_dir, server_env)
+from .. import progress
+from ..ship.s3 import is_s3_url
+from ..errors import (PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError,
+                      log_tail)
+from .triton_install import (TritonInstall, backends_in, bundled_backend_dir, cache_dir,
+                             merged_backend_dir, server_env)
 
 READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
 EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
@@ -140,7 +140,7 @@ class TritonServer:
     def __init__(self, repo: str | Path, ports: Ports = Ports(), log_path: str | Path | None = None,
                  start_timeout: float = 120.0, load_timeout: float = 600.0,
                  stop_timeout: float = EXIT_TIMEOUT_S + 10.0, env: dict[str, str] | None = None):
-        # A local directory, or an s3:// URL that tritonserver reads itself (generator.s3).
+        # A local directory, or an s3:// URL that tritonserver reads itself (generator.ship.s3).
         self.repo: str | Path = str(repo) if is_s3_url(repo) else Path(repo).resolve()
         self.env = dict(env or {})  # extra environment for the server, e.g. S3 credentials
         self.ports = ports

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import SpecError, ToolError
+from ..errors import SpecError, ToolError
 
 
 def cache_dir() -> Path:

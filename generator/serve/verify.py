@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from . import dtypes, progress
-from .compare import compare
-from .errors import GenRepoError
+from .. import dtypes, progress
+from ..build.compare import compare
+from ..errors import GenRepoError
 from .protocols import PROTOCOLS, Protocol, Tensor, error_message
 
 OK, FAIL, SKIPPED = "OK", "FAIL", "SKIPPED"

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from . import __version__, progress
-from .config import TEMPLATES, jinja_environment
-from .errors import GenRepoError, SpecError
+from .. import __version__, progress
+from ..build.config import TEMPLATES, jinja_environment
+from ..errors import GenRepoError, SpecError
 from .s3 import DEFAULT_REGION, S3Location, is_s3_url
 
 K8S_DIR = TEMPLATES / "k8s"

@@ -41,11 +41,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import layout, progress
-from .errors import RepositoryError, SpecError, ToolError, log_tail
-from .triton_install import cache_dir
+from .. import progress
+from ..build import layout
+from ..build.layout import PACKED_ENV_PARAM as PARAM
+from ..errors import RepositoryError, SpecError, ToolError, log_tail
+from ..serve.triton_install import cache_dir
 
-PARAM = "EXECUTION_ENV_PATH"
 ENV_TARBALL = "gen_repo_env.tar.gz"
 ENV_DIR = "gen_repo_env"
 ENV_RECORD = "gen_repo_env.json"
@@ -459,8 +460,8 @@ def pack_models(models, options: PackOptions, client=None) -> list[PackResult]:
         targets.append((m, reqs))
     if not targets:
         return results
-    from .docker_engine import connect
-    from .docker_server import ensure_image
+    from ..serve.docker_engine import connect
+    from ..serve.docker_server import ensure_image
 
     own = client is None
     client = client or connect()

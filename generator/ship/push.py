@@ -26,9 +26,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import progress, table
-from .errors import RepositoryError
-from .layout import CONFIG
+from .. import progress, table
+from ..errors import RepositoryError
+from ..build.layout import CONFIG
 from .s3 import RemoteObject, S3Location, check_segments, list_objects, storage_error
 
 UPLOADED, UNCHANGED, PLANNED = "UPLOADED", "UNCHANGED", "PLANNED"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .errors import RepositoryError, SpecError
+from ..errors import RepositoryError, SpecError
 
 DEFAULT_REGION = "us-east-1"
 BUCKET_RE = re.compile(r"[0-9a-z][0-9a-z.\-]{1,61}[0-9a-z]")
@@ -157,7 +157,7 @@ def session(region: str | None = None):
     try:
         import boto3
     except ImportError as e:  # pragma: no cover - a dependency of the project
-        from .errors import ToolError
+        from ..errors import ToolError
 
         raise ToolError("S3 repositories need the boto3 package, which is not installed.",
                         "Install the project's environment: bash scripts/setup.sh") from e
@@ -276,8 +276,8 @@ def remote_models(location: S3Location, cache: Path | None = None, region: str |
     """
     from botocore import exceptions as bx
 
-    from . import layout
-    from .triton_install import cache_dir
+    from ..build import layout
+    from ..serve.triton_install import cache_dir
 
     s3 = client(location, region)
     objects = list_objects(s3, location)

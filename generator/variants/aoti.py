@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..config import Engine
+from ..build.config import Engine
 from ..runtime.model import sha256_of
 from .aoti_export import ARTIFACT, compiled_package
 from .base import Artifact, ExportContext, Variant

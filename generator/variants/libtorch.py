@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..config import Engine
+from ..build.config import Engine
 from ..runtime.model import sha256_of
 from .base import Artifact, ExportContext, Variant
 from .torchscript import make_torchscript

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Engine
+from ..build.config import Engine
 from .aoti import copy_package
-from .base import (Artifact, ExportContext, Variant, install_runtime,
-                   python_backend_parameters)
+from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
 
 
 class PythonAotiVariant(Variant):

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Engine
-from .base import (Artifact, ExportContext, Variant, install_runtime,
-                   python_backend_parameters)
+from ..build.config import Engine
+from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
 from .libtorch import ARTIFACT, save_torchscript
 
 

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from ..compare import compare
+from ..build.compare import compare
 from ..errors import ExportError
 from .base import ExportContext
 

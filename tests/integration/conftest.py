@@ -13,9 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from generator import layout
+from generator.build import layout
 from generator.cli import main
-from generator.server import EmbeddedServer, Ports, free_ports
+from generator.serve.server import EmbeddedServer, Ports, free_ports
 from tests.conftest import fixture_source
 from tests.fixtures.models import INPUTS
 

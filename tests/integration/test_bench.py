@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from generator import layout
+from generator.build import layout
 from generator.bench import perf_analyzer as pa
 from generator.bench.results import SCHEMA, Results
 from tests.conftest import ROOT

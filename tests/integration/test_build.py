@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator import layout
+from generator.build import layout
 from generator.runtime.model import sha256_of
 from tests.conftest import ROOT, fixture_source
 

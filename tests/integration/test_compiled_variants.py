@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from generator import layout
-from generator.verify import VerifyOptions, verify_repository
+from generator.build import layout
+from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import fixture_source
 from tests.integration.conftest import embedded_server
 

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from generator.build import build_repository
+from generator.build.pipeline import build_repository
 from generator.cli import make_parser
 from generator.commands.build import spec_from_args
-from generator import layout
-from generator.verify import VerifyOptions, verify_repository
+from generator.build import layout
+from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
 from tests.integration.conftest import embedded_server
 

@@ -1,6 +1,6 @@
 """The docker route against a real docker engine, as a GPU user runs it with the NGC image.
 
-No image registry is reachable here, so the images are made locally (generator.docker_engine):
+No image registry is reachable here, so the images are made locally (generator.serve.docker_engine):
 a Debian base from debootstrap, a stand-in for the NGC tritonserver image (the nvidia-pytriton
 wheel's tritonserver and Python backend laid out like NGC's /opt/tritonserver, python3, no torch),
 and the project's own docker/Dockerfile built FROM that stand-in. Tags carry a hash of their
@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from generator import layout
+from generator.build import layout
 from generator.bench.results import Results
 from generator.cli import main
-from generator.docker_server import DockerOptions, DockerServer
+from generator.serve.docker_server import DockerOptions, DockerServer
 from generator.errors import GenRepoError, ToolError
-from generator.packenv import ENV_RECORD, ENV_TARBALL, PARAM
-from generator.server import FAILED, READY, SKIPPED, Ports, free_ports
-from generator.verify import OK, VerifyOptions, verify_repository
+from generator.ship.packenv import ENV_RECORD, ENV_TARBALL, PARAM
+from generator.serve.server import FAILED, READY, SKIPPED, Ports, free_ports
+from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
 from tests.integration.conftest import Lines, models_named
 
@@ -43,7 +43,7 @@ NETWORKS_KEPT = {"host", "none", "bridge"}  # the engine's predefined networks (
 def engine():
     """A docker client; the engine is installed/started when absent. Without root that may be
     impossible (skip, saying why); as root a failure is a failure."""
-    from generator.docker_engine import ensure_engine
+    from generator.serve.docker_engine import ensure_engine
 
     try:
         client = ensure_engine()
@@ -64,7 +64,7 @@ def networks_before(engine):
 @pytest.fixture(scope="session")
 def images(engine, networks_before):
     """The stand-in images, built once (their tags hash their inputs, so CI reuses them)."""
-    from generator.docker_engine import ensure_images
+    from generator.serve.docker_engine import ensure_images
 
     try:
         return ensure_images(engine)
@@ -88,7 +88,7 @@ def _docker_server(repo, image, log_path, **options):
 
 
 def test_images_are_built_from_the_projects_dockerfile_and_reused(engine, images):
-    from generator.docker_engine import ensure_images, pinned_versions
+    from generator.serve.docker_engine import ensure_images, pinned_versions
 
     assert images.torch.startswith("gen-repo/tritonserver-torch:")
     # the torch image is docker/Dockerfile with BASE_IMAGE = the stand-in, the pinned versions in
@@ -285,7 +285,7 @@ def test_unreachable_engine_is_a_clear_error(tiny_repo, tmp_path, monkeypatch, r
                            "--image", "gen-repo/anything:0")
     assert code == 1 and "no docker engine is reachable" in err
 
-    from generator.docker_engine import EngineError, ensure_engine
+    from generator.serve.docker_engine import EngineError, ensure_engine
 
     with pytest.raises(EngineError):  # another engine was named: none is started instead
         ensure_engine()

@@ -20,9 +20,10 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from generator import dtypes, layout
+from generator import dtypes
+from generator.build import layout
 from generator.runtime.model import load_model, run_batch
-from generator.server import READY
+from generator.serve.server import READY
 from tests.integration.conftest import embedded_server, models_named
 from tests.integration.raw_requests import NUMPY, Answer, Raw, grpc_infer, http_infer
 

@@ -26,12 +26,12 @@ import psutil
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from generator import layout
+from generator.build import layout
 from generator.cli import main
-from generator.protocols import Protocol, error_message
+from generator.serve.protocols import Protocol, error_message
 from generator.runtime.model import load_model
-from generator.server import FAILED, READY, STUB_PROCESS, EmbeddedServer, Ports, free_ports
-from generator.verify import VerifyOptions, settled_stats, verify_repository
+from generator.serve.server import FAILED, READY, STUB_PROCESS, EmbeddedServer, Ports, free_ports
+from generator.serve.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
 from tests.integration.conftest import (Lines, copy_model, embedded_server, models_named,

@@ -22,10 +22,11 @@ from pathlib import Path
 import boto3
 import pytest
 
-from generator import layout, push, s3
-from generator.push import SHA_KEY, digests
-from generator.server import READY, SKIPPED, EmbeddedServer, Ports, free_ports
-from generator.verify import OK, VerifyOptions, verify_repository
+from generator.build import layout
+from generator.ship import push, s3
+from generator.ship.push import SHA_KEY, digests
+from generator.serve.server import READY, SKIPPED, EmbeddedServer, Ports, free_ports
+from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -260,7 +261,7 @@ def model_copy(tiny_repo, tmp_path) -> Path:
 
 
 def test_config_goes_last_and_unchanged_models_upload_nothing(aws_env, model_copy):
-    from generator.push import push
+    from generator.ship.push import push
 
     location = s3.S3Location.parse(aws_env.url("order"))
     s3c = s3.client(location)
@@ -441,7 +442,7 @@ def test_create_bucket_accepts_an_existing_bucket_and_explains_an_unreachable_st
 def test_multipart_etag_matches_the_store(aws_env, model_copy):
     """Files above the part size go up in parts; their ETag is predicted exactly, so a re-push
     of them is recognised as unchanged too, as is one with another part size."""
-    from generator.push import push
+    from generator.ship.push import push
 
     (model_copy / "tiny_mlp_python/1/big.bin").write_bytes(os.urandom(11 * 2**20))
     location = s3.S3Location.parse(aws_env.url("multipart"))

@@ -16,12 +16,13 @@ import psutil
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from generator import layout
-from generator.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
+from generator.build import layout
+from generator.serve.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
 from generator.errors import PortInUseError, ServerError, ServerTimeoutError
-from generator.server import FAILED, READY, SKIPPED, EmbeddedServer, Ports, free_ports
-from generator.protocols import Protocol
-from generator.verify import FAIL, OK, VerifyOptions, bad_requests, load_target, verify_repository
+from generator.serve.server import FAILED, READY, SKIPPED, EmbeddedServer, Ports, free_ports
+from generator.serve.protocols import Protocol
+from generator.serve.verify import (FAIL, OK, VerifyOptions, bad_requests, load_target,
+                                    verify_repository)
 from tests.conftest import ROOT
 from tests.integration.conftest import (Lines, alive, break_model, descendants,
                                         embedded_server, models_named)

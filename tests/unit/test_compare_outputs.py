@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from generator.compare import compare
+from generator.build.compare import compare
 from generator.errors import ExportError
-from generator.outputs import output_paths
+from generator.build.outputs import output_paths
 
 
 def test_compare_reports_every_problem_at_once():

@@ -1,4 +1,4 @@
-from generator.config import Engine, render
+from generator.build.config import Engine, render
 from generator.spec import ModelSpec, TensorSpec
 
 

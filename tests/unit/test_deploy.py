@@ -16,9 +16,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from generator import deploy as dep
+from generator.ship import deploy as dep
 from generator.errors import SpecError
-from generator.s3 import S3Location
+from generator.ship.s3 import S3Location
 
 K8S = "1.30"
 REPO = "s3://minio.minio.svc:9000/models/prod"

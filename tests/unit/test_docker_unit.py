@@ -7,12 +7,12 @@ import re
 
 import pytest
 
-from generator import docker_engine as de
-from generator import server as srv
-from generator.docker_server import DockerOptions, environment, run_kwargs
+from generator.serve import docker_engine as de
+from generator.serve import server as srv
+from generator.serve.docker_server import DockerOptions, environment, run_kwargs
 from generator.errors import RepositoryError, SpecError
-from generator.packenv import (PARAM, PackOptions, default_requirements, env_value,
-                               public_version, set_parameter)
+from generator.ship.packenv import (PARAM, PackOptions, default_requirements, env_value,
+                                    public_version, set_parameter)
 from tests.conftest import ROOT
 
 CONFIG = """# Written by gen-repo 0.1.0 for variant "python". Rebuild instead of editing.
@@ -121,7 +121,7 @@ def test_set_parameter_appends_one_block_and_removes_it_again():
 
 
 def test_set_parameter_set_by_hand_goes_through_the_protobuf():
-    from generator.layout import parse_config
+    from generator.build.layout import parse_config
 
     by_hand = CONFIG + 'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "/x" } }\n'
     out = set_parameter(by_hand, PARAM, "$$TRITON_MODEL_DIRECTORY/e.tar.gz")

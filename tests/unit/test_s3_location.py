@@ -8,8 +8,8 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
 from generator.errors import RepositoryError, SpecError
-from generator.push import digests, model_files
-from generator.s3 import RemoteObject, S3Location, model_names, storage_error
+from generator.ship.push import digests, model_files
+from generator.ship.s3 import RemoteObject, S3Location, model_names, storage_error
 
 
 @pytest.mark.parametrize("url, endpoint, triton, storage, endpoint_url", [

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator import server as srv
-from generator import triton_install as ti
-from generator.docker_server import (DEFAULT_IMAGE, DockerOptions, DockerServer,
-                                     compatibility_warnings, image_release, run_kwargs)
+from generator.serve import server as srv
+from generator.serve import triton_install as ti
+from generator.serve.docker_server import (DEFAULT_IMAGE, DockerOptions, DockerServer,
+                                           compatibility_warnings, image_release, run_kwargs)
 from generator.errors import PortInUseError, SpecError, ToolError
 from generator.spec import ModelSpec, TensorSpec
-from generator.verify import Case, Target, bad_requests, batch_sizes, row_slices
+from generator.serve.verify import Case, Target, bad_requests, batch_sizes, row_slices
 
 
 @pytest.fixture
@@ -286,7 +286,7 @@ def test_bad_requests_without_batching_change_a_fixed_dim():
 
 
 def test_verify_without_a_server(run_cli, tmp_path):
-    from generator.layout import CONFIG
+    from generator.build.layout import CONFIG
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')
@@ -306,7 +306,7 @@ def test_verify_without_a_server(run_cli, tmp_path):
     (["verify", "--concurrency", "0"], "--concurrency"),
 ])
 def test_bad_flags_are_usage_errors(run_cli, tmp_path, args, match):
-    from generator.layout import CONFIG
+    from generator.build.layout import CONFIG
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')
@@ -315,7 +315,7 @@ def test_bad_flags_are_usage_errors(run_cli, tmp_path, args, match):
 
 
 def test_models_filter_names_unknown_models(run_cli, tmp_path):
-    from generator.layout import CONFIG
+    from generator.build.layout import CONFIG
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')
