@@ -20,6 +20,7 @@ from ..spec import ModelSpec
 from ..variants.base import RUNTIME_MODEL
 
 TIMEOUT_S = 900
+WORKER = Path(__file__).resolve().parent / "check_worker.py"
 LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
             " in modules torch.package can intern, and install third-party packages on the"
             " server. Run with -v for details.")
@@ -74,8 +75,10 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
         (tmp / "job.json").write_text(json.dumps(spec_json))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         try:
-            proc = subprocess.run([sys.executable, "-I", "-B", "-m", "generator.build.check_worker",
-                                   str(tmp / "job.json")], cwd=tmp, env=env,
+            # By path, not -m: the worker imports nothing of gen-repo, so the check runs this
+            # checkout's worker even where another checkout is the installed one.
+            proc = subprocess.run([sys.executable, "-I", "-B", str(WORKER), str(tmp / "job.json")],
+                                  cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
             crashed = None if proc.returncode in (0, 3) else \
                 f"worker exited {proc.returncode}: " + \

@@ -1,4 +1,4 @@
-"""Offline-check worker, run as ``python -I -m generator.build.check_worker JOB.json`` in a fresh process.
+"""Offline-check worker, run as ``python -I check_worker.py JOB.json`` in a fresh process.
 
 It loads each artifact exactly as the server will (through the runtime ``model.py`` that ships in
 the model directory), with the user's own modules made unimportable, runs it on the sample cases
