@@ -7,11 +7,14 @@ import signal
 import time
 from contextlib import contextmanager
 
+import sys
+
 from .. import progress, table
 from ..errors import ServerError, SpecError
-from ..ship.s3 import is_s3_url
 from ..serve.server import FAILED, READY, EmbeddedServer, Ports
-from .common import add_repo_args, select_models
+from ..serve.triton_install import BACKEND_DIRS_ENV
+from ..ship.s3 import is_s3_url
+from .common import add_backend_dir_arg, add_repo_args, select_models
 
 
 def add_parser(sub) -> None:
@@ -27,9 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT")
     p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT")
-    p.add_argument("--backend-directory", action="append", default=[], metavar="DIR",
-                   help="extra Triton backends for the embedded server (e.g. a pytorch backend);"
-                        " repeatable")
+    add_backend_dir_arg(p)
     p.add_argument("--log-file", default=None, metavar="FILE",
                    help="server log (default: ~/.cache/gen-repo/logs/tritonserver-*.log)")
     p.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
@@ -77,6 +78,16 @@ def status_table(statuses) -> str:
                         [(s.name, s.backend, s.state, s.reason) for s in statuses])
 
 
+def print_statuses(statuses) -> None:
+    """The status table, then one ERROR/TIP paragraph for each model gen-repo can advise on."""
+    print(status_table(statuses), flush=True)
+    for s in statuses:
+        if s.tip:
+            label = "ERROR" if s.state == FAILED else "NOTE"
+            print(f"{label}: {s.name} is {s.state}: {s.reason}.\nTIP: {s.tip}", file=sys.stderr,
+                  flush=True)
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Let SIGTERM (systemd, timeout, docker stop) stop the server as cleanly as Ctrl-C does."""
@@ -108,12 +119,13 @@ def run(args) -> int:
             progress.warn(w)
     with sigterm_as_interrupt(), server:
         statuses = server.load(models)
-        print(status_table(statuses), flush=True)
+        print_statuses(statuses)
         if not any(s.state == READY for s in statuses):
             hint = ("Python-backend models need torch inside the image (build one with"
                     " docker/Dockerfile and pass it with --image, or run gen-repo pack-env)"
                     if args.docker else
-                    "libtorch models need --docker or --backend-directory")
+                    "libtorch models need --docker, --backend-directory or"
+                    f" {BACKEND_DIRS_ENV}")
             raise ServerError(
                 f"no model of {args.repo} is READY, so there is nothing to serve.",
                 f"See the reasons above and the server log at {server.log_path}; {hint}.")
@@ -129,7 +141,7 @@ def run(args) -> int:
                 time.sleep(0.5)
                 server.check_running()
                 for status in server.revive():  # a Python-backend process died: reload
-                    print(status_table([status]), flush=True)
+                    print_statuses([status])
         except KeyboardInterrupt:
             progress.info("Ctrl-C: stopping the server")
     if failed:

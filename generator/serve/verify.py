@@ -22,8 +22,10 @@ from .. import dtypes, progress
 from ..build.compare import compare
 from ..errors import GenRepoError
 from .protocols import PROTOCOLS, Protocol, Tensor, error_message
+from .server import SKIPPED, clean_load_error, load_failure
+from .triton_install import BACKEND_DIRS_ENV
 
-OK, FAIL, SKIPPED = "OK", "FAIL", "SKIPPED"
+OK, FAIL = "OK", "FAIL"
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,13 @@ def _not_ready(proto: Protocol, client, model, repo_hint: str) -> Result | None:
         why = f"{state or 'not loaded'}{': ' + reason if reason else ''}"
         return Result(model.name, backend, proto.label, SKIPPED,
                       f"{why}; serve it where a PyTorch backend exists:"
-                      " `gen-repo serve --docker` or `--backend-directory DIR`")
+                      f" `gen-repo serve --docker`, `--backend-directory DIR` or"
+                      f" {BACKEND_DIRS_ENV}=DIR")
+    if reason:
+        verdict, why, tip = load_failure(backend, clean_load_error(reason))
+        if verdict == SKIPPED:
+            return Result(model.name, backend, proto.label, SKIPPED, f"{why}. {tip}")
+        reason = why + (f" ({tip})" if tip else "")
     return Result(model.name, backend, proto.label, FAIL,
                   f"not ready: {state or 'not loaded'}{': ' + reason if reason else ''}"
                   + ("" if state else " (load it: gen-repo serve loads every model)"))
