@@ -149,9 +149,10 @@ def with_python_ts(models: list[BuiltModel], dest: Path) -> tuple[list[BenchMode
 def set_instances(model: BuiltModel, count: int) -> None:
     """Rewrite the model's instance groups to ``count`` instances each (atomic replace).
 
-    A libtorch model built by gen-repo also gets the backend parameters its build would have
-    written for that count (threads shared by the instances, weight sharing), so that instance
-    scaling compares configurations a build produces.
+    A libtorch model built by gen-repo also gets the backend parameters its build would write
+    for that count (weight sharing; the cores shared by the instances, always written here: the
+    thread count is process-wide in the PyTorch backend, so a count set for one instance count
+    would otherwise stay for the next).
     """
     from google.protobuf import text_format
 
@@ -169,7 +170,8 @@ def set_instances(model: BuiltModel, count: int) -> None:
         groups = {g.kind for g in config.instance_group}
         parameters, _ = backend_parameters(spec.with_(
             cpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_CPU in groups else 0,
-            gpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_GPU in groups else 0))
+            gpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_GPU in groups else 0),
+            pin_threads=True)
         for key in ("ENABLE_WEIGHT_SHARING", "INTRA_OP_THREAD_COUNT"):
             if key in parameters:
                 config.parameters[key].string_value = parameters[key]

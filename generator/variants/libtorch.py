@@ -72,10 +72,13 @@ class LibtorchVariant(Variant):
         return Artifact([ARTIFACT], load_params, parameters, notes + thread_notes)
 
 
-def backend_parameters(spec) -> tuple[dict[str, str], list[str]]:
+def backend_parameters(spec, pin_threads: bool = False) -> tuple[dict[str, str], list[str]]:
     """The PyTorch backend's parameters for this spec, and notes on the thread choice.
 
-    Also what bench writes when it serves the model with another instance count.
+    A build leaves the thread count to the backend (all cores) for one CPU instance, so the
+    config suits any server. ``pin_threads`` always writes it: bench, which serves the model with
+    several instance counts in one server process on this machine, where a count once set stays
+    set (the parameter is process-wide).
     """
     parameters = {"INFERENCE_MODE": "true", "DISABLE_OPTIMIZED_EXECUTION": "false"}
     notes = []
@@ -83,10 +86,10 @@ def backend_parameters(spec) -> tuple[dict[str, str], list[str]]:
         parameters["ENABLE_WEIGHT_SHARING"] = "true"  # the instances of a device share weights
     if spec.threads:
         parameters["INTRA_OP_THREAD_COUNT"] = str(spec.threads)
-    elif spec.cpu_instances > 1:
+    elif spec.cpu_instances > 1 or (pin_threads and spec.cpu_instances):
         threads = threads_for({}, [{"kind": "KIND_CPU", "count": spec.cpu_instances}])
         parameters["INTRA_OP_THREAD_COUNT"] = str(threads)
         notes.append(f"INTRA_OP_THREAD_COUNT {threads}: this machine's cores shared by"
-                     f" {spec.cpu_instances} CPU instances (the PyTorch backend applies it to the"
+                     f" {spec.cpu_instances} CPU instance(s) (the PyTorch backend applies it to the"
                      " whole server process; pass --threads N for a server with other cores)")
     return parameters, notes

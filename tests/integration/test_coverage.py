@@ -16,7 +16,7 @@ from generator.commands.build import spec_from_args
 from generator.build import layout
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
-from tests.integration.conftest import embedded_server
+from tests.integration.conftest import PYTORCH_BACKEND, embedded_server, needs_pytorch_backend
 
 pytestmark = pytest.mark.integration
 
@@ -119,6 +119,10 @@ def _cell(result) -> str:
     return f"supported (the server needs {', '.join(needs)})" if needs else "supported"
 
 
+# TorchScript that calls torchvision::nms / roi_align: a PyTorch backend built without TorchVision
+# ops (as the one these tests use) cannot load it.
+NEEDS_TORCHVISION_OPS = {"detection"}
+
 EXPECTED = {  # key -> (libtorch, python): what must happen
     "untraceable": ("FAILED", "OK"),
     "unpicklable": ("OK", "FAILED"),
@@ -145,7 +149,17 @@ def test_case_builds_checks_serves_verifies(key, built, verified):
             assert v.status == "OK", f"{r.model} {proto}: {v.detail}"
     lib = _result(report, "libtorch")
     if lib.status == "OK":
-        assert statuses[f"{name}_libtorch"].state == "SKIPPED"  # no PyTorch backend here
+        served = statuses[lib.model]
+        if not PYTORCH_BACKEND:
+            assert served.state == "SKIPPED" and "no PyTorch backend" in served.reason
+        elif key in NEEDS_TORCHVISION_OPS:  # the backend was built without them: said plainly
+            assert served.state == "SKIPPED" and "TorchVision ops" in served.reason, served
+            assert any("torchvision::nms" in n for n in lib.notes), lib.notes
+        else:  # served on the real PyTorch backend and verified like the Python-backend ones
+            assert served.state == "READY", served
+            for proto in ("HTTP", "gRPC"):
+                v = results[(lib.model, proto)]
+                assert v.status == "OK", f"{lib.model} {proto}: {v.detail}"
     if key == "user_package":
         assert any("sortedcontainers" in n for n in _result(report, "python").notes)
     if key == "stateful":
@@ -159,12 +173,18 @@ def test_case_builds_checks_serves_verifies(key, built, verified):
 
 
 def coverage_table(reports) -> str:
+    """The README table, as served with the real PyTorch backend (no TorchVision ops)."""
     lines = ["| model kind | libtorch (TorchScript) | python (eager, torch.package) | served here |",
              "|---|---|---|---|"]
     for key, case in CASES.items():
         report = reports[key]
         lib, py = _result(report, "libtorch"), _result(report, "python")
-        served = ["python: HTTP + gRPC verified"] if py.status == "OK" else []
+        served = []
+        if lib.status == "OK":
+            served.append("libtorch: skipped, the backend has no TorchVision ops"
+                          if key in NEEDS_TORCHVISION_OPS else "libtorch: HTTP + gRPC verified")
+        if py.status == "OK":
+            served.append("python: HTTP + gRPC verified")
         if lib.status == "OK" and case.serve_torchscript:
             served.append("TorchScript (python-ts): HTTP + gRPC verified")
         served = "; ".join(served) or "-"
@@ -172,6 +192,7 @@ def coverage_table(reports) -> str:
     return "\n".join(lines)
 
 
+@needs_pytorch_backend  # the table says what was served with one
 def test_readme_coverage_table_matches(built, verified):
     _, reports = built
     table = coverage_table(reports)

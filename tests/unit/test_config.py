@@ -66,3 +66,6 @@ def test_libtorch_parameters_share_weights_and_split_the_cores(cpu, gpu, threads
         intra = str(threads_for({}, [{"kind": "KIND_CPU", "count": cpu}]))
         assert notes and "whole server process" in notes[0]
     assert params.get("INTRA_OP_THREAD_COUNT") == intra
+    pinned, _ = backend_parameters(spec, pin_threads=True)  # bench: always written
+    assert pinned["INTRA_OP_THREAD_COUNT"] == (intra or str(threads_for(
+        {}, [{"kind": "KIND_CPU", "count": cpu}])))
