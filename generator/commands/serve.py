@@ -107,6 +107,32 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+RESTARTS, RESTART_WINDOW_S = 3, 300.0  # a server that dies more often than this stays down
+
+
+def _watch(server) -> None:
+    """Serve until Ctrl-C: load again a model whose Python-backend stub died, and start the
+    server again when it died itself (at most RESTARTS times within RESTART_WINDOW_S)."""
+    restarts: list[float] = []
+    while True:
+        time.sleep(0.5)
+        try:
+            server.check_running()
+        except ServerError as e:
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+            if len(restarts) > RESTARTS:
+                raise ServerError(f"{e.message}\nIt died {len(restarts)} times within"
+                                  f" {RESTART_WINDOW_S:.0f} s, so gen-repo serve stops.",
+                                  e.tip) from e
+            progress.warn(f"{e.message.splitlines()[0]} Starting it again and loading its"
+                          " models (in-flight requests failed).")
+            print_statuses(server.restart())
+            continue
+        for status in server.revive():  # a Python-backend process died: reload
+            print_statuses([status])
+
+
 def run(args) -> int:
     models = select_models(args.repo, args.models)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
@@ -137,11 +163,7 @@ def run(args) -> int:
         print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
               f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)
         try:
-            while True:
-                time.sleep(0.5)
-                server.check_running()
-                for status in server.revive():  # a Python-backend process died: reload
-                    print_statuses([status])
+            _watch(server)
         except KeyboardInterrupt:
             progress.info("Ctrl-C: stopping the server")
     if failed:

@@ -376,6 +376,26 @@ class TritonServer:
         if self.exit_code() is not None:
             raise self._died("unexpectedly")
 
+    def restart(self) -> list[ModelStatus]:
+        """Start the server again after it died on its own, and load again the models it had
+        loaded; their statuses.
+
+        One gRPC request can abort a whole Triton 24.10 server: a dim below -1 whose byte size
+        wraps around to the payload's length passes the core's checks, and the PyTorch backend's
+        tensor creation throws where nothing catches it (std::terminate, SIGABRT).
+        """
+        models = list(self._loaded.values())
+        with progress.step(f"restarting {self.kind} (log: {self.log_path})"):
+            self._stop()  # reap it and whatever it left behind (its stubs)
+            self._loaded, self._stubs, self._inter_op_by = {}, {}, None
+            self._start()
+            try:
+                self._wait_live()
+            except BaseException:
+                self.stop()
+                raise
+        return self.load(models)
+
     def revive(self) -> list[ModelStatus]:
         """Load again each model one of whose Python-backend stub processes has died; their
         statuses (none when every stub runs).

@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -17,10 +21,12 @@ import pytest
 from generator.build import layout
 from generator.commands.serve import print_statuses
 from generator.serve import server as server_module
-from generator.serve.server import FAILED, READY
+from generator.serve.server import FAILED, READY, free_ports
 from generator.serve.verify import OK, VerifyOptions, verify_repository
-from tests.integration.conftest import (build_fixture, copy_model, embedded_server,
+from tests.conftest import ROOT
+from tests.integration.conftest import (Lines, alive, build_fixture, copy_model, embedded_server,
                                         models_named, needs_pytorch_backend)
+from tests.integration.raw_requests import grpc_infer
 
 pytestmark = [pytest.mark.integration, needs_pytorch_backend]
 
@@ -126,3 +132,98 @@ def test_instances_share_one_copy_of_the_weights_and_split_the_cores(wide_repo, 
           f" unshared {unshared / MIB:.0f} MiB")
     assert shared < 1.6 * weights, (shared / MIB, unshared / MIB)
     assert unshared > 2.5 * weights, (shared / MIB, unshared / MIB)
+
+
+# A dim below -1 whose byte size wraps around (in int64) to the payload's length passes Triton
+# 24.10's checks for an input with a dynamic axis. The Python backend's stub then dies
+# (test_reliability.py); the PyTorch backend throws from its tensor creation where nothing catches
+# it, and the whole server aborts.
+SERVER_KILLING_REQUEST = [("tokens", "INT64", [2, -(1 << 63)], b""),
+                          ("mask", "BOOL", [2, -(1 << 63)], b"")]
+
+
+@pytest.fixture(scope="module")
+def seq_repo(tiny_repo, tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("seq") / "repo"
+    build_fixture(repo, "seq_encoder", "libtorch")
+    shutil.copytree(tiny_repo / "tiny_mlp_python", repo / "tiny_mlp_python")
+    return repo
+
+
+def test_one_grpc_request_aborts_a_24_10_server_with_a_libtorch_model(seq_repo, tmp_path):
+    models = models_named(seq_repo, "seq_encoder_libtorch")
+    with embedded_server(seq_repo, tmp_path, models) as (server, statuses):
+        assert statuses["seq_encoder_libtorch"].state == READY
+        answer = grpc_infer(server.grpc_url, "seq_encoder_libtorch", SERVER_KILLING_REQUEST)
+        assert answer.error  # the connection went down with the server
+        deadline = time.monotonic() + 30
+        while server.exit_code() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert server.exit_code() == -signal.SIGABRT
+        assert "cannot be represented as a SymInt" in server.log_path.read_text()
+
+
+def test_serve_starts_the_server_again_when_it_dies(seq_repo, tmp_path):
+    """The real `gen-repo serve`: after that request it starts tritonserver again and loads
+    every model it served; they answer, and Ctrl-C still stops everything."""
+    h, g, m = free_ports(3)
+    cmd = [sys.executable, "-m", "generator.cli", "serve", "--repo", str(seq_repo),
+           "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
+           "--log-file", str(tmp_path / "serve.log")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    procs: list[psutil.Process] = []
+    try:
+        out = Lines(proc.stdout)
+        out.until("Ctrl-C", timeout=180)
+        first = next(p for p in psutil.Process(proc.pid).children() if p.name() == "tritonserver")
+        answer = grpc_infer(f"localhost:{g}", "seq_encoder_libtorch", SERVER_KILLING_REQUEST)
+        assert answer.error
+        warning = out.until("Starting it again", timeout=30)
+        assert "exited" in warning
+        for name in ("seq_encoder_libtorch", "tiny_mlp_python"):
+            row = out.until(name, timeout=120, start=True)  # the new status table
+            assert row.split()[2] == READY, row
+        second = next(p for p in psutil.Process(proc.pid).children()
+                      if p.name() == "tritonserver")
+        assert second.pid != first.pid
+        rep = verify_repository(models_named(seq_repo, "seq_encoder_libtorch", "tiny_mlp_python"),
+                                f"localhost:{h}", f"localhost:{g}",
+                                VerifyOptions(concurrency=4, requests=8))
+        assert rep.ok and not rep.failures, rep.results
+        procs = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, "".join(out.seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert alive(procs) == []
+
+
+@pytest.mark.parametrize("variant", ["libtorch", "python"])
+def test_an_error_over_8_kb_needs_a_grpc_client_with_a_larger_metadata_limit(variant, tmp_path):
+    """gRPC carries an error message in metadata, which a default channel caps: above 8 KB it
+    refuses more and more of them (RESOURCE_EXHAUSTED "received metadata size exceeds soft
+    limit"), above 16 KB all. The PyTorch backend's errors quote the TorchScript traceback (7-10 KB
+    seen here), so some of them get lost; verify's clients raise the cap (grpc.max_metadata_size)
+    and read the error itself. This model's error is ~24 KB, always over the cap."""
+    import numpy as np
+    from tritonclient.utils import InferenceServerException
+
+    from generator.serve.protocols import Protocol
+
+    repo = tmp_path / "repo"
+    build_fixture(repo, "loud", variant, "--input", "x:float32:4", "--script")
+    x = np.full((1, 4), 5000.0, np.float32)
+    name = f"loud_{variant}"
+    with embedded_server(repo, tmp_path, models_named(repo, name)) as (server, _):
+        default = grpc_infer(server.grpc_url, name, [("x", "FP32", [1, 4], x.tobytes())],
+                             options=[])
+        assert default.code == "RESOURCE_EXHAUSTED" and "metadata size" in default.error, default
+        proto = Protocol("grpc", server.grpc_url)
+        client = proto.client()
+        with pytest.raises(InferenceServerException) as e:
+            proto.infer(client, name, [("x", x, "FP32")], ["output"])
+        client.close()
+    assert "the input is too large: details details" in e.value.message()
