@@ -14,22 +14,22 @@ from pathlib import Path
 from ..build.config import Engine
 from ..runtime.model import sha256_of
 from .base import Artifact, ExportContext, Variant
-from .torchscript import make_torchscript
+from .torchscript import TorchScript, make_torchscript
 
 ARTIFACT = "model.pt"
 
 
-def save_torchscript(ctx: ExportContext, version_dir: Path) -> tuple[dict[str, str], list[str]]:
+def save_torchscript(ctx: ExportContext, version_dir: Path) -> tuple[dict[str, str], TorchScript]:
     import torch
 
-    ts, method, notes = make_torchscript(ctx)
+    made = make_torchscript(ctx)
     path = version_dir / ARTIFACT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.save is deprecated"
-        torch.jit.save(ts, str(path))
+        torch.jit.save(made.module, str(path))
     params = {"artifact": ARTIFACT, "loader": "torchscript", "artifact_sha256": sha256_of(path),
-              "torchscript_method": method}
-    return params, notes
+              "torchscript_method": made.method}
+    return params, made
 
 
 class LibtorchVariant(Variant):
@@ -38,8 +38,8 @@ class LibtorchVariant(Variant):
     engine = Engine("platform", "pytorch_libtorch")
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
-        load_params, notes = save_torchscript(ctx, version_dir)
+        load_params, made = save_torchscript(ctx, version_dir)
         parameters = {"INFERENCE_MODE": "true", "DISABLE_OPTIMIZED_EXECUTION": "false"}
         if ctx.spec.threads:
             parameters["INTRA_OP_THREAD_COUNT"] = str(ctx.spec.threads)
-        return Artifact([ARTIFACT], load_params, parameters, notes)
+        return Artifact([ARTIFACT], load_params, parameters, list(made.notes), made.summary)
