@@ -358,8 +358,8 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
         queue_timeout_us=v["queue_timeout_us"], cpu_instances=v["cpu_instances"],
         gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
         script=v["script"], accept_trace_warnings=v["accept_trace_warnings"],
-        compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
-        rtol=v["rtol"], seed=v["seed"], force=v["force"])
+        compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"],
+        atol=v["atol"], rtol=v["rtol"], seed=v["seed"], force=v["force"])
     validate(spec)
     return spec
 

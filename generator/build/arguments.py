@@ -81,7 +81,8 @@ def bind_inputs(model, inputs) -> InputBinding:
     try:
         sig = inspect.signature(model.forward)
     except (TypeError, ValueError):
-        return InputBinding(positional.keywords, "forward()'s signature cannot be read: by position")
+        return InputBinding(positional.keywords,
+                            "forward()'s signature cannot be read: by position")
     params = list(sig.parameters.values())
     named = [p for p in params if p.kind in (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)]
     var_kw = any(p.kind is _P.VAR_KEYWORD for p in params)

@@ -201,7 +201,8 @@ def test_served_models_verify_over_http_and_grpc(built, served):
                                VerifyOptions(requests=16, concurrency=4, bad_requests=False))
     assert {(r.model, r.protocol) for r in report.results} == \
         {(m, p) for m in SERVED for p in ("HTTP", "gRPC")}
-    assert all(r.status == "OK" for r in report.results), [(r.model, r.protocol, r.detail) for r in report.failures]
+    assert not report.failures, [(r.model, r.protocol, r.detail) for r in report.failures]
+    assert all(r.status == "OK" for r in report.results)
 
 
 @pytest.mark.parametrize("kind", ["http", "grpc"])
