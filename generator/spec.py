@@ -97,6 +97,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", "int", 0,
            "intra-op threads per instance (0 = auto: CPU cores / CPU instances)", "N"),
     Option("script", "bool", False, "use torch.jit.script instead of torch.jit.trace"),
+    Option("accept_trace_warnings", "bool", False,
+           "ship a torch.jit.trace that raised TracerWarnings (it still has to match eager on"
+           " both sample cases), on your own responsibility: the warnings say it may answer"
+           " wrongly for inputs that take another branch. Default: torch.jit.script instead, or"
+           " the TorchScript variants are refused"),
     Option("compile_mode", "str", "default",
            "torch.compile mode of the python-compile variant: default, reduce-overhead,"
            " max-autotune, max-autotune-no-cudagraphs", "MODE"),
@@ -136,6 +141,7 @@ class ModelSpec:
     gpus: tuple[int, ...] = ()
     threads: int = 0
     script: bool = False
+    accept_trace_warnings: bool = False
     compile_mode: str = "default"
     dtype: str = "float32"
     batch_axis: int = 0
@@ -351,8 +357,9 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
         max_queue_delay_us=v["max_queue_delay_us"], max_queue_size=v["max_queue_size"],
         queue_timeout_us=v["queue_timeout_us"], cpu_instances=v["cpu_instances"],
         gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
-        script=v["script"], compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
-        rtol=v["rtol"], seed=v["seed"], force=v["force"])
+        script=v["script"], accept_trace_warnings=v["accept_trace_warnings"],
+        compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"],
+        atol=v["atol"], rtol=v["rtol"], seed=v["seed"], force=v["force"])
     validate(spec)
     return spec
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__, progress
 from . import capacity, layout
+from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
 from .config import render
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
@@ -88,7 +89,8 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_eager(model, spec: ModelSpec, case):
+def _run_eager(model, spec: ModelSpec, binding: InputBinding, case):
+    """The eager reference: the model called as the serving wrapper calls it (same binding)."""
     import torch
 
     tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in spec.inputs]
@@ -96,7 +98,7 @@ def _run_eager(model, spec: ModelSpec, case):
         tensors = [t.movedim(0, spec.batch_axis) for t in tensors]
     try:
         with torch.inference_mode():
-            return model(*tensors)
+            return binding.call(model, tensors)
     except Exception as e:
         shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
                            for t in spec.inputs)
@@ -170,10 +172,13 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
                         "Describe each input: --input NAME:DTYPE:DIMS (e.g. --input"
                         " x:float32:16), or list them in the spec file.")
     spec = spec.with_(inputs=tuple(inputs))
+    binding = bind_inputs(model, spec.inputs)
+    if not binding.by_name and len(spec.inputs) > 1:
+        notes.append(f"{binding.reason}, in --input order")
     cases = make_cases(spec)
     buffers = _buffer_snapshot(model)
     with progress.step("running the eager model on sample inputs"):
-        raw = {c.name: _run_eager(model, spec, c) for c in cases}
+        raw = {c.name: _run_eager(model, spec, binding, c) for c in cases}
         paths = output_paths(raw[cases[0].name])
         try:
             flat = {name: _batch_first(flat_outputs(value, paths), spec)
@@ -193,10 +198,11 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
                          " as loaded; make forward() pure if the state is meant to persist")
             raw = {}
             for c in cases:
-                raw[c.name] = _run_eager(model, spec, c)
+                raw[c.name] = _run_eager(model, spec, binding, c)
                 _restore_mutated_buffers(model, buffers)
             flat = {n: _batch_first(flat_outputs(v, paths), spec) for n, v in raw.items()}
-        again = _batch_first(flat_outputs(_run_eager(model, spec, cases[0]), paths), spec)
+        again = _batch_first(flat_outputs(_run_eager(model, spec, binding, cases[0]), paths),
+                             spec)
         _restore_mutated_buffers(model, buffers)
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
@@ -206,7 +212,7 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
         model = model.to(getattr(torch, spec.dtype))
         notes.append(f"the model computes in {spec.dtype}; it is checked against the float32"
                      f" eager model with atol={spec.atol:g} rtol={spec.rtol:g}")
-    wrapped, wrapper_module = make_wrapper(model, spec.inputs, paths, spec.outputs,
+    wrapped, wrapper_module = make_wrapper(model, spec.inputs, binding, paths, spec.outputs,
                                            spec.batch_axis, spec.dtype, tuple(mutated))
     references = {name: dict(zip([t.name for t in outputs], _to_numpy(values)))
                   for name, values in flat.items()}
@@ -314,6 +320,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
             "load_params": artifact.load_params,
             "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
             "export_seconds": round(staged.export_s, 2),
+            "export_method": artifact.method,
             "notes": shared_notes + notes,
         }
         (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
@@ -321,9 +328,8 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
                          artifact.config_parameters)
         (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
         _swap_in(staged.staging, Path(spec.out) / staged.model_name)
-        method = artifact.load_params.get("torchscript_method")
-        detail = (f"{method}; " if method else "") + f"export {staged.export_s:.1f} s; " \
-            + check.detail
+        detail = (f"{artifact.method}; " if artifact.method else "") \
+            + f"export {staged.export_s:.1f} s; " + check.detail
         return VariantResult(variant.name, staged.model_name, "OK",
                              time.perf_counter() - staged.start, detail, notes)
     finally:

@@ -53,6 +53,7 @@ class Artifact:
     load_params: dict[str, str]  # how runtime/model.py's load_model() loads it (offline check)
     config_parameters: dict[str, str]  # config.pbtxt parameters
     notes: list[str] = field(default_factory=list)  # warnings and decisions, shown in the summary
+    method: str | None = None  # how it was made, for the summary (e.g. "script (--script)")
 
 
 class Variant:

@@ -22,22 +22,22 @@ from pathlib import Path
 from ..build.config import Engine
 from ..runtime.model import sha256_of, threads_for
 from .base import Artifact, ExportContext, Variant
-from .torchscript import make_torchscript
+from .torchscript import TorchScript, make_torchscript
 
 ARTIFACT = "model.pt"
 
 
-def save_torchscript(ctx: ExportContext, version_dir: Path) -> tuple[dict[str, str], list[str]]:
+def save_torchscript(ctx: ExportContext, version_dir: Path) -> tuple[dict[str, str], TorchScript]:
     import torch
 
-    ts, method, notes = make_torchscript(ctx)
+    made = make_torchscript(ctx)
     path = version_dir / ARTIFACT
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.save is deprecated"
-        torch.jit.save(ts, str(path))
+        torch.jit.save(made.module, str(path))
     params = {"artifact": ARTIFACT, "loader": "torchscript", "artifact_sha256": sha256_of(path),
-              "torchscript_method": method}
-    return params, notes
+              "torchscript_method": made.method}
+    return params, made
 
 
 def torchvision_ops(ts) -> list[str]:
@@ -62,14 +62,15 @@ class LibtorchVariant(Variant):
     engine = Engine("platform", "pytorch_libtorch")
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
-        load_params, notes = save_torchscript(ctx, version_dir)
-        ops = torchvision_ops(make_torchscript(ctx)[0])
+        load_params, made = save_torchscript(ctx, version_dir)
+        notes = list(made.notes)
+        ops = torchvision_ops(made.module)
         if ops:
             notes = notes + [f"the TorchScript calls {', '.join(ops)}: the server's PyTorch backend"
                              " needs TorchVision ops (the NGC image's has them; a backend built"
                              " without them cannot load this model)"]
         parameters, thread_notes = backend_parameters(ctx.spec)
-        return Artifact([ARTIFACT], load_params, parameters, notes + thread_notes)
+        return Artifact([ARTIFACT], load_params, parameters, notes + thread_notes, made.summary)
 
 
 def backend_parameters(spec, pin_threads: bool = False) -> tuple[dict[str, str], list[str]]:

@@ -70,6 +70,16 @@ CASES = {
                   fx("large", "x:float32:100") + ("--max-batch-size", "4")),
     "unpicklable": Case("module attribute torch.package cannot pickle (a lambda)",
                         fx("lambda_attr", "x:float32:4")),
+    "value_branch": Case("`if` on a tensor's value the samples never cross (TracerWarning)",
+                         fx("value_branch", "x:float32:4"), serve_torchscript=True),
+    "value_branch_unscriptable": Case("`if` on a tensor's value, forward() not scriptable",
+                                      fx("value_branch_unscriptable", "x:float32:4")),
+    "numpy_scale": Case("NumPy computation in forward(), no branch",
+                        fx("numpy_scale", "x:float32:4")),
+    "keyword_inputs": Case("BERT-like forward(input_ids, attention_mask=None,"
+                           " token_type_ids=None), two of the three given",
+                           fx("tiny_bert", "input_ids:int64:-1:0..30",
+                              "token_type_ids:int64:-1:0..2"), serve_torchscript=True),
 }
 
 
@@ -107,11 +117,19 @@ def _result(report, variant):
 def _cell(result) -> str:
     if result.status != "OK":
         d = result.detail
+        if "Converting a tensor to a NumPy array" in d and "torch.jit.script failed" in d:
+            return ("refused, naming the NumPy call: the trace keeps its value and"
+                    " torch.jit.script cannot compile NumPy")
+        if d.startswith("the trace raised TracerWarnings") and "torch.jit.script failed" in d:
+            return ("refused, naming the `if` line: the trace raised TracerWarnings and"
+                    " torch.jit.script fails")
         if "torch.jit.script failed" in d:
             return "refused: trace is wrong on a second input and torch.jit.script fails"
         if "pickle" in d or "torch.package" in d:
             return "refused: torch.package cannot pickle the model"
         return "refused: " + d.split(":")[0]
+    if result.detail.startswith("script (the trace raised TracerWarnings)"):
+        return "torch.jit.script (the trace raised TracerWarnings)"
     if result.detail.startswith("script") and any("fell back" in n for n in result.notes):
         return "falls back to torch.jit.script (trace bakes in the branch)"
     needs = [n.split("provide ")[1].split(":")[0] for n in result.notes
@@ -126,6 +144,8 @@ NEEDS_TORCHVISION_OPS = {"detection"}
 EXPECTED = {  # key -> (libtorch, python): what must happen
     "untraceable": ("FAILED", "OK"),
     "unpicklable": ("OK", "FAILED"),
+    "value_branch_unscriptable": ("FAILED", "OK"),
+    "numpy_scale": ("FAILED", "OK"),
 }
 
 
@@ -167,6 +187,12 @@ def test_case_builds_checks_serves_verifies(key, built, verified):
         assert any("Dropout" in n for n in report.notes)
     if key == "branch_fallback":
         assert _cell(lib).startswith("falls back")
+    if key == "value_branch":  # the trace matched both samples; it still does not ship
+        assert lib.detail.startswith("script (the trace raised TracerWarnings)"), lib.detail
+    if key in ("untraceable", "numpy_scale"):
+        assert "NumPy" in lib.tip and "control flow" not in lib.detail + lib.tip
+    if key == "value_branch_unscriptable":
+        assert "torch.where" in lib.tip and "--accept-trace-warnings" in lib.tip
     if key == "large":  # no three copies in memory: weights 0.52 GB, torch itself ~0.6 GB
         peak = next(n for n in report.notes if n.startswith("peak memory of this build"))
         assert float(re.search(r"build: ([\d.]+) GB", peak).group(1)) < 2.2, peak
