@@ -89,9 +89,14 @@ def versions() -> dict[str, str]:
 
 
 def _run_eager(model, spec: ModelSpec, case):
+    """The model's raw output for a case (inputs as the served artifact takes them)."""
     import torch
 
     tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in spec.inputs]
+    # A scalar without batching is served as one element; the model gets its 0-d value (the
+    # serving wrapper does the same).
+    tensors = [x.squeeze(0) if t.artifact_dims(spec.batching) != t.dims else x
+               for t, x in zip(spec.inputs, tensors)]
     if spec.batch_axis:  # served tensors are batch-first; the model wants the batch elsewhere
         tensors = [t.movedim(0, spec.batch_axis) for t in tensors]
     try:
@@ -112,7 +117,12 @@ def _to_numpy(tensors) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in tensors]
 
 
-def _batch_first(flat: list, spec: ModelSpec) -> list:
+def _served(flat: list, spec: ModelSpec) -> list:
+    """Flat model outputs as the served artifact returns them: batch first, and without
+    batching a 0-d output as one element (Triton has no 0-d tensors; the wrapper does the
+    same)."""
+    if not spec.batching:
+        return [t.unsqueeze(0) if t.dim() == 0 else t for t in flat]
     if not spec.batch_axis:
         return flat
     try:
@@ -175,8 +185,11 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
     with progress.step("running the eager model on sample inputs"):
         raw = {c.name: _run_eager(model, spec, c) for c in cases}
         paths = output_paths(raw[cases[0].name])
+        # Without batching a 0-d output is served as one element (the wrapper unsqueezes it).
+        scalar_outputs = tuple(i for i, v in enumerate(flat_outputs(raw[cases[0].name], paths))
+                               if not spec.batching and v.dim() == 0)
         try:
-            flat = {name: _batch_first(flat_outputs(value, paths), spec)
+            flat = {name: _served(flat_outputs(value, paths), spec)
                     for name, value in raw.items()}
         except (KeyError, IndexError, TypeError) as e:
             raise ExportError(f"the model's output structure changes between inputs: {e}.",
@@ -195,8 +208,8 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
             for c in cases:
                 raw[c.name] = _run_eager(model, spec, c)
                 _restore_mutated_buffers(model, buffers)
-            flat = {n: _batch_first(flat_outputs(v, paths), spec) for n, v in raw.items()}
-        again = _batch_first(flat_outputs(_run_eager(model, spec, cases[0]), paths), spec)
+            flat = {n: _served(flat_outputs(v, paths), spec) for n, v in raw.items()}
+        again = _served(flat_outputs(_run_eager(model, spec, cases[0]), paths), spec)
         _restore_mutated_buffers(model, buffers)
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
@@ -207,7 +220,8 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
         notes.append(f"the model computes in {spec.dtype}; it is checked against the float32"
                      f" eager model with atol={spec.atol:g} rtol={spec.rtol:g}")
     wrapped, wrapper_module = make_wrapper(model, spec.inputs, paths, spec.outputs,
-                                           spec.batch_axis, spec.dtype, tuple(mutated))
+                                           spec.batch_axis, spec.dtype, tuple(mutated),
+                                           spec.batching, scalar_outputs)
     references = {name: dict(zip([t.name for t in outputs], _to_numpy(values)))
                   for name, values in flat.items()}
     ctx = ExportContext(spec, wrapped, wrapper_module, loaded.user_modules, cases, references)
