@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress
-from . import capacity, layout
+from . import capacity, layout, rows
 from .check import CheckJob, check_artifacts
+from .compare import compare
 from .config import render
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
@@ -184,6 +185,7 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
     buffers = _buffer_snapshot(model)
     with progress.step("running the eager model on sample inputs"):
         raw = {c.name: _run_eager(model, spec, c) for c in cases}
+        rows.check_per_item(raw, cases, spec)
         paths = output_paths(raw[cases[0].name])
         # Without batching a 0-d output is served as one element (the wrapper unsqueezes it).
         scalar_outputs = tuple(i for i, v in enumerate(flat_outputs(raw[cases[0].name], paths))
@@ -209,11 +211,21 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
                 raw[c.name] = _run_eager(model, spec, c)
                 _restore_mutated_buffers(model, buffers)
             flat = {n: _served(flat_outputs(v, paths), spec) for n, v in raw.items()}
-        again = _served(flat_outputs(_run_eager(model, spec, cases[0]), paths), spec)
-        _restore_mutated_buffers(model, buffers)
+
+        def run(case) -> list:
+            out = _served(flat_outputs(_run_eager(model, spec, case), paths), spec)
+            _restore_mutated_buffers(model, buffers)
+            return out
+
+        again = run(cases[0])
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
                          " differ); parity checks use the tolerances --atol/--rtol")
+        names = [t.name for t in outputs]
+        if compare(dict(zip(names, _to_numpy(again))),
+                   dict(zip(names, _to_numpy(flat[cases[0].name]))), spec.atol, spec.rtol).ok:
+            # (a model that differs from itself beyond the tolerances fails its parity check)
+            rows.check_rows_independent(run, flat, cases, names, spec)
     spec = spec.with_(outputs=outputs)
     if spec.dtype != "float32":
         model = model.to(getattr(torch, spec.dtype))
