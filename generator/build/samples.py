@@ -24,7 +24,7 @@ _BATCH = {"a": 4, "b": 3}
 class Case:
     name: str
     batch: int  # 0 when the model has no batch dim
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]  # as the served artifact takes them (TensorSpec.artifact_dims)
 
 
 def case_batch(spec: ModelSpec, case: str) -> int:
