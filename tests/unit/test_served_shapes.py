@@ -142,3 +142,20 @@ def test_rows_that_mix_the_batch_are_refused_and_independent_rows_pass():
     assert tight.value.tip.startswith("Build with --max-batch-size 0")
     assert "--input x:float32:-1x8 for x:float32:8" in tight.value.tip
     _rows_check(lambda x: x - x.mean(0), spec.with_(max_batch_size=0))  # no batching: no check
+
+
+def test_a_model_that_fails_on_one_row_is_refused_with_the_reason():
+    def forward(x):
+        if x.shape[0] < 2:
+            try:
+                raise ValueError("expected at least two rows")
+            except ValueError as e:  # as the build's eager run reports a failing forward()
+                raise ExportError("the model fails on sample inputs (x[1, 8]:float32): ...") from e
+        return x * 2
+
+    with pytest.raises(ExportError) as refused:
+        _rows_check(forward, ModelSpec(name="m", inputs=(VECTOR,)))
+    assert refused.value.message.startswith(
+        "the model fails on a batch of one row (row 0 of sample case b alone): ValueError:"
+        " expected at least two rows. Triton hands the model batches of any size from 1 to"
+        " max_batch_size (8).")
