@@ -51,6 +51,31 @@ class TensorSpec:
     def __str__(self) -> str:
         return f"{self.name}:{self.dtype}:{'x'.join(map(str, self.dims)) or 'scalar'}"
 
+    # -- how the tensor is served (one rule, used by config.pbtxt, samples, verify and bench) --
+    @property
+    def api_dims(self) -> tuple[int, ...]:
+        """Dims a client sends or receives after the batch dim, and config.pbtxt's ``dims``.
+
+        Triton has no 0-d tensors (a config's ``dims`` may not be empty): a 0-d tensor, i.e. one
+        value per row (``[B]`` in the model) or a scalar without batching, travels as one
+        element: ``[B, 1]``, or ``[1]`` with ``--max-batch-size 0``.
+        """
+        return self.dims or (1,)
+
+    def reshape(self, batching: bool) -> tuple[int, ...] | None:
+        """config.pbtxt's ``reshape`` (None: none): the shape the model gets instead of
+        ``api_dims``. A per-row scalar has ``dims: [1] reshape { shape: [] }``: Triton checks
+        the request against ``[-1, 1]``, hands the model ``[B]``, and answers ``[B, 1]``.
+        Without batching Triton refuses an empty reshape (no scalar tensors), so the serving
+        wrapper turns the one-element tensor into the model's 0-d one."""
+        return () if batching and not self.dims else None
+
+    def artifact_dims(self, batching: bool) -> tuple[int, ...]:
+        """Dims (after the batch dim) of the tensor the served artifact takes or returns: what
+        Triton hands the backend once the config's reshape is applied."""
+        reshape = self.reshape(batching)
+        return self.api_dims if reshape is None else reshape
+
 
 @dataclass(frozen=True)
 class Option:

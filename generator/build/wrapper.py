@@ -36,7 +36,8 @@ class GenRepoWrapper(torch.nn.Module):
 
 def wrapper_source(inputs, binding: InputBinding, paths: list[OutputPath], outputs,
                    batch_axis: int = 0, compute_dtype: str = "float32",
-                   restore_buffers: tuple[str, ...] = ()) -> str:
+                   restore_buffers: tuple[str, ...] = (), batching: bool = True,
+                   scalar_outputs: tuple[int, ...] = ()) -> str:
     """Source of the wrapper. ``inputs``/``outputs`` are TensorSpecs (outputs as eager float32
     gives them; ``paths`` in the same order); ``binding`` says how each input reaches the model's
     forward() (by keyword or by position).
@@ -45,18 +46,25 @@ def wrapper_source(inputs, binding: InputBinding, paths: list[OutputPath], outpu
     compute_dtype: float inputs are cast to it, float outputs cast back to their declared dtype.
     restore_buffers: buffers that forward() mutates; saved before and restored after each call,
     so every request sees the state as loaded.
+    batching, scalar_outputs: without batching Triton has no 0-d tensors, so a scalar input
+    arrives as one element (squeezed here) and the outputs at these indices, 0-d in the model,
+    are returned as one element.
     """
     cast = compute_dtype != "float32"
     call_args = []
     for t in inputs:
         expr = t.name
+        if t.artifact_dims(batching) != t.dims:  # [1] -> the model's 0-d scalar
+            expr += ".squeeze(0)"
         if batch_axis:
             expr += f".movedim(0, {batch_axis})"
         if cast and t.dtype.startswith(("float", "bfloat")):
             expr += f".to(torch.{compute_dtype})"
         call_args.append(expr)
 
-    def post(expr: str, spec) -> str:
+    def post(expr: str, spec, index: int) -> str:
+        if index in scalar_outputs:
+            expr += ".unsqueeze(0)"
         if batch_axis:
             expr += f".movedim({batch_axis}, 0)"
         if cast and spec.dtype.startswith(("float", "bfloat")):
@@ -64,9 +72,10 @@ def wrapper_source(inputs, binding: InputBinding, paths: list[OutputPath], outpu
         return expr
 
     if len(paths) == 1 and paths[0].path == ():
-        result = post("out", outputs[0])
+        result = post("out", outputs[0], 0)
     else:
-        result = "(" + ", ".join(post(p.accessor(), o) for p, o in zip(paths, outputs)) + ",)"
+        result = "(" + ", ".join(post(p.accessor(), o, i)
+                                 for i, (p, o) in enumerate(zip(paths, outputs))) + ",)"
     save = "".join(f"        saved_{i} = self.model.get_buffer({b!r}).clone()\n"
                    for i, b in enumerate(restore_buffers))
     restore = "".join(f"        self.model.get_buffer({b!r}).copy_(saved_{i})\n"
@@ -78,10 +87,11 @@ def wrapper_source(inputs, binding: InputBinding, paths: list[OutputPath], outpu
 
 def make_wrapper(model, inputs, binding: InputBinding, paths: list[OutputPath], outputs,
                  batch_axis: int = 0, compute_dtype: str = "float32",
-                 restore_buffers: tuple[str, ...] = ()):
+                 restore_buffers: tuple[str, ...] = (), batching: bool = True,
+                 scalar_outputs: tuple[int, ...] = ()):
     """Write the wrapper module to a temp folder, import it, and wrap ``model``."""
     source = wrapper_source(inputs, binding, paths, outputs, batch_axis, compute_dtype,
-                            restore_buffers)
+                            restore_buffers, batching, scalar_outputs)
     digest = hashlib.sha256(source.encode()).hexdigest()[:12]
     mod_name = f"gen_repo_wrapper_{digest}"
     module = sys.modules.get(mod_name)

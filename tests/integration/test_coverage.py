@@ -14,6 +14,7 @@ from generator.build.pipeline import build_repository
 from generator.cli import make_parser
 from generator.commands.build import spec_from_args
 from generator.build import layout
+from generator.errors import GenRepoError
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
 from tests.integration.conftest import PYTORCH_BACKEND, embedded_server, needs_pytorch_backend
@@ -27,6 +28,7 @@ class Case:
     args: tuple[str, ...]  # gen-repo build arguments (without --out)
     cwd: str | None = None
     serve_torchscript: bool = False  # also serve the TorchScript artifact (python-ts variant)
+    refused: str | None = None  # the build refuses the model: its error starts with this
 
     @property
     def variants(self) -> str:
@@ -80,7 +82,36 @@ CASES = {
                            " token_type_ids=None), two of the three given",
                            fx("tiny_bert", "input_ids:int64:-1:0..30",
                               "token_type_ids:int64:-1:0..2"), serve_torchscript=True),
+    "row_scalars": Case("one value per row in and out (a scalar input; argmax label, score,"
+                        " flag outputs): served [B, 1]",
+                        fx("row_scalars", "x:float32:8", "t:float32:scalar"),
+                        serve_torchscript=True),
+    "row_scalars_nobatch": Case("0-d input and outputs without a batch dimension"
+                                " (--max-batch-size 0): served [1]",
+                                fx("row_scalars", "x:float32:8", "t:float32:scalar")
+                                + ("--max-batch-size", "0", "--name", "row_scalars_nobatch")),
+    "ranker": Case("the README's examples/ranker (its score is one value per row)",
+                   (f"{ROOT}/examples/ranker/net.py:make_model", "--input",
+                    "tokens:int64:-1:0..1000", "--input", "mask:bool:-1", "--name", "ranker")),
+    "batch_coupled": Case("rows that depend on each other (centred over the batch)",
+                          fx("batch_centred", "x:float32:6"),
+                          refused="rows of a batch depend on each other"),
+    "batch_coupled_nobatch": Case("the same without a batch dimension (--max-batch-size 0,"
+                                  " --input x:float32:-1x6)",
+                                  fx("batch_centred", "x:float32:-1x6")
+                                  + ("--max-batch-size", "0", "--name", "centred_nobatch")),
+    "batched_detection": Case("torchvision detection called on a batch (one dict per image)",
+                              fx("batched_detector", "image:float32:3x128x128"),
+                              refused="the model returns one result per image"),
 }
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A build refused before any variant was exported."""
+
+    spec: object  # ModelSpec
+    error: GenRepoError
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +125,13 @@ def built(tmp_path_factory):
         try:
             if case.cwd:
                 os.chdir(case.cwd)
-            reports[key] = build_repository(spec_from_args(args))
+            spec = spec_from_args(args)
+            try:
+                reports[key] = build_repository(spec)
+            except GenRepoError as e:
+                if not case.refused:
+                    raise
+                reports[key] = Refused(spec, e)
         finally:
             os.chdir(old)
     return repo, reports
@@ -154,6 +191,12 @@ def test_case_builds_checks_serves_verifies(key, built, verified):
     repo, reports = built
     results, statuses = verified
     report = reports[key]
+    if CASES[key].refused:
+        assert isinstance(report, Refused), report.table()
+        assert report.error.message.startswith(CASES[key].refused), report.error.message
+        assert "--max-batch-size 0" in report.error.tip
+        assert not [p for p in repo.iterdir() if p.name.startswith(report.spec.name)]
+        return
     want = EXPECTED.get(key, ("OK", "OK"))
     got = (_result(report, "libtorch").status, _result(report, "python").status)
     assert got == want, report.table()
@@ -204,6 +247,10 @@ def coverage_table(reports) -> str:
              "|---|---|---|---|"]
     for key, case in CASES.items():
         report = reports[key]
+        if isinstance(report, Refused):
+            cell = "refused: " + report.error.message.split(":")[0]
+            lines.append(f"| {case.kind} | {cell} | {cell} | - |")
+            continue
         lib, py = _result(report, "libtorch"), _result(report, "python")
         served = []
         if lib.status == "OK":
