@@ -31,6 +31,8 @@ SAMPLES = "gen_repo_samples.npz"
 REFERENCE = "gen_repo_reference.npz"
 VERSION = "1"
 STAGING_PREFIX = ".gen-repo-staging-"
+# Platforms newer than some servers: the oldest Triton release that knows each.
+PLATFORM_MIN_RELEASE = {"torch_aoti": "26.03"}
 # The Python backend's parameter naming a packed Python environment (gen-repo pack-env).
 PACKED_ENV_PARAM = "EXECUTION_ENV_PATH"
 

@@ -13,6 +13,7 @@ from . import bench, build, verify
 from .common import add_backend_dir_arg
 from .parser import command_parser
 from ..serve.server import READY, EmbeddedServer, Ports, free_ports, port_is_free
+from ..serve.triton_install import BACKEND_DIRS_ENV
 from ..spec import DEFAULT_SOURCE
 
 
@@ -55,7 +56,15 @@ def run(args) -> int:
 
     progress.info("step 2/3: serve on the embedded tritonserver and verify over HTTP and gRPC")
     ports = _ports()
-    with EmbeddedServer(args.repo, ports, backend_dirs=args.backend_directory) as server:
+    server = EmbeddedServer(args.repo, ports, backend_dirs=args.backend_directory)
+    if server.missing_backend_reason("pytorch") is None:
+        progress.info("a PyTorch backend is available: the libtorch variant is served, verified"
+                      " and benchmarked for real")
+    else:
+        progress.info(f"no PyTorch backend (set {BACKEND_DIRS_ENV} or pass --backend-directory):"
+                      " the libtorch variant is skipped, and bench measures its TorchScript"
+                      " through the Python backend (python-ts) instead")
+    with server:
         statuses = server.load(list_models(args.repo))
         print_statuses(statuses)
         print(f"server log: {server.log_path}", flush=True)

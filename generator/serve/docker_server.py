@@ -193,6 +193,7 @@ class DockerServer(TritonServer):
                  options: DockerOptions = DockerOptions(), **kw):
         super().__init__(repo, ports, log_path, **kw)
         self.options = options
+        self.release = image_release(options.image)
         self.name = f"gen-repo-triton-{ports.http}-{int(time.time())}"
         self._kwargs = run_kwargs(self.repo, ports, options, self.name,
                                   self.env)  # validate early

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import progress
+from ..build.layout import PLATFORM_MIN_RELEASE
 from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
                       ToolError, log_tail)
 from ..ship.s3 import is_s3_url
-from .triton_install import (BACKEND_DIRS_ENV, TritonInstall, backends_in, bundled_backend_dir,
-                             cache_dir, default_backend_dirs, links_this_torch,
-                             merged_backend_dir, server_env, torch_lib_dir)
+from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, TritonInstall, backends_in,
+                             bundled_backend_dir, cache_dir, default_backend_dirs,
+                             links_this_torch, merged_backend_dir, server_env, torch_lib_dir)
 
 READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
 EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
@@ -216,8 +217,23 @@ class TritonServer:
         """None while the server runs; its exit status once it has stopped."""
         raise NotImplementedError
 
+    release: str | None = None  # the Triton release ("24.10"), when known
+
     def missing_backend_reason(self, backend: str) -> str | None:
         """Why this server cannot load a model of ``backend``, or None when it can."""
+        return None
+
+    def unsupported_reason(self, model) -> str | None:
+        """Why this server's release cannot load ``model``'s platform, or None."""
+        try:
+            platform = model.config.platform
+        except GenRepoError:  # no readable local config: the server will say
+            return None
+        need = PLATFORM_MIN_RELEASE.get(platform)
+        if need and self.release and self.release < need:
+            return (f"platform {platform} needs Triton {need} or newer, and this server is"
+                    f" release {self.release}: serve it with a newer NGC image (--docker --image"
+                    f" nvcr.io/nvidia/tritonserver:{need}-py3)")
         return None
 
     def _stub_processes(self) -> dict:
@@ -304,7 +320,8 @@ class TritonServer:
         client = self._client(self.load_timeout)
         try:
             for model in models:
-                missing = self.missing_backend_reason(model.backend)
+                missing = self.missing_backend_reason(model.backend) or \
+                    self.unsupported_reason(model)
                 if missing:
                     statuses.append(ModelStatus(model.name, model.backend, SKIPPED, missing))
                 else:
@@ -445,6 +462,7 @@ class EmbeddedServer(TritonServer):
     """The tritonserver of the nvidia-pytriton wheel, as a child process in its own session."""
 
     kind = "tritonserver (embedded)"
+    release = EMBEDDED_RELEASE
 
     def __init__(self, repo, ports: Ports = Ports(), log_path=None,
                  backend_dirs: Sequence[str | Path] | None = None, **kw):

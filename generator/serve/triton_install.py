@@ -24,6 +24,7 @@ from ..errors import SpecError, ToolError
 # (a PyTorch backend), separated by ':'. Set it once, e.g. to a copy of the NGC image's
 # /opt/tritonserver/backends or to a backend built against this environment's torch.
 BACKEND_DIRS_ENV = "GEN_REPO_BACKEND_DIRECTORY"
+EMBEDDED_RELEASE = "24.10"  # the tritonserver of nvidia-pytriton 0.7.0 (2.51.0)
 
 
 def default_backend_dirs() -> tuple[str, ...]:

@@ -101,7 +101,7 @@ CASES = {
                                   fx("batch_centred", "x:float32:-1x6")
                                   + ("--max-batch-size", "0", "--name", "centred_nobatch")),
     "batched_detection": Case("torchvision detection called on a batch (one dict per image)",
-                              fx("batched_detector", "image:float32:3x128x128"),
+                              fx("batched_detector", "images:float32:3x128x128"),
                               refused="the model returns one result per image"),
 }
 

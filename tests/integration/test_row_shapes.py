@@ -234,7 +234,7 @@ def test_the_centred_model_without_batching_answers_each_request_alone(served):
 def test_a_detector_returning_one_dict_per_image_is_refused_with_the_route(tmp_path, run_cli):
     out = tmp_path / "repo"
     code, _, err = run_cli("build", fixture_source("batched_detector"), "--input",
-                           "image:float32:3x128x128", "--out", out)
+                           "images:float32:3x128x128", "--out", out)
     assert code == 1
     assert ("ERROR: the model returns one result per image (per row of the batch): a list of 4"
             " for a batch of 4 and 3 for a batch of 3, each a dict of boxes, labels, scores") in err
