@@ -70,6 +70,12 @@ CASES = {
                   fx("large", "x:float32:100") + ("--max-batch-size", "4")),
     "unpicklable": Case("module attribute torch.package cannot pickle (a lambda)",
                         fx("lambda_attr", "x:float32:4")),
+    "data_files": Case("user package reading data files at import (importlib.resources)",
+                       ("vocabpkg.model:make", "--input", "tokens:int64:-1:0..13", "--name",
+                        "vocabpkg"), cwd=str(ROOT / "tests" / "fixtures")),
+    "data_file_dunder": Case("user package reading a data file at import through __file__",
+                             ("pathpkg.model:make", "--input", "x:float32:4", "--name",
+                              "pathpkg"), cwd=str(ROOT / "tests" / "fixtures")),
 }
 
 
@@ -111,6 +117,9 @@ def _cell(result) -> str:
             return "refused: trace is wrong on a second input and torch.jit.script fails"
         if "pickle" in d or "torch.package" in d:
             return "refused: torch.package cannot pickle the model"
+        if result.tip and "through __file__" in result.tip:
+            return ("refused: no folder inside the archive; the error names the file and the"
+                    " importlib.resources fix")
         return "refused: " + d.split(":")[0]
     if result.detail.startswith("script") and any("fell back" in n for n in result.notes):
         return "falls back to torch.jit.script (trace bakes in the branch)"
@@ -122,6 +131,7 @@ def _cell(result) -> str:
 EXPECTED = {  # key -> (libtorch, python): what must happen
     "untraceable": ("FAILED", "OK"),
     "unpicklable": ("OK", "FAILED"),
+    "data_file_dunder": ("OK", "FAILED"),
 }
 
 
@@ -153,6 +163,11 @@ def test_case_builds_checks_serves_verifies(key, built, verified):
         assert any("Dropout" in n for n in report.notes)
     if key == "branch_fallback":
         assert _cell(lib).startswith("falls back")
+    if key == "data_files":  # served above from the archive's own copies
+        assert any("packed 2 data file(s) of vocabpkg" in n
+                   for n in _result(report, "python").notes)
+    if key == "data_file_dunder":
+        assert "settings.json" in _result(report, "python").tip
     if key == "large":  # no three copies in memory: weights 0.52 GB, torch itself ~0.6 GB
         peak = next(n for n in report.notes if n.startswith("peak memory of this build"))
         assert float(re.search(r"build: ([\d.]+) GB", peak).group(1)) < 2.2, peak
