@@ -90,6 +90,42 @@ def test_package_reading_a_data_file_through_dunder_file_is_refused_naming_file_
     assert nothing_written(out)
 
 
+READS_BY_NAME = {
+    "string-anchor": "from importlib import resources\n"
+                     "CONFIG = json.loads(resources.files(__package__).joinpath('c.json')"
+                     ".read_text())\n",
+    "pkgutil": "import pkgutil\nCONFIG = json.loads(pkgutil.get_data(__name__, 'c.json'))\n",
+}
+
+
+@pytest.mark.parametrize("idiom", list(READS_BY_NAME))
+def test_data_file_read_by_the_package_name_is_refused_naming_the_fix(tmp_path, capsys,
+                                                                      monkeypatch, idiom):
+    """Reads that address the package by its name go through the normal import system, where
+    the server has no user code: refused at the build's offline check, with the line."""
+    pkg = tmp_path / f"byname_{idiom.replace('-', '_')}"
+    (pkg / "raw").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("import json\n" + READS_BY_NAME[idiom])
+    (pkg / "c.json").write_text('{"width": 3}')
+    (pkg / "raw" / "table.bin").write_bytes(b"\0" * 8)  # in a folder that is no package
+    (pkg / "model.py").write_text(  # its class lives in the package: the archive imports it
+        "import torch\nfrom . import CONFIG\n\n\nclass Net(torch.nn.Linear):\n    pass\n\n\n"
+        "def make():\n    return Net(CONFIG['width'], 2)\n")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "repo"
+    code, stdout, err = build(capsys, f"{pkg.name}.model:make", "--input", "x:float32:3",
+                              "--variants", "python", "--out", out)
+    assert code == 1
+    error, tip = one_error(err)
+    assert f"{pkg.name}/__init__.py:3" in error, error
+    assert "imports your code by its name at run time" in tip, tip
+    assert f"importlib.resources.files({pkg.name})" in tip, tip
+    assert f"packed 1 data file(s) of {pkg.name}" in stdout, stdout
+    assert f"not packed: 1 file(s) in folders that are no Python package ({pkg}/raw/table.bin)" \
+        in stdout, stdout
+    assert nothing_written(out)
+
+
 # ---------------------------------------------------------------------------------------------
 # the model module fails while it is imported
 
