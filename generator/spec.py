@@ -51,6 +51,31 @@ class TensorSpec:
     def __str__(self) -> str:
         return f"{self.name}:{self.dtype}:{'x'.join(map(str, self.dims)) or 'scalar'}"
 
+    # -- how the tensor is served (one rule, used by config.pbtxt, samples, verify and bench) --
+    @property
+    def api_dims(self) -> tuple[int, ...]:
+        """Dims a client sends or receives after the batch dim, and config.pbtxt's ``dims``.
+
+        Triton has no 0-d tensors (a config's ``dims`` may not be empty): a 0-d tensor, i.e. one
+        value per row (``[B]`` in the model) or a scalar without batching, travels as one
+        element: ``[B, 1]``, or ``[1]`` with ``--max-batch-size 0``.
+        """
+        return self.dims or (1,)
+
+    def reshape(self, batching: bool) -> tuple[int, ...] | None:
+        """config.pbtxt's ``reshape`` (None: none): the shape the model gets instead of
+        ``api_dims``. A per-row scalar has ``dims: [1] reshape { shape: [] }``: Triton checks
+        the request against ``[-1, 1]``, hands the model ``[B]``, and answers ``[B, 1]``.
+        Without batching Triton refuses an empty reshape (no scalar tensors), so the serving
+        wrapper turns the one-element tensor into the model's 0-d one."""
+        return () if batching and not self.dims else None
+
+    def artifact_dims(self, batching: bool) -> tuple[int, ...]:
+        """Dims (after the batch dim) of the tensor the served artifact takes or returns: what
+        Triton hands the backend once the config's reshape is applied."""
+        reshape = self.reshape(batching)
+        return self.api_dims if reshape is None else reshape
+
 
 @dataclass(frozen=True)
 class Option:
@@ -97,6 +122,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", "int", 0,
            "intra-op threads per instance (0 = auto: CPU cores / CPU instances)", "N"),
     Option("script", "bool", False, "use torch.jit.script instead of torch.jit.trace"),
+    Option("accept_trace_warnings", "bool", False,
+           "ship a torch.jit.trace that raised TracerWarnings (it still has to match eager on"
+           " both sample cases), on your own responsibility: the warnings say it may answer"
+           " wrongly for inputs that take another branch. Default: torch.jit.script instead, or"
+           " the TorchScript variants are refused"),
     Option("compile_mode", "str", "default",
            "torch.compile mode of the python-compile variant: default, reduce-overhead,"
            " max-autotune, max-autotune-no-cudagraphs", "MODE"),
@@ -136,6 +166,7 @@ class ModelSpec:
     gpus: tuple[int, ...] = ()
     threads: int = 0
     script: bool = False
+    accept_trace_warnings: bool = False
     compile_mode: str = "default"
     dtype: str = "float32"
     batch_axis: int = 0
@@ -351,8 +382,9 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
         max_queue_delay_us=v["max_queue_delay_us"], max_queue_size=v["max_queue_size"],
         queue_timeout_us=v["queue_timeout_us"], cpu_instances=v["cpu_instances"],
         gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
-        script=v["script"], compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"], atol=v["atol"],
-        rtol=v["rtol"], seed=v["seed"], force=v["force"])
+        script=v["script"], accept_trace_warnings=v["accept_trace_warnings"],
+        compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"],
+        atol=v["atol"], rtol=v["rtol"], seed=v["seed"], force=v["force"])
     validate(spec)
     return spec
 

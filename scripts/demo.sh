@@ -7,4 +7,5 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 venv="$(bash scripts/setup.sh | tail -n 1)"
+source scripts/backends.sh
 exec "$venv/bin/gen-repo" demo "$@"

@@ -131,16 +131,28 @@ def _run_worker(arts: list[Artifact], batch_sizes, threads, seconds, timeout):
 # the worker (a fresh process)
 
 
-def _rows(samples: dict, batching: bool, batch_size: int):
-    """The input row perf_analyzer sends (row 0), repeated to ``batch_size`` rows."""
+def _input_entry(config_input) -> dict:
+    """A config input (protobuf) as the runtime takes it: Triton's JSON config spelling."""
+    entry = {"name": config_input.name, "dims": list(config_input.dims)}
+    if config_input.HasField("reshape"):
+        entry["reshape"] = {"shape": list(config_input.reshape.shape)}
+    return entry
+
+
+def _rows(samples: dict, inputs: list[dict], batching: bool, batch_size: int):
+    """The input row perf_analyzer sends (row 0), repeated to ``batch_size`` rows, shaped as
+    the server hands it to the model (the config's reshape applied)."""
     import numpy as np
     import torch
 
+    from ..runtime.model import as_model_receives
+
     out = []
-    for array in samples.values():
+    for array, entry in zip(samples.values(), inputs):
         a = np.asarray(array)
         if batching:
             a = np.repeat(a[:1], batch_size, axis=0)
+        a = as_model_receives(a, entry, batching)
         out.append(torch.from_numpy(np.ascontiguousarray(a)))
     return out
 
@@ -200,16 +212,16 @@ def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
     from ..build.layout import BuiltModel
 
     built = BuiltModel(Path(a.path))
-    samples = built.samples()
-    order = [i.name for i in built.config.input]
-    samples = {name: samples[name] for name in order}
-    model = runtime.load_model(built.path / "1", a.load_params, torch.device("cpu"), order,
+    samples = built.samples()  # as clients send them
+    inputs = [_input_entry(i) for i in built.config.input]
+    samples = {i["name"]: samples[i["name"]] for i in inputs}
+    model = runtime.load_model(built.path / "1", a.load_params, torch.device("cpu"), inputs,
                                log=lambda *_: None)
     points = []
     for threads in job["threads"]:
         torch.set_num_threads(threads)
         for b in (job["batch_sizes"] if a.batching else [1]):
-            tensors = _rows(samples, a.batching, b)
+            tensors = _rows(samples, inputs, a.batching, b)
             n, elapsed, times = _time_loop(model, tensors, job["seconds"], runtime.run_batch)
             points.append(CeilingPoint(a.model, a.kind, a.source, b, threads, n * b / elapsed,
                                        statistics.median(times) * 1e3, n).to_dict())

@@ -369,7 +369,8 @@ def write_input_data(samples: dict[str, np.ndarray], batching: bool, path: Path)
     """perf_analyzer's --input-data JSON holding one request's worth of the model's samples.
 
     Real sample values keep integer ids inside their embedding tables and give dynamic axes a
-    shape; for a batching model the first row is used (perf_analyzer repeats it -b times).
+    shape; for a batching model the first row is used (perf_analyzer repeats it -b times). The
+    stored samples are shaped as clients send them, so a per-row scalar's row is [1].
     """
     entry = {}
     for name, array in samples.items():

@@ -33,7 +33,7 @@ class BenchOptions:
     out: Path = Path("bench_results")
     ceiling_seconds: float = 3.0  # 0: no ceiling
     python_ts: str = "auto"  # derive python-ts from libtorch: auto (when no PyTorch backend)
-    backend_dirs: tuple[str, ...] = ()
+    backend_dirs: tuple[str, ...] | None = None  # None: GEN_REPO_BACKEND_DIRECTORY's
     url: str | None = None  # a running server; None: bench starts its own
     repo: Path = Path("model_repository")  # local models (artifacts for the ceiling, samples)
     quick: bool = False

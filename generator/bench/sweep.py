@@ -52,8 +52,12 @@ class Plan:
 
 
 def threads_per_instance(model: BenchModel) -> int | None:
-    """Intra-op threads each instance of a Python-backend model runs with (as the runtime
-    computes them: the 'threads' parameter, or cores / CPU instances)."""
+    """Intra-op threads each instance runs with: for a Python-backend model as the runtime
+    computes them (the 'threads' parameter, or cores / CPU instances); for a libtorch model its
+    INTRA_OP_THREAD_COUNT (None when unset: the backend's default, all cores)."""
+    if model.built.backend == "pytorch":
+        value = config_parameters(model.built).get("INTRA_OP_THREAD_COUNT")
+        return int(value) if value else None
     if model.built.backend != "python":
         return None
     from ..runtime.model import threads_for

@@ -28,7 +28,7 @@ class ManagedServer:
     kind = "embedded"
     can_scale = True
 
-    def __init__(self, repo_copy: Path, log_path: Path, backend_dirs: Sequence[str] = (),
+    def __init__(self, repo_copy: Path, log_path: Path, backend_dirs: Sequence[str] | None = None,
                  start_timeout: float = 120.0):
         self.server = EmbeddedServer(repo_copy, Ports(*free_ports(3)), log_path=log_path,
                                      backend_dirs=backend_dirs, start_timeout=start_timeout)

@@ -147,7 +147,13 @@ def with_python_ts(models: list[BuiltModel], dest: Path) -> tuple[list[BenchMode
 
 
 def set_instances(model: BuiltModel, count: int) -> None:
-    """Rewrite the model's instance groups to ``count`` instances each (atomic replace)."""
+    """Rewrite the model's instance groups to ``count`` instances each (atomic replace).
+
+    A libtorch model built by gen-repo also gets the backend parameters its build would write
+    for that count (weight sharing; the cores shared by the instances, always written here: the
+    thread count is process-wide in the PyTorch backend, so a count set for one instance count
+    would otherwise stay for the next).
+    """
     from google.protobuf import text_format
 
     from tritonclient.grpc import model_config_pb2
@@ -157,6 +163,20 @@ def set_instances(model: BuiltModel, count: int) -> None:
         config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     for group in config.instance_group:
         group.count = count
+    if model.variant == LIBTORCH and model.built_by_gen_repo:
+        from ..variants.libtorch import backend_parameters
+
+        spec = model.spec
+        groups = {g.kind for g in config.instance_group}
+        parameters, _ = backend_parameters(spec.with_(
+            cpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_CPU in groups else 0,
+            gpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_GPU in groups else 0),
+            pin_threads=True)
+        for key in ("ENABLE_WEIGHT_SHARING", "INTRA_OP_THREAD_COUNT"):
+            if key in parameters:
+                config.parameters[key].string_value = parameters[key]
+            elif key in config.parameters:
+                del config.parameters[key]
     layout.write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
     model.__dict__.pop("config", None)  # drop the cached parse
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .compare import Comparison, compare
+from .config import tensor_entries
 from .samples import load_npz, save_npz
 from ..spec import ModelSpec
 from ..variants.base import RUNTIME_MODEL
@@ -77,7 +78,7 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                 "cases": [{"inputs": str(inputs[c.name]), "out": str(tmp / f"{i}_{c.name}.npz")}
                           for c in cases]})
         spec_json = {"block": block, "jobs": worker_jobs, "threads": os.cpu_count() or 1,
-                     "input_names": [t.name for t in spec.inputs],
+                     "inputs": tensor_entries(spec.inputs, spec.batching),
                      "output_names": [t.name for t in spec.outputs]}
         (tmp / "job.json").write_text(json.dumps(spec_json))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -39,7 +39,7 @@ def _archive_frame(tb):
             "code": (f.line or "").strip()}
 
 
-def _run_job(job, input_names, output_names) -> None:
+def _run_job(job, inputs, output_names) -> None:
     import numpy as np
     import torch
 
@@ -51,7 +51,8 @@ def _run_job(job, input_names, output_names) -> None:
         with open(job["log"], "a") as f:
             f.write(msg.replace("\n", " ") + "\n")
 
-    model = runtime.load_model(job["version_dir"], job["params"], "cpu", input_names, log)
+    model = runtime.load_model(job["version_dir"], job["params"], "cpu", inputs, log)
+    input_names = [i["name"] for i in inputs]
     for case in job["cases"]:
         with np.load(case["inputs"], allow_pickle=False) as data:
             tensors = [torch.from_numpy(np.ascontiguousarray(data[n])) for n in input_names]
@@ -77,7 +78,7 @@ def main(job_path: str) -> int:
     failed = 0
     for job in spec["jobs"]:
         try:
-            _run_job(job, spec["input_names"], spec["output_names"])
+            _run_job(job, spec["inputs"], spec["output_names"])
         except BaseException as e:  # report to the parent; it turns this into a clear error
             failed += 1
             with open(job["error"], "w") as f:

@@ -51,9 +51,16 @@ def instance_groups(spec: ModelSpec) -> list[dict]:
     return groups
 
 
-def _tensors(tensors) -> list[dict]:
-    return [{"name": t.name, "data_type": dtypes.lookup(t.dtype).triton,
-             "dims": list(t.dims) or [1]} for t in tensors]
+def tensor_entries(tensors, batching: bool) -> list[dict]:
+    """The config.pbtxt entries of inputs or outputs: name, data type, dims and reshape (None:
+    no reshape), as Triton's JSON model config spells them."""
+    out = []
+    for t in tensors:
+        reshape = t.reshape(batching)
+        out.append({"name": t.name, "data_type": dtypes.lookup(t.dtype).triton,
+                    "dims": list(t.api_dims),
+                    "reshape": None if reshape is None else {"shape": list(reshape)}})
+    return out
 
 
 def render(spec: ModelSpec, variant: str, model_name: str, engine: Engine,
@@ -72,7 +79,8 @@ def render(spec: ModelSpec, variant: str, model_name: str, engine: Engine,
     text = _template().render(
         gen_repo_version=__version__, variant=variant, name=model_name,
         engine_key=engine.key, engine=engine.value, max_batch_size=spec.max_batch_size,
-        inputs=_tensors(spec.inputs), outputs=_tensors(spec.outputs),
+        inputs=tensor_entries(spec.inputs, spec.batching),
+        outputs=tensor_entries(spec.outputs, spec.batching),
         instance_groups=instance_groups(spec), dynamic_batching=dynamic,
         parameters=sorted(parameters.items()))
     return text, parse_config(text, f"generated config of {model_name}")

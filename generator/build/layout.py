@@ -4,8 +4,9 @@
         config.pbtxt                 written last: a directory without it is not a model
         1/<artifact> [1/model.py]
         gen_repo.json                build record: spec, variant, versions, command, hashes, checks
-        gen_repo_samples.npz         sample inputs (case "a", batch first when batching)
-        gen_repo_reference.npz       eager reference outputs for those inputs
+        gen_repo_samples.npz         sample inputs (case "a", batch first when batching), shaped
+        gen_repo_reference.npz       as clients send them; eager reference outputs for them, as
+                                     clients receive them (a per-row scalar is [B, 1])
         gen_repo_samples_b.npz       a second case: another batch size and other lengths for
         gen_repo_reference_b.npz     the dynamic axes (so verify checks two lengths)
 """

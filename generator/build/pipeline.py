@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress
-from . import capacity, layout
+from . import capacity, layout, rows
+from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
+from .compare import compare
 from .config import render
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
@@ -88,15 +90,21 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_eager(model, spec: ModelSpec, case):
+def _run_eager(model, spec: ModelSpec, binding: InputBinding, case):
+    """The model's raw output for a case (inputs as the served artifact takes them), the model
+    called as the serving wrapper calls it (same binding)."""
     import torch
 
     tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in spec.inputs]
+    # A scalar without batching is served as one element; the model gets its 0-d value (the
+    # serving wrapper does the same).
+    tensors = [x.squeeze(0) if t.artifact_dims(spec.batching) != t.dims else x
+               for t, x in zip(spec.inputs, tensors)]
     if spec.batch_axis:  # served tensors are batch-first; the model wants the batch elsewhere
         tensors = [t.movedim(0, spec.batch_axis) for t in tensors]
     try:
         with torch.inference_mode():
-            return model(*tensors)
+            return binding.call(model, tensors)
     except Exception as e:
         shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
                            for t in spec.inputs)
@@ -112,7 +120,12 @@ def _to_numpy(tensors) -> list[np.ndarray]:
     return [t.detach().cpu().numpy() for t in tensors]
 
 
-def _batch_first(flat: list, spec: ModelSpec) -> list:
+def _served(flat: list, spec: ModelSpec) -> list:
+    """Flat model outputs as the served artifact returns them: batch first, and without
+    batching a 0-d output as one element (Triton has no 0-d tensors; the wrapper does the
+    same)."""
+    if not spec.batching:
+        return [t.unsqueeze(0) if t.dim() == 0 else t for t in flat]
     if not spec.batch_axis:
         return flat
     try:
@@ -170,19 +183,33 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
                         "Describe each input: --input NAME:DTYPE:DIMS (e.g. --input"
                         " x:float32:16), or list them in the spec file.")
     spec = spec.with_(inputs=tuple(inputs))
+    binding = bind_inputs(model, spec.inputs)
+    if not binding.by_name and len(spec.inputs) > 1:
+        notes.append(f"{binding.reason}, in --input order")
     cases = make_cases(spec)
     buffers = _buffer_snapshot(model)
     with progress.step("running the eager model on sample inputs"):
-        raw = {c.name: _run_eager(model, spec, c) for c in cases}
+        raw = {c.name: _run_eager(model, spec, binding, c) for c in cases}
+        rows.check_per_item(raw, cases, spec)
         paths = output_paths(raw[cases[0].name])
+        # Without batching a 0-d output is served as one element (the wrapper unsqueezes it).
+        scalar_outputs = tuple(i for i, v in enumerate(flat_outputs(raw[cases[0].name], paths))
+                               if not spec.batching and v.dim() == 0)
         try:
-            flat = {name: _batch_first(flat_outputs(value, paths), spec)
+            flat = {name: _served(flat_outputs(value, paths), spec)
                     for name, value in raw.items()}
         except (KeyError, IndexError, TypeError) as e:
             raise ExportError(f"the model's output structure changes between inputs: {e}.",
                               "Return the same tuple/dict keys for every input.") from e
         outputs = infer_output_specs(flat[cases[0].name], flat[cases[1].name], paths,
                                      cases[0].batch, cases[1].batch, spec.batching)
+
+        def run(case) -> list:
+            """Flat served outputs for ``case``, from the state as loaded."""
+            out = _served(flat_outputs(_run_eager(model, spec, binding, case), paths), spec)
+            _restore_mutated_buffers(model, buffers)
+            return out
+
         mutated = _restore_mutated_buffers(model, buffers)
         if mutated:
             # Served instances would each drift on their own: every variant starts from the
@@ -191,23 +218,25 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
                          " each instance would drift on its own. The serving wrapper restores"
                          " them after every call, so every request is answered from the state"
                          " as loaded; make forward() pure if the state is meant to persist")
-            raw = {}
-            for c in cases:
-                raw[c.name] = _run_eager(model, spec, c)
-                _restore_mutated_buffers(model, buffers)
-            flat = {n: _batch_first(flat_outputs(v, paths), spec) for n, v in raw.items()}
-        again = _batch_first(flat_outputs(_run_eager(model, spec, cases[0]), paths), spec)
-        _restore_mutated_buffers(model, buffers)
+            flat = {c.name: run(c) for c in cases}
+        again = run(cases[0])
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
                          " differ); parity checks use the tolerances --atol/--rtol")
+        names = [t.name for t in outputs]
+        if compare(dict(zip(names, _to_numpy(again))),
+                   dict(zip(names, _to_numpy(flat[cases[0].name]))), spec.atol, spec.rtol).ok:
+            # Only for a model that repeats itself within the tolerances: one that does not
+            # fails its parity check anyway and would be misreported as mixing rows.
+            rows.check_rows_independent(run, flat, cases, names, spec)
     spec = spec.with_(outputs=outputs)
     if spec.dtype != "float32":
         model = model.to(getattr(torch, spec.dtype))
         notes.append(f"the model computes in {spec.dtype}; it is checked against the float32"
                      f" eager model with atol={spec.atol:g} rtol={spec.rtol:g}")
-    wrapped, wrapper_module = make_wrapper(model, spec.inputs, paths, spec.outputs,
-                                           spec.batch_axis, spec.dtype, tuple(mutated))
+    wrapped, wrapper_module = make_wrapper(model, spec.inputs, binding, paths, spec.outputs,
+                                           spec.batch_axis, spec.dtype, tuple(mutated),
+                                           spec.batching, scalar_outputs)
     references = {name: dict(zip([t.name for t in outputs], _to_numpy(values)))
                   for name, values in flat.items()}
     ctx = ExportContext(spec, wrapped, wrapper_module, loaded.user_modules, cases, references)
@@ -314,6 +343,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
             "load_params": artifact.load_params,
             "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
             "export_seconds": round(staged.export_s, 2),
+            "export_method": artifact.method,
             "notes": shared_notes + notes,
         }
         (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
@@ -321,9 +351,8 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
                          artifact.config_parameters)
         (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
         _swap_in(staged.staging, Path(spec.out) / staged.model_name)
-        method = artifact.load_params.get("torchscript_method")
-        detail = (f"{method}; " if method else "") + f"export {staged.export_s:.1f} s; " \
-            + check.detail
+        detail = (f"{artifact.method}; " if artifact.method else "") \
+            + f"export {staged.export_s:.1f} s; " + check.detail
         return VariantResult(variant.name, staged.model_name, "OK",
                              time.perf_counter() - staged.start, detail, notes)
     finally:

@@ -24,7 +24,7 @@ _BATCH = {"a": 4, "b": 3}
 class Case:
     name: str
     batch: int  # 0 when the model has no batch dim
-    inputs: dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]  # as the served artifact takes them (TensorSpec.artifact_dims)
 
 
 def case_batch(spec: ModelSpec, case: str) -> int:
@@ -37,7 +37,9 @@ def case_batch(spec: ModelSpec, case: str) -> int:
 
 
 def random_tensor(t: TensorSpec, batch: int, dyn_len: int, rng: np.random.Generator) -> np.ndarray:
-    shape = ([batch] if batch else []) + [dyn_len if d == -1 else d for d in t.dims]
+    """Random values shaped as the served artifact takes them (batch first, 0 = no batch)."""
+    dims = t.artifact_dims(batching=bool(batch))
+    shape = ([batch] if batch else []) + [dyn_len if d == -1 else d for d in dims]
     dt = dtypes.lookup(t.dtype)
     if dt.name == "bool":
         return rng.random(shape) < 0.7
@@ -71,6 +73,7 @@ def load_example_inputs(spec: ModelSpec) -> Case:
         raise SpecError(f"example inputs '{path}' lack arrays for {missing} (has {sorted(arrays)}).",
                         "Name each array after its --input.")
     batch = 0
+    served = {}
     for t in spec.inputs:
         arr = arrays[t.name]
         rank = len(t.dims) + (1 if spec.batching else 0)
@@ -86,7 +89,10 @@ def load_example_inputs(spec: ModelSpec) -> Case:
                 raise SpecError(f"example input '{t.name}' has batch {batch} >"
                                 f" max_batch_size {spec.max_batch_size}.",
                                 "Raise --max-batch-size or give a smaller batch.")
-    return Case("a", batch, {t.name: arrays[t.name] for t in spec.inputs})
+        if not t.dims:  # 0-d values, shaped as the served artifact takes them: [B] or [1]
+            arr = arr.reshape(arr.shape[:rank] + t.artifact_dims(spec.batching))
+        served[t.name] = arr
+    return Case("a", batch, served)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import SpecError
-from .common import add_repo_args, select_models
+from .common import add_backend_dir_arg, add_repo_args, select_models
 
 
 def add_parser(sub) -> None:
@@ -51,8 +51,7 @@ def add_parser(sub) -> None:
     p.add_argument("--python-ts", choices=("auto", "yes", "no"), default="auto",
                    help="serve a libtorch model's model.pt through the Python backend too (auto:"
                         " when the server has no PyTorch backend)")
-    p.add_argument("--backend-directory", action="append", default=[], metavar="DIR",
-                   help="extra Triton backends for the embedded server (e.g. pytorch)")
+    add_backend_dir_arg(p)
     p.add_argument("--report-only", default=None, metavar="RESULTS_JSON",
                    help="only (re)write the report from an earlier results.json")
     p.set_defaults(run=run)
@@ -107,7 +106,7 @@ def options_from_args(args):
     seconds = 0.0 if args.no_ceiling else (
         args.ceiling_seconds if args.ceiling_seconds is not None else preset["ceiling_seconds"])
     return BenchOptions(plan=plan, out=Path(args.out), ceiling_seconds=seconds,
-                        python_ts=args.python_ts, backend_dirs=tuple(args.backend_directory),
+                        python_ts=args.python_ts, backend_dirs=args.backend_directory,
                         url=args.url, repo=Path(args.repo), quick=args.quick)
 
 

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from ..errors import SpecError, did_you_mean
+from ..serve.triton_install import BACKEND_DIRS_ENV
 from ..build.layout import BuiltModel, list_models
 from ..ship.s3 import is_s3_url
 
 DEFAULT_REPO = "model_repository"
+
+
+def add_backend_dir_arg(p) -> None:
+    p.add_argument("--backend-directory", action="append", default=None, metavar="DIR",
+                   help="extra Triton backends for the embedded server (e.g. a pytorch backend);"
+                        f" repeatable (default: the directories in ${BACKEND_DIRS_ENV}, separated"
+                        " by ':')")
 
 
 def add_repo_args(p) -> None:

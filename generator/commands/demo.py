@@ -10,6 +10,7 @@ import argparse
 
 from .. import progress
 from . import bench, build, verify
+from .common import add_backend_dir_arg
 from .parser import command_parser
 from ..serve.server import READY, EmbeddedServer, Ports, free_ports, port_is_free
 from ..spec import DEFAULT_SOURCE
@@ -28,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--bench-out", default="bench_results", help="bench output directory")
     p.add_argument("--full", action="store_true",
                    help="the full bench (a few minutes) instead of --quick (under a minute)")
+    add_backend_dir_arg(p)
     p.set_defaults(run=run)
 
 
@@ -40,7 +42,7 @@ def _ports() -> Ports:
 
 def run(args) -> int:
     from ..build.layout import list_models
-    from .serve import status_table
+    from .serve import print_statuses
 
     parser = command_parser([build, verify, bench])
     quiet = ["-q"] if args.quiet else []
@@ -53,16 +55,17 @@ def run(args) -> int:
 
     progress.info("step 2/3: serve on the embedded tritonserver and verify over HTTP and gRPC")
     ports = _ports()
-    with EmbeddedServer(args.repo, ports) as server:
+    with EmbeddedServer(args.repo, ports, backend_dirs=args.backend_directory) as server:
         statuses = server.load(list_models(args.repo))
-        print(status_table(statuses), flush=True)
+        print_statuses(statuses)
         print(f"server log: {server.log_path}", flush=True)
         if any(s.state == READY for s in statuses):
             verify = parser.parse_args([*quiet, "verify", "--repo", args.repo, "--http-url",
                                         server.http_url, "--grpc-url", server.grpc_url])
             verify.run(verify)  # a FAIL raises VerifyError: the demo stops with its message
     progress.info("step 3/3: bench (perf_analyzer; bench starts its own server)")
+    backends = [a for d in args.backend_directory or () for a in ("--backend-directory", d)]
     bench = parser.parse_args([*quiet, "bench", "--repo", args.repo, "--out", args.bench_out,
-                               *([] if args.full else ["--quick"])])
+                               *backends, *([] if args.full else ["--quick"])])
     bench_code = bench.run(bench)
     return max(build_code, bench_code)

@@ -8,11 +8,14 @@ import sys
 import time
 from contextlib import contextmanager
 
+import sys
+
 from .. import progress, table
 from ..errors import ServerError, SpecError
-from ..ship.s3 import is_s3_url
 from ..serve.server import FAILED, READY, EmbeddedServer, Ports
-from .common import add_repo_args, select_models
+from ..serve.triton_install import BACKEND_DIRS_ENV
+from ..ship.s3 import is_s3_url
+from .common import add_backend_dir_arg, add_repo_args, select_models
 
 
 def add_parser(sub) -> None:
@@ -28,9 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT")
     p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT")
-    p.add_argument("--backend-directory", action="append", default=[], metavar="DIR",
-                   help="extra Triton backends for the embedded server (e.g. a pytorch backend);"
-                        " repeatable")
+    add_backend_dir_arg(p)
     p.add_argument("--log-file", default=None, metavar="FILE",
                    help="server log (default: ~/.cache/gen-repo/logs/tritonserver-*.log)")
     p.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
@@ -76,6 +77,16 @@ def make_server(args, ports: Ports):
 def status_table(statuses) -> str:
     return table.render(("MODEL", "BACKEND", "STATUS", "REASON"),
                         [(s.name, s.backend, s.state, s.reason) for s in statuses])
+
+
+def print_statuses(statuses) -> None:
+    """The status table, then one ERROR/TIP paragraph for each model gen-repo can advise on."""
+    print(status_table(statuses), flush=True)
+    for s in statuses:
+        if s.tip:
+            label = "ERROR" if s.state == FAILED else "NOTE"
+            print(f"{label}: {s.name} is {s.state}: {s.reason}.\nTIP: {s.tip}", file=sys.stderr,
+                  flush=True)
 
 
 @contextmanager
@@ -126,6 +137,32 @@ def _quiet_interrupts_in_gevent_hub() -> None:
             hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
 
+RESTARTS, RESTART_WINDOW_S = 3, 300.0  # a server that dies more often than this stays down
+
+
+def _watch(server) -> None:
+    """Serve until Ctrl-C: load again a model whose Python-backend stub died, and start the
+    server again when it died itself (at most RESTARTS times within RESTART_WINDOW_S)."""
+    restarts: list[float] = []
+    while True:
+        time.sleep(0.5)
+        try:
+            server.check_running()
+        except ServerError as e:
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+            if len(restarts) > RESTARTS:
+                raise ServerError(f"{e.message}\nIt died {len(restarts)} times within"
+                                  f" {RESTART_WINDOW_S:.0f} s, so gen-repo serve stops.",
+                                  e.tip) from e
+            progress.warn(f"{e.message.splitlines()[0]} Starting it again and loading its"
+                          " models (in-flight requests failed).")
+            print_statuses(server.restart())
+            continue
+        for status in server.revive():  # a Python-backend process died: reload
+            print_statuses([status])
+
+
 def run(args) -> int:
     models = select_models(args.repo, args.models)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
@@ -138,12 +175,13 @@ def run(args) -> int:
             progress.warn(w)
     with sigterm_as_interrupt(), server:
         statuses = server.load(models)
-        print(status_table(statuses), flush=True)
+        print_statuses(statuses)
         if not any(s.state == READY for s in statuses):
             hint = ("Python-backend models need torch inside the image (build one with"
                     " docker/Dockerfile and pass it with --image, or run gen-repo pack-env)"
                     if args.docker else
-                    "libtorch models need --docker or --backend-directory")
+                    "libtorch models need --docker, --backend-directory or"
+                    f" {BACKEND_DIRS_ENV}")
             raise ServerError(
                 f"no model of {args.repo} is READY, so there is nothing to serve.",
                 f"See the reasons above and the server log at {server.log_path}; {hint}.")
@@ -155,11 +193,7 @@ def run(args) -> int:
         print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
               f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)
         try:
-            while True:
-                time.sleep(0.5)
-                server.check_running()
-                for status in server.revive():  # a Python-backend process died: reload
-                    print(status_table([status]), flush=True)
+            _watch(server)
         except KeyboardInterrupt:
             progress.info("Ctrl-C: stopping the server")
     if failed:

@@ -68,25 +68,46 @@ LOADERS = {"package": _load_package, "torchscript": _load_torchscript, "aoti": _
 SAMPLES_FILE = "gen_repo_samples.npz"  # beside config.pbtxt; used to warm up compiled models
 
 
-def _warm_up_inputs(version_dir, input_names, batch_size):
-    """Sample inputs stored at build time, repeated/cut to ``batch_size`` rows (0 = as stored)."""
+def as_model_receives(array, input_config, batching):
+    """``array``, shaped as a client sends it, shaped as Triton hands it to the model.
+
+    Triton replaces the dims after the batch dim of an input that has a config ``reshape`` with
+    the reshape's shape, each -1 of it taking the size of the request's next -1 axis (Triton core,
+    InferenceRequest::Normalize). A per-row scalar (``dims: [1] reshape { shape: [] }``): the
+    client sends [B, 1], the model gets [B].
+    """
+    reshape = input_config.get("reshape")
+    if reshape is None:
+        return array
+    lead = tuple(array.shape[:1]) if batching else ()
+    dims = [int(d) for d in input_config.get("dims", [])]
+    sizes = iter([n for n, d in zip(array.shape[len(lead):], dims) if d == -1])
+    shape = tuple(next(sizes) if int(d) == -1 else int(d) for d in reshape.get("shape", []))
+    return array.reshape(lead + shape)
+
+
+def _warm_up_inputs(version_dir, inputs, batch_size):
+    """Sample inputs stored at build time (as clients send them), repeated/cut to
+    ``batch_size`` rows (0 = as stored, no batching), shaped as the model receives them."""
     with np.load(Path(version_dir).parent / SAMPLES_FILE, allow_pickle=False) as data:
-        arrays = [data[n] for n in input_names]
+        arrays = [data[i["name"]] for i in inputs]
     if batch_size:
         arrays = [np.concatenate([a] * -(-batch_size // a.shape[0]))[:batch_size] for a in arrays]
+    arrays = [as_model_receives(a, i, bool(batch_size)) for a, i in zip(arrays, inputs)]
     return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
 
 
-def compile_model(model, version_dir, params, input_names, device, log=print):
+def compile_model(model, version_dir, params, inputs, device, log=print):
     """torch.compile the model and run it once per configured batch size, so that no request
-    pays for compilation. Any failure falls back to the eager model, with the reason logged."""
+    pays for compilation. Any failure falls back to the eager model, with the reason logged.
+    ``inputs``: the config's input entries (name, dims, reshape)."""
     mode = params.get("compile_mode", "default")
     sizes = [int(b) for b in params.get("warmup_batch_sizes", "").split(",") if b] or [0]
     try:
         compiled = torch.compile(model, mode=None if mode == "default" else mode, dynamic=True)
         for size in sizes:
-            inputs = _warm_up_inputs(version_dir, input_names, size)
-            run_batch(compiled, [t.to(device) for t in inputs])
+            tensors = _warm_up_inputs(version_dir, inputs, size)
+            run_batch(compiled, [t.to(device) for t in tensors])
         log(f"gen-repo: torch.compile (mode {mode}) warmed up for batch sizes {sizes}")
         return compiled
     except Exception as e:  # compilation is an optimisation: serve eager rather than fail
@@ -95,9 +116,10 @@ def compile_model(model, version_dir, params, input_names, device, log=print):
         return model
 
 
-def load_model(version_dir, params, device="cpu", input_names=(), log=print):
+def load_model(version_dir, params, device="cpu", inputs=(), log=print):
     """Load the artifact named by the config parameters, after checking its SHA-256; compile
-    and warm it up when the parameters ask for torch.compile."""
+    and warm it up when the parameters ask for torch.compile. ``inputs``: the config's input
+    entries (name, dims, optional reshape), as Triton's JSON model config spells them."""
     path = Path(version_dir) / params["artifact"]
     if not path.is_file():
         raise ArtifactError(f"artifact {path} is missing")
@@ -113,7 +135,7 @@ def load_model(version_dir, params, device="cpu", input_names=(), log=print):
         raise ArtifactError(f"unknown loader {params['loader']!r}; known: {sorted(LOADERS)}")
     model = loader(path, device)
     if params.get("compile_mode"):
-        model = compile_model(model, version_dir, params, list(input_names), device, log)
+        model = compile_model(model, version_dir, params, list(inputs), device, log)
     return model
 
 
@@ -167,7 +189,7 @@ class TritonPythonModel:
             pass  # already set in this process
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.logger = pb_utils.Logger
-        self.model = load_model(version_dir, params, self.device, self.input_names,
+        self.model = load_model(version_dir, params, self.device, self.config["input"],
                                 self.logger.log_info)
         self.logger.log_info(
             f"gen-repo: {args['model_name']} instance {args['model_instance_name']} loaded"

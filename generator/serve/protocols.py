@@ -11,6 +11,11 @@ import numpy as np
 from ..errors import ServerError
 
 PROTOCOLS = ("http", "grpc")
+# A gRPC error message travels as metadata, which a default channel caps (above 8 KB it refuses
+# some, above 16 KB all: RESOURCE_EXHAUSTED "received metadata size exceeds soft limit"). An error
+# of the PyTorch backend quotes the whole TorchScript traceback (7-10 KB). verify's clients read
+# errors up to 1 MiB.
+GRPC_MAX_METADATA = 1 << 20
 
 Tensor = tuple[str, np.ndarray, str]  # name, array, wire dtype
 
@@ -33,7 +38,12 @@ class Protocol:
         if self.kind == "http":
             return self.module.InferenceServerClient(self.url, connection_timeout=self.timeout,
                                                      network_timeout=self.timeout)
-        return self.module.InferenceServerClient(self.url)
+        from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
+
+        return self.module.InferenceServerClient(self.url, channel_args=[
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_metadata_size", GRPC_MAX_METADATA)])
 
     def _json(self, client, method: str, *args):
         kwargs = {"as_json": True} if self.kind == "grpc" else {}

@@ -27,20 +27,23 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import progress
+from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
+                      ToolError, log_tail)
 from ..ship.s3 import is_s3_url
-from ..errors import (PortInUseError, ServerError, ServerTimeoutError, SpecError, ToolError,
-                      log_tail)
-from .triton_install import (TritonInstall, backends_in, bundled_backend_dir, cache_dir,
-                             merged_backend_dir, server_env)
+from .triton_install import (BACKEND_DIRS_ENV, TritonInstall, backends_in, bundled_backend_dir,
+                             cache_dir, default_backend_dirs, links_this_torch,
+                             merged_backend_dir, server_env, torch_lib_dir)
 
 READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
 EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
 PYTORCH_BACKEND_TIP = (
     "the embedded tritonserver (from the nvidia-pytriton wheel) has no PyTorch backend: serve this"
-    " model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR with"
-    " a pytorch backend (e.g. a copy of /opt/tritonserver/backends from that image)")
+    f" model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR (or"
+    f" set {BACKEND_DIRS_ENV}=DIR) with a pytorch backend (e.g. a copy of"
+    " /opt/tritonserver/backends from that image)")
 BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
 STUB_PROCESS = "triton_python_backend_stub"  # one process per Python-backend model instance
+INTER_OP = "INTER_OP_THREAD_COUNT"  # a PyTorch-backend parameter that may be applied once
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +119,53 @@ class ModelStatus:
     backend: str
     state: str  # READY | FAILED | SKIPPED
     reason: str = ""
+    tip: str | None = None  # what to do about a FAILED / SKIPPED model, when gen-repo knows
+
+
+_MISSING_LIB = re.compile(r"unable to load shared library: (?:\S*/)?(\S+?): cannot open shared"
+                          r" object file")
+_UNDEFINED = re.compile(r"unable to load shared library: (\S+): undefined symbol: (\S+)")
+_TORCHVISION_OP = re.compile(r"Unknown builtin op: (torchvision::\w+)")
+
+
+def load_failure(backend: str, reason: str) -> tuple[str, str, str | None]:
+    """(state, reason, tip) for a model the server would not load, from the server's (cleaned)
+    reason: a backend library that cannot load, or a capability the backend lacks (TorchVision
+    ops), is said plainly with what to do; anything else stays FAILED with the server's words.
+
+    A model whose backend lacks a capability it needs is SKIPPED (like a model whose backend is
+    absent): nothing is wrong with the model, this server cannot run it.
+    """
+    op = _TORCHVISION_OP.search(reason)
+    if op:
+        return SKIPPED, (f"this TorchScript calls {op.group(1)}, and the server's PyTorch backend has"
+                         " no TorchVision ops (it was built without them)"), (
+            "Serve it where the PyTorch backend has TorchVision ops (the NGC tritonserver image:"
+            " gen-repo serve --docker), or serve the model's python variant, which runs the same"
+            " model with torchvision's own ops.")
+    lib = _MISSING_LIB.search(reason)
+    if lib:
+        name = lib.group(1)
+        if name.startswith(("libtorch", "libc10")):
+            return FAILED, (f"the {backend} backend cannot load: {name} is not on the server's"
+                            " library path"), (
+                "This PyTorch backend links the libtorch of a pip torch. gen-repo puts this"
+                " environment's torch/lib on the server's library path when the backend directory"
+                " holds no libtorch.so of its own: install the torch it was built against here,"
+                " or use a backend that ships its libtorch (the NGC image's"
+                " /opt/tritonserver/backends/pytorch).")
+        return FAILED, f"the {backend} backend cannot load: {name} is missing", (
+            f"Install the package that provides {name}, or add its folder to LD_LIBRARY_PATH"
+            " before starting gen-repo serve.")
+    undefined = _UNDEFINED.search(reason)
+    if undefined:
+        return FAILED, (f"the {backend} backend does not fit the libraries it found"
+                        f" ({Path(undefined.group(1)).name}: undefined symbol"
+                        f" {undefined.group(2)})"), (
+            "The backend was built against another version of the library (for a PyTorch"
+            " backend: another torch than this environment's). Use a backend built for this"
+            " environment's torch, or serve with --docker (the NGC image brings its own).")
+    return FAILED, reason, None
 
 
 def clean_load_error(message: str) -> str:
@@ -153,6 +203,7 @@ class TritonServer:
         self.stop_timeout = stop_timeout
         self._started = False
         self._loaded: dict[str, object] = {}  # name -> the model it was loaded from
+        self._inter_op_by: str | None = None  # the model whose load set INTER_OP_THREAD_COUNT
         self._stubs: dict[str, list] = {}  # name -> its Python-backend processes (psutil)
 
     # -- what subclasses provide ---------------------------------------------------------------
@@ -258,10 +309,30 @@ class TritonServer:
                 if missing:
                     statuses.append(ModelStatus(model.name, model.backend, SKIPPED, missing))
                 else:
-                    statuses.append(self._load_one(client, model))
+                    statuses.append(self._inter_op_refusal(model) or self._load_one(client, model))
         finally:
             client.close()
         return statuses
+
+    def _inter_op_refusal(self, model) -> ModelStatus | None:
+        """The PyTorch backend applies INTER_OP_THREAD_COUNT with at::set_num_interop_threads,
+        which works once per process: a second load that sets it (another model, or the same one
+        again) aborts the whole server. Refuse that load instead."""
+        try:
+            sets_it = model.backend == "pytorch" and INTER_OP in model.config.parameters
+        except GenRepoError:  # no readable local config (a remote repository): nothing to check
+            return None
+        if not sets_it:
+            return None
+        if self._inter_op_by is None:
+            self._inter_op_by = model.name
+            return None
+        return ModelStatus(
+            model.name, model.backend, FAILED,
+            f"it sets {INTER_OP}, which {self._inter_op_by} already set in this server: the PyTorch"
+            " backend can apply it once per process, and a second load aborts the server",
+            f"Remove {INTER_OP} from the config.pbtxt of all but one libtorch model (gen-repo"
+            " never writes it), or serve that model in another server.")
 
     def _load_one(self, client, model, config: str | None = None) -> ModelStatus:
         from tritonclient.utils import InferenceServerException
@@ -282,11 +353,12 @@ class TritonServer:
             if self.exit_code() is not None:
                 raise self._died(f"while loading {model.name}") from e
             if isinstance(e, InferenceServerException):
-                reason = clean_load_error(e.message() or str(e))
+                state, reason, tip = load_failure(backend, clean_load_error(e.message() or str(e)))
             else:
+                state, tip = FAILED, None
                 reason = (f"no answer within {self.load_timeout:.0f} s while loading"
                           f" ({type(e).__name__}: {e}); see {self.log_path}")
-            status = ModelStatus(model.name, backend, FAILED, reason)
+            status = ModelStatus(model.name, backend, state, reason, tip)
         progress.info(f"loading {model.name}: {status.state} in"
                       f" {time.perf_counter() - start:.1f} s")
         return status
@@ -304,6 +376,26 @@ class TritonServer:
         """Raise ServerError if the server has stopped on its own."""
         if self.exit_code() is not None:
             raise self._died("unexpectedly")
+
+    def restart(self) -> list[ModelStatus]:
+        """Start the server again after it died on its own, and load again the models it had
+        loaded; their statuses.
+
+        One gRPC request can abort a whole Triton 24.10 server: a dim below -1 whose byte size
+        wraps around to the payload's length passes the core's checks, and the PyTorch backend's
+        tensor creation throws where nothing catches it (std::terminate, SIGABRT).
+        """
+        models = list(self._loaded.values())
+        with progress.step(f"restarting {self.kind} (log: {self.log_path})"):
+            self._stop()  # reap it and whatever it left behind (its stubs)
+            self._loaded, self._stubs, self._inter_op_by = {}, {}, None
+            self._start()
+            try:
+                self._wait_live()
+            except BaseException:
+                self.stop()
+                raise
+        return self.load(models)
 
     def revive(self) -> list[ModelStatus]:
         """Load again each model one of whose Python-backend stub processes has died; their
@@ -356,11 +448,20 @@ class EmbeddedServer(TritonServer):
     kind = "tritonserver (embedded)"
 
     def __init__(self, repo, ports: Ports = Ports(), log_path=None,
-                 backend_dirs: Sequence[str | Path] = (), **kw):
+                 backend_dirs: Sequence[str | Path] | None = None, **kw):
+        """``backend_dirs``: extra backend directories; None = those GEN_REPO_BACKEND_DIRECTORY
+        names (none when unset)."""
         super().__init__(repo, ports, log_path, **kw)
         self.install = TritonInstall.locate()
+        if backend_dirs is None:
+            backend_dirs = default_backend_dirs()
         self.backend_dir = merged_backend_dir(bundled_backend_dir(self.install), backend_dirs)
-        self.backends = set(backends_in(self.backend_dir)) | BUILTIN_BACKENDS
+        found = backends_in(self.backend_dir)
+        self.backends = set(found) | BUILTIN_BACKENDS
+        # A PyTorch backend built against pip's torch finds libtorch.so only on the library path.
+        torch_lib = torch_lib_dir()
+        self.library_dirs = [torch_lib] if torch_lib and any(
+            links_this_torch(path.resolve()) for path in found.values()) else []
         self._proc: subprocess.Popen | None = None
         self._spawned: threading.Event | None = None  # set once the spawn has returned
         self._log = None
@@ -379,7 +480,8 @@ class EmbeddedServer(TritonServer):
                 " --backend-directory DIR holding one, or serve with --docker")
 
     def _start(self) -> None:
-        command, env = self.command(), {**server_env(self.install), **self.env}
+        command = self.command()
+        env = {**server_env(self.install, library_dirs=self.library_dirs), **self.env}
         self._log = open(self.log_path, "ab")
         failed: list[BaseException] = []
         spawned = self._spawned = threading.Event()

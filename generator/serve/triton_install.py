@@ -20,6 +20,35 @@ from typing import Sequence
 from ..errors import SpecError, ToolError
 
 
+# The default of --backend-directory for serve, bench and demo: directories of extra Triton backends
+# (a PyTorch backend), separated by ':'. Set it once, e.g. to a copy of the NGC image's
+# /opt/tritonserver/backends or to a backend built against this environment's torch.
+BACKEND_DIRS_ENV = "GEN_REPO_BACKEND_DIRECTORY"
+
+
+def default_backend_dirs() -> tuple[str, ...]:
+    """The backend directories ``GEN_REPO_BACKEND_DIRECTORY`` names (none when unset)."""
+    return tuple(d for d in os.environ.get(BACKEND_DIRS_ENV, "").split(os.pathsep) if d.strip())
+
+
+def torch_lib_dir() -> Path | None:
+    """``torch/lib`` of this environment's torch (found without importing torch), or None."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    return lib if (lib / "libtorch.so").is_file() else None
+
+
+def links_this_torch(backend: Path) -> bool:
+    """True for a PyTorch backend that does not ship its own libtorch (one built against pip's
+    torch): the server must find this environment's torch/lib. The NGC image's backend ships
+    libtorch.so beside libtriton_pytorch.so, and must keep using its own."""
+    return (backend / "libtriton_pytorch.so").is_file() and not (backend / "libtorch.so").exists()
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "gen-repo"
@@ -162,17 +191,20 @@ def merged_backend_dir(base: Path, extra_dirs: Sequence[str | Path],
     return target
 
 
-def server_env(install: TritonInstall, base: dict | None = None) -> dict[str, str]:
+def server_env(install: TritonInstall, base: dict | None = None,
+               library_dirs: Sequence[Path] = ()) -> dict[str, str]:
     """Environment for the embedded tritonserver and its Python-backend stubs.
 
     LD_LIBRARY_PATH: this interpreter's libpython first (else the stub may pick up another
-    libpython3.X with a different standard library), then the wheel's bundled libraries.
+    libpython3.X with a different standard library), then the wheel's bundled libraries, then
+    ``library_dirs`` (this environment's torch/lib, for a PyTorch backend built against it).
     PATH: this environment's bin first; the stub finds the virtual environment (torch, numpy)
     through the ``python3`` it finds on PATH.
     """
     env = dict(os.environ if base is None else base)
     libdir = sysconfig.get_config_var("LIBDIR") or ""
-    ld = [libdir, str(install.libs)] + [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
+    ld = [libdir, str(install.libs), *map(str, library_dirs)] + \
+        [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p]
     env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(p for p in ld if p))
     bindir = Path(sys.prefix) / "bin"
     if not (bindir / "python3").exists():

@@ -19,11 +19,13 @@ from typing import Callable
 import numpy as np
 
 from .. import dtypes, progress
-from ..build.compare import compare
+from ..build.compare import Comparison, Mismatch, compare
 from ..errors import GenRepoError
 from .protocols import PROTOCOLS, Protocol, Tensor, error_message
+from .server import SKIPPED, clean_load_error, load_failure
+from .triton_install import BACKEND_DIRS_ENV
 
-OK, FAIL, SKIPPED = "OK", "FAIL", "SKIPPED"
+OK, FAIL = "OK", "FAIL"
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,15 @@ class Target:
 
     def answer(self, proto: Protocol, client, case: Case, start=None, stop=None):
         got = proto.infer(client, self.name, self.tensors(case, start, stop), self.outputs)
-        return compare(got, self.expected(case, start, stop), self.spec.atol, self.spec.rtol)
+        result = compare(got, self.expected(case, start, stop), self.spec.atol, self.spec.rtol)
+        # What comes back must have the shape the metadata declares, whatever the references
+        # say (a model directory built without a reshape answers [B] for a [-1, 1] output).
+        declared = {t.name: api_shape(t, self.spec.batching) for t in self.spec.outputs}
+        odd = tuple(Mismatch(n, "shape", f"the server answered {list(np.shape(a))}, its"
+                                         f" metadata declares {declared[n]}")
+                    for n, a in got.items()
+                    if n in declared and not _fits(np.shape(a), declared[n]))
+        return Comparison(result.mismatches + odd, result.max_abs) if odd else result
 
     def jobs(self, count: int) -> list[Job]:
         """``count`` requests cycling through every contiguous row slice of every case."""
@@ -136,10 +146,19 @@ def row_slices(rows: int) -> list[tuple[int | None, int | None]]:
     return [(s, s + n) for n in range(1, rows + 1) for s in range(rows - n + 1)]
 
 
+def api_shape(t, batching: bool) -> list[int]:
+    """The shape a served tensor has in the metadata and on the wire (-1 = any size)."""
+    return ([-1] if batching else []) + list(t.api_dims)
+
+
+def _fits(shape, declared: list[int]) -> bool:
+    return len(shape) == len(declared) and all(d in (-1, n) for n, d in zip(shape, declared))
+
+
 def check_metadata(proto: Protocol, client, target: Target) -> tuple[str, float | None]:
     spec = target.spec
-    lead = [-1] if spec.batching else []
-    want = {kind: [(t.name, dtypes.lookup(t.dtype).wire, lead + list(t.dims)) for t in tensors]
+    want = {kind: [(t.name, dtypes.lookup(t.dtype).wire, api_shape(t, spec.batching))
+                   for t in tensors]
             for kind, tensors in (("inputs", spec.inputs), ("outputs", spec.outputs))}
     got = proto.metadata(client, target.name)
     problems = []
@@ -239,7 +258,7 @@ def bad_requests(target: Target) -> list[BadRequest]:
     name, array, wire = good[0]
     other = np.float32 if wire == "FP64" else np.float64
     other_wire = "FP32" if wire == "FP64" else "FP64"
-    first_dims = spec.inputs[0].dims
+    first_dims = spec.inputs[0].api_dims
     fixed = [i for i, d in enumerate(first_dims) if d != -1]
     lead = 1 if spec.batching else 0
     if fixed:
@@ -306,7 +325,13 @@ def _not_ready(proto: Protocol, client, model, repo_hint: str) -> Result | None:
         why = f"{state or 'not loaded'}{': ' + reason if reason else ''}"
         return Result(model.name, backend, proto.label, SKIPPED,
                       f"{why}; serve it where a PyTorch backend exists:"
-                      " `gen-repo serve --docker` or `--backend-directory DIR`")
+                      f" `gen-repo serve --docker`, `--backend-directory DIR` or"
+                      f" {BACKEND_DIRS_ENV}=DIR")
+    if reason:
+        verdict, why, tip = load_failure(backend, clean_load_error(reason))
+        if verdict == SKIPPED:
+            return Result(model.name, backend, proto.label, SKIPPED, f"{why}. {tip}")
+        reason = why + (f" ({tip})" if tip else "")
     return Result(model.name, backend, proto.label, FAIL,
                   f"not ready: {state or 'not loaded'}{': ' + reason if reason else ''}"
                   + ("" if state else " (load it: gen-repo serve loads every model)"))

@@ -53,6 +53,7 @@ class Artifact:
     load_params: dict[str, str]  # how runtime/model.py's load_model() loads it (offline check)
     config_parameters: dict[str, str]  # config.pbtxt parameters
     notes: list[str] = field(default_factory=list)  # warnings and decisions, shown in the summary
+    method: str | None = None  # how it was made, for the summary (e.g. "script (--script)")
 
 
 class Variant:
@@ -84,12 +85,16 @@ class Variant:
 
     def served_arrays(self, spec: ModelSpec, arrays: dict[str, np.ndarray],
                       tensors) -> dict[str, np.ndarray]:
-        """Sample/reference arrays keyed and shaped as the server sees them."""
+        """Sample/reference arrays (as the served artifact takes/returns them) keyed and shaped
+        as clients send and receive them: what verify sends and expects, and bench sends."""
         served = self.served_spec(spec)
         renamed = {}
         for t, s in zip(tensors, served.inputs if tensors is spec.inputs else served.outputs):
             a = arrays[t.name]
-            renamed[s.name] = a[:1] if self.batch_one and spec.batching else a
+            a = a[:1] if self.batch_one and spec.batching else a
+            if s.reshape(served.batching) is not None:  # the model's shape -> the API's
+                a = a.reshape(a.shape[:1 if served.batching else 0] + s.api_dims)
+            renamed[s.name] = a
         return renamed
 
 

@@ -19,7 +19,8 @@ class PythonTorchScriptVariant(Variant):
     engine = Engine("backend", "python")
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
-        load_params, notes = save_torchscript(ctx, version_dir)
+        load_params, made = save_torchscript(ctx, version_dir)
         install_runtime(version_dir)
         return Artifact([ARTIFACT, "model.py"], load_params,
-                        python_backend_parameters(ctx.spec, load_params), notes)
+                        python_backend_parameters(ctx.spec, load_params), list(made.notes),
+                        made.summary)

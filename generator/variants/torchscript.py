@@ -1,28 +1,55 @@
 """TorchScript export, shared by the libtorch and python-ts variants (made once per build).
 
 ``torch.jit.trace`` by default. A trace runs the model once and records the ops it saw, so it
-silently bakes in data-dependent branches and shapes: the trace is checked at once on the second
-sample case; when it is wrong there, ``torch.jit.script`` is tried, and the variant is refused
-with the reason when that fails too.
+silently bakes in data-dependent branches and shapes. What ships:
+
+- the trace, when it raised no TracerWarning that counts (generator.variants.tracer_warnings)
+  and matches eager on both sample cases;
+- ``torch.jit.script`` instead, when the trace is wrong on a sample case, fails, or raised
+  TracerWarnings that say it may be wrong for other inputs (two random samples taking the same
+  branch prove nothing) — if the scripted model compiles and matches eager on both cases;
+- the warned trace anyway only with ``--accept-trace-warnings`` (the user's responsibility), and
+  only when it matches eager on both cases;
+- otherwise nothing: the variant is refused, naming the lines of the model's code the tracer
+  flagged and what to change there.
+
+``--script`` scripts directly. The build summary says which method shipped, and why.
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..build.compare import compare
 from ..errors import ExportError
+from ..spec import OPTION_BY_KEY
+from . import tracer_warnings
 from .base import ExportContext
 
 CACHE_KEY = "torchscript"
+ACCEPT_FLAG = OPTION_BY_KEY["accept_trace_warnings"].flag
+
+
+@dataclass
+class TorchScript:
+    module: object  # the ScriptModule
+    method: str  # trace | script
+    why: str = ""  # why this method, for the summary ("" for a clean trace)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        return f"{self.method} ({self.why})" if self.why else self.method
 
 
 def _outputs(ts, ctx: ExportContext, case) -> dict[str, np.ndarray]:
     import torch
 
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what a model warns about as it runs is not the check's
         out = ts(*ctx.torch_inputs(case))
     out = [out] if isinstance(out, torch.Tensor) else list(out)
     return {t.name: o.detach().cpu().numpy() for t, o in zip(ctx.spec.outputs, out)}
@@ -43,33 +70,29 @@ def _mismatch(ts, ctx: ExportContext) -> str | None:
 
 
 def _trace(ctx: ExportContext):
+    """(ScriptModule, every TracerWarning raised, located)."""
     import torch
 
-    first = ctx.cases[0]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.trace is deprecated"
-        ts = torch.jit.trace(ctx.model, tuple(ctx.torch_inputs(first)), check_trace=False)
-    tracer_warnings = sorted({str(w.message).split(". ")[0][:160] for w in caught
-                              if issubclass(w.category, torch.jit.TracerWarning)})
-    return ts, tracer_warnings
+    with tracer_warnings.recorded() as warned:
+        ts = torch.jit.trace(ctx.model, tuple(ctx.torch_inputs(ctx.cases[0])), check_trace=False)
+    return ts, warned
 
 
 def _script(ctx: ExportContext):
     import torch
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated"
+        # "torch.jit.script is deprecated", and libraries' notes on how they behave when scripted
+        warnings.simplefilter("ignore")
         return torch.jit.script(ctx.model)
 
 
-def make_torchscript(ctx: ExportContext):
-    """Return (ScriptModule, method, notes), made once per build for both TorchScript variants."""
+def make_torchscript(ctx: ExportContext) -> TorchScript:
+    """The TorchScript module for both TorchScript variants, made once per build."""
     return ctx.shared(CACHE_KEY, _make)
 
 
-def _make(ctx: ExportContext):
-    notes: list[str] = []
+def _make(ctx: ExportContext) -> TorchScript:
     if ctx.spec.script:
         try:
             ts = _script(ctx)
@@ -80,36 +103,70 @@ def _make(ctx: ExportContext):
         if bad:
             raise ExportError(f"the scripted model {bad}.",
                               "Check the tolerances (--atol/--rtol) or the model's determinism.")
-        return ts, "script", notes
+        return TorchScript(ts, "script", "--script")
     try:
-        ts, tracer_warnings = _trace(ctx)
+        ts, warned = _trace(ctx)
     except Exception as e:
-        trace_error = f"torch.jit.trace failed: {_first_line(e)}"
-        ts, tracer_warnings = None, []
-    else:
-        trace_error = None
-        bad = _mismatch(ts, ctx)
-        if bad is None:
-            if tracer_warnings:
-                notes.append("trace warnings (checked on a second input, outputs match): "
-                             + "; ".join(tracer_warnings[:3]))
-            return ts, "trace", notes
-        trace_error = f"the traced model {bad}"
-    # Fall back to scripting: it keeps control flow that tracing bakes in.
+        return _script_instead(ctx, f"torch.jit.trace failed: {_first_line(e)}", "trace failed",
+                               [], [], matched=False)
+    suspects, notes = tracer_warnings.suspects(warned), _benign_note(warned)
+    bad = _mismatch(ts, ctx)
+    if bad is None:
+        if not suspects:
+            return TorchScript(ts, "trace", "", notes)
+        listing = tracer_warnings.listing(suspects)
+        if ctx.spec.accept_trace_warnings:
+            return TorchScript(ts, "trace", f"TracerWarnings accepted by {ACCEPT_FLAG}", notes + [
+                f"shipped the trace although it raised TracerWarnings ({ACCEPT_FLAG}): it matches"
+                " eager on both sample cases but may answer wrongly for inputs that take another"
+                f" path: {listing}"])
+        return _script_instead(
+            ctx, "the trace raised TracerWarnings that say it may be wrong for other inputs (it"
+            f" matches eager on both samples, which took the same path): {listing}",
+            "the trace raised TracerWarnings", suspects, notes, matched=True)
+    trace_error = f"the traced model {bad}"
+    if suspects:
+        trace_error += f"; the tracer warned: {tracer_warnings.listing(suspects)}"
+    return _script_instead(ctx, trace_error, "the trace is wrong on a sample input", suspects,
+                           notes, matched=False)
+
+
+def _script_instead(ctx: ExportContext, trace_error: str, why: str, suspects: list,
+                    notes: list[str], matched: bool) -> TorchScript:
+    """torch.jit.script in place of a trace that cannot ship; it compiles the control flow that
+    tracing bakes in. Refused when it does not compile or does not match eager."""
     try:
         ts = _script(ctx)
     except Exception as e:
-        raise ExportError(
-            f"{trace_error}; torch.jit.script failed too: {_first_line(e)}",
-            "The model has data-dependent control flow that tracing cannot capture and scripting"
-            " cannot compile. Make forward() scriptable (type annotations, no unsupported Python),"
-            " or ship only the eager python variant (--variants python).") from e
+        raise ExportError(f"{trace_error}; torch.jit.script failed too: {_first_line(e)}",
+                          _refusal_tip(suspects, matched)) from e
     bad = _mismatch(ts, ctx)
     if bad:
         raise ExportError(f"{trace_error}; the scripted model also {bad}.",
-                          "Ship the eager python variant (--variants python).")
-    notes.append(f"fell back to torch.jit.script: {trace_error}")
-    return ts, "script", notes
+                          _refusal_tip(suspects, matched))
+    return TorchScript(ts, "script", why, notes + [f"fell back to torch.jit.script: {trace_error}"])
+
+
+def _benign_note(warned: list) -> list[str]:
+    benign = [w for w in warned if w.benign]
+    if not benign:
+        return []
+    sites = ", ".join(w.site for w in benign[:3]) + (" ..." if len(benign) > 3 else "")
+    return [f"{len(benign)} TracerWarning(s) not counted, raised"
+            f" {' or '.join(sorted({w.benign for w in benign}))}: {sites}"]
+
+
+def _refusal_tip(suspects: list, matched: bool) -> str:
+    """How to fix the model; the opt-in flag only where it would help (the trace matched)."""
+    if suspects:
+        tip = tracer_warnings.how_to_fix(suspects)
+    else:
+        tip = ("The trace depends on its sample input (a branch, a loop count or a shape baked"
+               " in). Make forward() scriptable (type annotations, no unsupported Python) so"
+               " torch.jit.script keeps it.")
+    if matched:
+        tip += f" {ACCEPT_FLAG} ships the trace anyway, on your own responsibility."
+    return tip + " The python variant serves the eager model (--variants python)."
 
 
 def _first_line(e: Exception) -> str:

@@ -16,14 +16,30 @@ import pytest
 from generator.build import layout
 from generator.cli import main
 from generator.serve.server import EmbeddedServer, Ports, free_ports
+from generator.serve.triton_install import BACKEND_DIRS_ENV, backends_in, default_backend_dirs
 from tests.conftest import fixture_source
 from tests.fixtures.models import INPUTS
+
+
+def _has_pytorch_backend() -> bool:
+    return any(Path(d).is_dir() and "pytorch" in backends_in(Path(d).resolve())
+               for d in default_backend_dirs())
+
+
+# The libtorch variant is served for real when GEN_REPO_BACKEND_DIRECTORY names a Triton PyTorch
+# backend (scripts/test.sh points it at ../shared/triton-backends when that exists); the tests
+# that need one skip without it, saying so.
+PYTORCH_BACKEND = _has_pytorch_backend()
+needs_pytorch_backend = pytest.mark.skipif(
+    not PYTORCH_BACKEND, reason=f"needs a Triton PyTorch backend: set {BACKEND_DIRS_ENV} to a"
+    " backend directory holding pytorch/ (scripts/test.sh uses ../shared/triton-backends when it"
+    " exists)")
 
 
 def build_fixture(out: Path, factory: str, variants: str = "libtorch,python", *extra: str) -> None:
     """gen-repo build of a tests/fixtures/models.py factory into ``out``."""
     args = ["-q", "build", fixture_source(factory), "--out", str(out), "--variants", variants]
-    for spec in INPUTS[factory]:
+    for spec in INPUTS.get(factory, ()):  # or given in ``extra``
         args += ["--input", spec]
     assert main(args + list(extra)) == 0, f"building {factory} failed"
 

@@ -68,14 +68,19 @@ def http_infer(url: str, model: str, inputs: Raw, body: bytes | None = None,
     return Answer(outputs)
 
 
-def grpc_infer(url: str, model: str, inputs: Raw) -> Answer:
+GRPC_OPTIONS = [("grpc.max_metadata_size", 1 << 20)]
+
+
+def grpc_infer(url: str, model: str, inputs: Raw, options=None) -> Answer:
     request = service_pb2.ModelInferRequest(model_name=model)
     for name, datatype, shape, payload in inputs:
         t = request.inputs.add()
         t.name, t.datatype = name, datatype
         t.shape.extend(shape)
         request.raw_input_contents.append(payload)
-    with grpc.insecure_channel(url) as channel:
+    # A PyTorch-backend error carries its TorchScript traceback (7-10 KB), over the 8 KB from which
+    # a default channel may answer RESOURCE_EXHAUSTED instead of the error (see protocols.py).
+    with grpc.insecure_channel(url, options=GRPC_OPTIONS if options is None else options) as channel:
         try:
             resp = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
                 request, timeout=TIMEOUT)

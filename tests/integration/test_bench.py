@@ -17,8 +17,9 @@ from generator.build import layout
 from generator.bench import perf_analyzer as pa
 from generator.bench.results import SCHEMA, Results
 from tests.conftest import ROOT
+from generator.serve.triton_install import BACKEND_DIRS_ENV
 from tests.integration.conftest import (alive, descendants, embedded_server,
-                                        wait_for_first_point)
+                                        needs_pytorch_backend, wait_for_first_point)
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +33,14 @@ def _snapshot(repo: Path) -> dict[str, bytes]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
-def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_path, run_cli):
+@pytest.mark.parametrize("backend", [pytest.param("pytorch", marks=needs_pytorch_backend),
+                                     "none"])
+def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_path, run_cli,
+                                                               monkeypatch, backend):
+    """With a PyTorch backend the libtorch variant itself is measured against eager; without
+    one, its model.pt is served through the Python backend (python-ts) and says so."""
+    if backend == "none":
+        monkeypatch.setenv(BACKEND_DIRS_ENV, "")
     before = _snapshot(tiny_repo)
     out = tmp_path / "bench"
     code, stdout, stderr = run_cli("bench", "--repo", tiny_repo, "--models", "tiny_mlp",
@@ -43,14 +51,21 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     assert json.loads((out / "results.json").read_text())["schema"] == SCHEMA
     assert results.complete and results.stopped_by is None
     models = {m["name"]: m for m in results.models}
-    assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python", "tiny_mlp_python_ts"}
-    assert models["tiny_mlp_python_ts"]["derived_from"] == "tiny_mlp_libtorch"
-    skipped = [e for e in results.loads if e["model"] == "tiny_mlp_libtorch"]
-    assert [e["state"] for e in skipped] == ["SKIPPED"]
-    assert "PyTorch backend" in skipped[0]["reason"]
-
     cores = len(os.sched_getaffinity(0))
-    for model in ("tiny_mlp_python", "tiny_mlp_python_ts"):
+    if backend == "pytorch":
+        torchscript = "tiny_mlp_libtorch"
+        assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python"}
+        threads = {1: cores, 2: max(1, cores // 2)}  # INTRA_OP_THREAD_COUNT, pinned by bench
+    else:
+        torchscript = "tiny_mlp_python_ts"
+        assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python", "tiny_mlp_python_ts"}
+        assert models["tiny_mlp_python_ts"]["derived_from"] == "tiny_mlp_libtorch"
+        skipped = [e for e in results.loads if e["model"] == "tiny_mlp_libtorch"]
+        assert [e["state"] for e in skipped] == ["SKIPPED"]
+        assert "PyTorch backend" in skipped[0]["reason"]
+        threads = {1: cores, 2: max(1, cores // 2)}
+
+    for model in ("tiny_mlp_python", torchscript):
         loads = [(e["instances"], e["state"]) for e in results.loads if e["model"] == model]
         assert loads == [(1, "READY"), (2, "READY")]
         for inst in (1, 2):
@@ -58,7 +73,8 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
                 (p,) = [p for p in results.points if p.model == model and p.instances == inst
                         and p.concurrency == conc]
                 assert p.status in ("ok", "unstable") and p.throughput > 0, p
-                assert p.threads == max(1, cores // inst)
+                want = max(1, cores // inst) if model == "tiny_mlp_python" else threads[inst]
+                assert p.threads == want, (model, inst, p.threads)
                 assert p.get("p99_us") >= p.get("p50_us") > 0
                 assert p.get("server_compute_infer_us") > 0
                 assert p.get("server_executions") > 0 and p.get("server_avg_batch") >= 1
@@ -70,13 +86,17 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     # the second instance really ran, with the threads bench recorded
     assert re.search(rf"gen-repo: tiny_mlp_python instance \S+_1 loaded .* {max(1, cores // 2)}"
                      r" threads", server_log)
+    if backend == "pytorch":  # 2 libtorch instances: shared weights, the cores split
+        assert "Weight sharing is enabled for model instance 'tiny_mlp_libtorch'" in server_log
+        assert f"Intra op thread count is set to {max(1, cores // 2)}" in server_log
     # the request batch, and the largest batch the dynamic batcher may form (max_batch_size 8)
     kinds = {(c["kind"], c["batch_size"]) for c in results.ceiling}
     assert kinds == {(k, b) for k in ("eager", "torchscript") for b in (1, 8)}
 
     report = (out / "report.md").read_text()
     assert "at concurrency 4" in report and "the eager Python variant reaches" in report
-    assert "TorchScript through the Python backend (python-ts)" in report
+    assert ("the TorchScript variant (PyTorch backend)" if backend == "pytorch" else
+            "TorchScript through the Python backend (python-ts)") in report
     assert "in-process ceiling" in report
     assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == 4
     assert (out / "report.html").read_text().count("<img ") == 4

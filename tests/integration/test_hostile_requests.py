@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,15 @@ from generator import dtypes
 from generator.build import layout
 from generator.runtime.model import load_model, run_batch
 from generator.serve.server import READY
-from tests.integration.conftest import embedded_server, models_named
+from tests.integration.conftest import (build_fixture, embedded_server, models_named,
+                                        needs_pytorch_backend)
 from tests.integration.raw_requests import NUMPY, Answer, Raw, grpc_infer, http_infer
 
 pytestmark = pytest.mark.integration
 
 MODELS = ["tiny_mlp_python", "seq_encoder_python"]  # fixed float dims; dynamic int64 + bool
+# The same two as TorchScript on the real PyTorch backend, when there is one.
+LIBTORCH_MODELS = ["tiny_mlp_libtorch", "seq_encoder_libtorch"]
 EXAMPLES = int(os.environ.get("GEN_REPO_FUZZ_EXAMPLES", 300))  # per model and protocol
 # The test suite replays the same examples every run, so a result is reproducible; set
 # GEN_REPO_FUZZ_RANDOM=1 (and a larger GEN_REPO_FUZZ_EXAMPLES) to explore new ones.
@@ -51,6 +55,7 @@ class Served:
     def __init__(self, path: Path):
         built = layout.BuiltModel(path)
         self.name = built.name
+        self.backend = built.backend
         spec = built.spec
         self.max_batch = spec.max_batch_size
         self.inputs = [(t.name, dtypes.lookup(t.dtype).wire, list(t.dims)) for t in spec.inputs]
@@ -73,6 +78,18 @@ def served(tiny_repo, tmp_path_factory):
                                                                                     statuses):
         assert all(statuses[n].state == READY for n in MODELS), statuses
         yield server, {n: Served(tiny_repo / n) for n in MODELS}, stub_pids(server)
+
+
+@pytest.fixture(scope="module")
+def served_libtorch(tiny_repo, tmp_path_factory):
+    """tiny_mlp and seq_encoder as TorchScript, on their own server with the PyTorch backend."""
+    repo = tmp_path_factory.mktemp("hostile-libtorch") / "repo"
+    shutil.copytree(tiny_repo / "tiny_mlp_libtorch", repo / "tiny_mlp_libtorch")
+    build_fixture(repo, "seq_encoder", "libtorch")
+    models = models_named(repo, *LIBTORCH_MODELS)
+    with embedded_server(repo, tmp_path_factory.mktemp("hostile"), models) as (server, statuses):
+        assert all(statuses[n].state == READY for n in LIBTORCH_MODELS), statuses
+        yield server, {n: Served(repo / n) for n in LIBTORCH_MODELS}, stub_pids(server)
 
 
 def stub_pids(server) -> dict[int, str]:
@@ -227,7 +244,11 @@ def check(server, model: Served, protocol: str, raw: Raw, stubs) -> str:
             want = model.eager(arrays)
         except Exception as e:  # the model itself refuses these values: so must the server
             assert answer.error, f"eager raised {e!r} but the server answered"
-            assert type(e).__name__ in answer.error, (e, answer.error)
+            if model.backend == "python":  # gen-repo's model.py: "<type>: <message>"
+                assert type(e).__name__ in answer.error, (e, answer.error)
+            else:  # the PyTorch backend quotes the TorchScript error, last line included
+                last = str(e).strip().splitlines()[-1].split(": ", 1)[-1]
+                assert last in answer.error, (e, answer.error)
         else:
             assert not answer.error, f"a well-formed request was refused: {answer.error}"
             assert set(answer.outputs) == set(want)
@@ -239,10 +260,12 @@ def check(server, model: Served, protocol: str, raw: Raw, stubs) -> str:
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize("model_name", MODELS)
-def test_generated_requests_are_answered_or_refused_and_nothing_crashes(served, model_name,
+@pytest.mark.parametrize("model_name", [*MODELS, *[pytest.param(m, marks=needs_pytorch_backend)
+                                                   for m in LIBTORCH_MODELS]])
+def test_generated_requests_are_answered_or_refused_and_nothing_crashes(request, model_name,
                                                                         protocol):
-    server, models, stubs = served
+    server, models, stubs = request.getfixturevalue(
+        "served_libtorch" if model_name in LIBTORCH_MODELS else "served")
     model = models[model_name]
     seen = {"refused": 0, "reached the model": 0}
 

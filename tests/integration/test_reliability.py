@@ -34,13 +34,15 @@ from generator.serve.server import FAILED, READY, STUB_PROCESS, EmbeddedServer, 
 from generator.serve.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
-from tests.integration.conftest import (Lines, copy_model, embedded_server, models_named,
+from tests.integration.conftest import (PYTORCH_BACKEND, Lines, copy_model, embedded_server,
+                                        models_named, needs_pytorch_backend,
                                         wait_for_first_point)
 from tests.integration.raw_requests import grpc_infer
 
 pytestmark = pytest.mark.integration
 
 MLP = "tiny_mlp_python"  # 2 CPU instances, dynamic batching: the soak and stub-kill target
+MLP_LIBTORCH = "tiny_mlp_libtorch"  # the same on the real PyTorch backend, when there is one
 FAULTY = "faulty_python"  # raises / sleeps on marker rows; queue limit 8, queue timeout 1 s
 TRUNCATED = "truncated_python"  # model.package cut in half
 TAMPERED_TS = "tampered_python_ts"  # python-ts model.pt with bytes changed, same length
@@ -77,7 +79,7 @@ def damaged_copy(repo: Path, source: str, name: str) -> Path:
 def repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("reliability") / "repo"
     _build(repo, f"{ROOT}/tests/fixtures/models.py:tiny_mlp", "--input", "x:float32:16",
-           "--variants", "python,python-ts", "--cpu-instances", "2")
+           "--variants", "libtorch,python,python-ts", "--cpu-instances", "2")
     _build(repo, f"{ROOT}/tests/fixtures/faulty.py:faulty", *[f"--input={i}" for i in
            F.INPUTS["faulty"]], "--variants", "python", "--max-queue-size", str(QUEUE_SIZE),
            "--queue-timeout-us", str(QUEUE_TIMEOUT_US))
@@ -107,9 +109,10 @@ def repo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def served(repo, tmp_path_factory):
     """One server for the module with the two good models; damaged ones are loaded by their test."""
+    names = [MLP, FAULTY] + ([MLP_LIBTORCH] if PYTORCH_BACKEND else [])
     with embedded_server(repo, tmp_path_factory.mktemp("logs"),
-                         models_named(repo, MLP, FAULTY)) as (server, statuses):
-        assert {n: s.state for n, s in statuses.items()} == {MLP: READY, FAULTY: READY}, statuses
+                         models_named(repo, *names)) as (server, statuses):
+        assert {n: s.state for n, s in statuses.items()} == dict.fromkeys(names, READY), statuses
         yield server
 
 
@@ -156,8 +159,8 @@ def eager_mlp(repo: Path):
     return run, model.spec
 
 
-def mlp_request(proto: Protocol, client, x: np.ndarray) -> np.ndarray:
-    return proto.infer(client, MLP, [("x", x, "FP32")], ["output"])["output"]
+def mlp_request(proto: Protocol, client, x: np.ndarray, model: str = MLP) -> np.ndarray:
+    return proto.infer(client, model, [("x", x, "FP32")], ["output"])["output"]
 
 
 def faulty_request(proto: Protocol, client, x: np.ndarray) -> np.ndarray:
@@ -195,10 +198,13 @@ def assert_answers(got: np.ndarray, x: np.ndarray) -> None:
 # load
 
 
-def test_soak_many_clients_http_and_grpc_every_answer_its_own(served, repo, record_property):
+@pytest.mark.parametrize("model", [MLP, pytest.param(MLP_LIBTORCH, marks=needs_pytorch_backend)])
+def test_soak_many_clients_http_and_grpc_every_answer_its_own(served, repo, record_property,
+                                                              model):
     """Thousands of requests, 32 concurrent clients (16 HTTP, 16 gRPC), batch sizes 1..8,
-    against the python variant with dynamic batching and 2 instances: no error, every answer
-    equal to the eager model's for its own rows, and flat server memory."""
+    against the python variant (and the libtorch one on the real PyTorch backend) with dynamic
+    batching and 2 instances: no error, every answer equal to the eager model's for its own
+    rows, and flat server memory."""
     server = served
     eager, spec = eager_mlp(repo)
     rng = np.random.default_rng(1)
@@ -225,7 +231,7 @@ def test_soak_many_clients_http_and_grpc_every_answer_its_own(served, repo, reco
                 n += 1
                 s, b = int(starts[k]), int(sizes[k])
                 try:
-                    got = mlp_request(proto, client, pool[s:s + b])
+                    got = mlp_request(proto, client, pool[s:s + b], model)
                 except InferenceServerException as e:
                     with lock:
                         errors.append(error_message(e))
@@ -249,7 +255,7 @@ def test_soak_many_clients_http_and_grpc_every_answer_its_own(served, repo, reco
     done.update(http=0, grpc=0)
     assert not errors and not wrong, (errors[:3], wrong[:3])
 
-    before = stats(http, MLP)
+    before = stats(http, model)
     rss = [server_rss(server)]
     stop = threading.Event()
 
@@ -266,11 +272,11 @@ def test_soak_many_clients_http_and_grpc_every_answer_its_own(served, repo, reco
     stop.set()
     sampler.join()
     rss.append(server_rss(server))
-    after = stats(http, MLP)
+    after = stats(http, model)
     requests, executions = after[0] - before[0], after[1] - before[1]
 
     mib = 1 << 20
-    figures = {"requests": SOAK_REQUESTS, "http": done["http"], "grpc": done["grpc"],
+    figures = {"model": model, "requests": SOAK_REQUESTS, "http": done["http"], "grpc": done["grpc"],
                "clients": SOAK_CLIENTS, "errors": len(errors), "wrong": len(wrong),
                "seconds": round(seconds, 1), "per_second": round(SOAK_REQUESTS / seconds),
                "executions": executions, "rss_start_mib": round(rss[0] / mib),
@@ -285,7 +291,9 @@ def test_soak_many_clients_http_and_grpc_every_answer_its_own(served, repo, reco
     assert requests - executions >= SOAK_REQUESTS // 20, figures
     # flat memory: no growth with the number of requests (allocator noise allowed)
     assert rss[-1] - rss[0] < max(64 * mib, rss[0] // 20), figures
-    assert all(p.is_running() for p in stubs_of(server, MLP)) and len(stubs_of(server, MLP)) == 2
+    if model == MLP:
+        assert all(p.is_running() for p in stubs_of(server, MLP))
+        assert len(stubs_of(server, MLP)) == 2
 
 
 def test_overload_is_rejected_at_once_and_the_server_recovers(served, repo):

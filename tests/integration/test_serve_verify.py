@@ -24,14 +24,17 @@ from generator.serve.protocols import Protocol
 from generator.serve.verify import (FAIL, OK, VerifyOptions, bad_requests, load_target,
                                     verify_repository)
 from tests.conftest import ROOT
-from tests.integration.conftest import (Lines, alive, break_model, descendants,
-                                        embedded_server, models_named)
+from tests.integration.conftest import (PYTORCH_BACKEND, Lines, alive, break_model,
+                                        descendants, embedded_server, models_named,
+                                        needs_pytorch_backend)
 
 pytestmark = pytest.mark.integration
 
 GOOD = ["tiny_mlp_python", "seq_encoder_python"]
 LIBTORCH = "tiny_mlp_libtorch"
 BROKEN = "broken_python"
+# Every model that verify must pass: the libtorch one on the real PyTorch backend when there is one.
+SERVED = [*GOOD, pytest.param(LIBTORCH, marks=needs_pytorch_backend)]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,16 @@ def served(repo, tmp_path_factory):
 # serve: per-model status
 
 
+@pytest.fixture(scope="module")
+def served_without_pytorch(repo, tmp_path_factory):
+    """A server with no PyTorch backend (as the embedded one is by itself): the libtorch model
+    is SKIPPED. Whatever GEN_REPO_BACKEND_DIRECTORY says, this path is tested too."""
+    models = models_named(repo, LIBTORCH, "tiny_mlp_python")
+    with embedded_server(repo, tmp_path_factory.mktemp("logs"), models,
+                         backend_dirs=()) as (server, statuses):
+        yield server, statuses
+
+
 def test_each_model_gets_its_own_status(served):
     server, statuses = served
     assert set(statuses) == {*GOOD, LIBTORCH, BROKEN}
@@ -61,13 +74,21 @@ def test_each_model_gets_its_own_status(served):
         assert statuses[name].state == READY, statuses[name]
         assert statuses[name].backend == "python"
     lt = statuses[LIBTORCH]
-    assert lt.state == SKIPPED and lt.backend == "pytorch"
-    assert "no PyTorch backend" in lt.reason and "--docker" in lt.reason \
-        and "--backend-directory" in lt.reason
+    assert lt.backend == "pytorch"
+    assert lt.state == (READY if PYTORCH_BACKEND else SKIPPED), lt
     broken = statuses[BROKEN]
     assert broken.state == FAILED
     assert "SHA-256" in broken.reason and "At:" not in broken.reason  # the server's reason, tidied
     server.check_running()  # one bad model did not take the server down
+
+
+def test_without_a_pytorch_backend_libtorch_is_skipped_with_the_reason(served_without_pytorch):
+    server, statuses = served_without_pytorch
+    lt = statuses[LIBTORCH]
+    assert lt.state == SKIPPED and lt.backend == "pytorch"
+    assert "no PyTorch backend" in lt.reason and "--docker" in lt.reason \
+        and "--backend-directory" in lt.reason and "GEN_REPO_BACKEND_DIRECTORY" in lt.reason
+    assert statuses["tiny_mlp_python"].state == READY
 
 
 def test_the_good_models_answer_after_the_broken_one_failed(served, repo):
@@ -95,7 +116,7 @@ def report(served, repo):
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize("model", GOOD)
+@pytest.mark.parametrize("model", SERVED)
 def test_verify_ok_over_both_protocols(report, repo, model, protocol):
     r = report.result(model, protocol)
     assert r.status == OK, r.detail
@@ -104,23 +125,33 @@ def test_verify_ok_over_both_protocols(report, repo, model, protocol):
     assert "metadata ok" in r.detail and "bad requests refused" in r.detail
 
 
-def test_verify_skips_libtorch_with_the_reason(report):
+def test_verify_skips_libtorch_with_the_reason(served_without_pytorch, repo):
+    server, _ = served_without_pytorch
+    rep = verify_repository(models_named(repo, LIBTORCH, "tiny_mlp_python"), server.http_url,
+                            server.grpc_url, VerifyOptions(concurrency=8, requests=16))
     for protocol in ("http", "grpc"):
-        r = report.result(LIBTORCH, protocol)
+        r = rep.result(LIBTORCH, protocol)
         assert r.status == SKIPPED
         assert "--docker" in r.detail and "--backend-directory" in r.detail
-    assert report.ok and not report.failures
+        assert rep.result("tiny_mlp_python", protocol).status == OK
+    assert rep.ok and not rep.failures
+
+
+def test_verify_report_has_no_failure(report):
+    assert report.ok and not report.failures, report.failures
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_concurrent_requests_are_merged_by_the_dynamic_batcher(report, protocol):
-    facts = report.result("tiny_mlp_python", protocol).facts
+@pytest.mark.parametrize("model", ["tiny_mlp_python",
+                                   pytest.param(LIBTORCH, marks=needs_pytorch_backend)])
+def test_concurrent_requests_are_merged_by_the_dynamic_batcher(report, model, protocol):
+    facts = report.result(model, protocol).facts
     assert facts["requests"] == 64
     assert 0 < facts["executions"] < facts["requests"], facts  # several requests per execution
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize("model", GOOD)
+@pytest.mark.parametrize("model", SERVED)
 def test_bad_requests_get_errors_naming_the_problem(served, repo, model, protocol):
     server, _ = served
     target = load_target(layout.BuiltModel(repo / model))
@@ -167,17 +198,25 @@ def test_verify_cli(served, repo, run_cli, tmp_path):
                              "--requests", "16", "--concurrency", "8")
     assert code == 0, out + err
     assert "MODEL" in out and "PROTOCOL" in out
+    lt = "OK" if PYTORCH_BACKEND else "SKIPPED"
     assert [line.split()[:3] for line in out.splitlines() if line.startswith("tiny_mlp")] == [
-        [LIBTORCH, "HTTP", "SKIPPED"], [LIBTORCH, "gRPC", "SKIPPED"],
+        [LIBTORCH, "HTTP", lt], [LIBTORCH, "gRPC", lt],
         ["tiny_mlp_python", "HTTP", "OK"], ["tiny_mlp_python", "gRPC", "OK"]]
     # the broken model is not ready: FAIL with the server's reason, exit 1, ERROR + TIP
     code, out, err = run_cli("verify", "--repo", repo, *urls, "--models", BROKEN)
     assert code == 1
     assert "FAIL" in out and "SHA-256" in out
     assert "ERROR:" in err and "TIP:" in err and "Traceback" not in err
-    # only a libtorch model: nothing verified is not a success
-    code, out, err = run_cli("verify", "--repo", repo, *urls, "--models", LIBTORCH)
-    assert code == 1 and "nothing was verified" in err
+    if not PYTORCH_BACKEND:  # only a skipped libtorch model: nothing verified is not a success
+        code, out, err = run_cli("verify", "--repo", repo, *urls, "--models", LIBTORCH)
+        assert code == 1 and "nothing was verified" in err
+
+
+def test_verify_cli_with_nothing_verified_fails(served_without_pytorch, repo, run_cli):
+    server, _ = served_without_pytorch
+    code, out, err = run_cli("verify", "--repo", repo, "--http-url", server.http_url,
+                             "--grpc-url", server.grpc_url, "--models", LIBTORCH)
+    assert code == 1 and "nothing was verified" in err and "SKIPPED" in out
 
 
 def test_verify_against_a_server_of_another_repository(served, repo, tmp_path):
@@ -278,7 +317,8 @@ def test_serve_cli_serves_until_ctrl_c_and_leaves_no_process(repo, tmp_path):
         out = "".join(lines.seen)
         rows = {line.split()[0]: line.split()[2] for line in out.splitlines()
                 if line.split() and line.split()[0] in ("tiny_mlp_python", BROKEN, LIBTORCH)}
-        assert rows == {"tiny_mlp_python": READY, BROKEN: FAILED, LIBTORCH: SKIPPED}
+        assert rows == {"tiny_mlp_python": READY, BROKEN: FAILED,
+                        LIBTORCH: READY if PYTORCH_BACKEND else SKIPPED}
         assert f"localhost:{h}" in out and f"localhost:{g}" in out and str(log) in out
         procs = descendants(proc.pid)
         assert any(p.name() == "tritonserver" for p in procs)

@@ -1,3 +1,5 @@
+import pytest
+
 from generator.build.config import Engine, render
 from generator.spec import ModelSpec, TensorSpec
 
@@ -43,3 +45,27 @@ def test_queue_policy_rejects_beyond_limits():
     policy = cfg.dynamic_batching.default_queue_policy
     assert policy.max_queue_size == 4 and policy.default_timeout_microseconds == 1000
     assert policy.timeout_action == 0  # REJECT
+
+
+@pytest.mark.parametrize("cpu,gpu,threads,sharing,intra", [
+    (1, 0, 0, None, None),  # one instance: the backend's default, all cores
+    (2, 0, 0, "true", "auto"),  # the cores split between the instances of the process
+    (3, 0, 4, "true", "4"),  # --threads wins
+    (1, 2, 0, "true", None),  # two instances on each GPU share their weights
+])
+def test_libtorch_parameters_share_weights_and_split_the_cores(cpu, gpu, threads, sharing,
+                                                               intra):
+    from generator.runtime.model import threads_for
+    from generator.variants.libtorch import backend_parameters
+
+    spec = ModelSpec(name="m", cpu_instances=cpu, gpu_instances=gpu, threads=threads)
+    params, notes = backend_parameters(spec)
+    assert params["INFERENCE_MODE"] == "true" and "INTER_OP_THREAD_COUNT" not in params
+    assert params.get("ENABLE_WEIGHT_SHARING") == sharing
+    if intra == "auto":
+        intra = str(threads_for({}, [{"kind": "KIND_CPU", "count": cpu}]))
+        assert notes and "whole server process" in notes[0]
+    assert params.get("INTRA_OP_THREAD_COUNT") == intra
+    pinned, _ = backend_parameters(spec, pin_threads=True)  # bench: always written
+    assert pinned["INTRA_OP_THREAD_COUNT"] == (intra or str(threads_for(
+        {}, [{"kind": "KIND_CPU", "count": cpu}])))

@@ -125,7 +125,8 @@ def test_env_puts_libpython_first_and_this_venv_on_path(install):
 
 
 def test_embedded_command_and_backends(tmp_path):
-    s = srv.EmbeddedServer(tmp_path, srv.Ports(9000, 9001, 9002), log_path=tmp_path / "l.log")
+    s = srv.EmbeddedServer(tmp_path, srv.Ports(9000, 9001, 9002), log_path=tmp_path / "l.log",
+                           backend_dirs=())
     cmd = s.command()
     assert cmd[0].endswith("bin/tritonserver")
     for flag in ("--model-control-mode=explicit", "--http-port=9000", "--grpc-port=9001",
@@ -144,6 +145,53 @@ def test_embedded_server_with_a_pytorch_backend_directory(tmp_path):
     s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log",
                            backend_dirs=[tmp_path / "extra"])
     assert s.missing_backend_reason("pytorch") is None
+    # a backend without its own libtorch.so gets this environment's torch/lib on the path
+    assert s.library_dirs == [ti.torch_lib_dir()] and ti.torch_lib_dir() is not None
+    ld = ti.server_env(s.install, {}, s.library_dirs)["LD_LIBRARY_PATH"].split(":")
+    assert ld[2] == str(ti.torch_lib_dir())
+
+
+def test_a_pytorch_backend_that_ships_libtorch_keeps_its_own(tmp_path):
+    """The NGC image's backend directory holds libtorch.so: LD_LIBRARY_PATH would override its
+    RUNPATH, so this environment's torch/lib is not added."""
+    _fake_backend(tmp_path / "ngc", "pytorch")
+    (tmp_path / "ngc" / "pytorch" / "libtorch.so").write_bytes(b"")
+    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log", backend_dirs=[tmp_path / "ngc"])
+    assert s.missing_backend_reason("pytorch") is None and s.library_dirs == []
+
+
+def test_backend_directories_default_to_the_environment_variable(tmp_path, monkeypatch):
+    _fake_backend(tmp_path / "a", "pytorch")
+    monkeypatch.setenv(ti.BACKEND_DIRS_ENV, f"{tmp_path / 'a'}{os.pathsep}")
+    assert ti.default_backend_dirs() == (str(tmp_path / "a"),)
+    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
+    assert s.missing_backend_reason("pytorch") is None
+    monkeypatch.setenv(ti.BACKEND_DIRS_ENV, "")
+    assert ti.default_backend_dirs() == ()
+    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
+    assert ti.BACKEND_DIRS_ENV in s.missing_backend_reason("pytorch")
+
+
+@pytest.mark.parametrize("reason,state,says,tip", [
+    # what the server answered, seen on the real r24.10 PyTorch backend
+    ("unable to load shared library: libtorch.so: cannot open shared object file: No such file"
+     " or directory", srv.FAILED, "libtorch.so is not on the server's library path", "torch/lib"),
+    ("unable to load shared library: /b/pytorch/libtriton_pytorch.so: undefined symbol:"
+     " _ZN3c1015SmallVectorBase", srv.FAILED, "undefined symbol _ZN3c1015SmallVectorBase",
+     "built against another version"),
+    ("unable to load shared library: libfoo.so.3: cannot open shared object file", srv.FAILED,
+     "libfoo.so.3 is missing", "LD_LIBRARY_PATH"),
+    ("failed to load model 'detector_libtorch': Unknown builtin op: torchvision::nms. Could not"
+     " find any similar ops", srv.SKIPPED, "calls torchvision::nms", "NGC"),
+])
+def test_load_failures_say_what_to_do(reason, state, says, tip):
+    got_state, got_reason, got_tip = srv.load_failure("pytorch", reason)
+    assert (got_state, says in got_reason, tip in got_tip) == (state, True, True)
+
+
+def test_other_load_failures_keep_the_servers_words():
+    assert srv.load_failure("python", "ArtifactError: bad") == (srv.FAILED, "ArtifactError: bad",
+                                                                None)
 
 
 def test_clean_load_error():

@@ -41,7 +41,8 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
         'input = ["x:float32:3x4x4"]', 'example_inputs = "e.npz"', 'out = "o"',
         'variants = ["python"]', "max_batch_size = 4", "dynamic_batching = false",
         "preferred_batch_sizes = [2, 4]", "max_queue_delay_us = 5", "cpu_instances = 2",
-        "gpu_instances = 1", "gpus = [0, 1]", "threads = 1", "script = true", "atol = 0.1",
+        "gpu_instances = 1", "gpus = [0, 1]", "threads = 1", "script = true",
+        "accept_trace_warnings = true", "atol = 0.1",
         "rtol = 0.2", "seed = 3", "force = true", 'dtype = "bf16"', "batch_axis = 1",
         "max_queue_size = 0", "queue_timeout_us = 0", 'compile_mode = "max-autotune"']))
     values = specmod.load_spec_file(f)
@@ -50,6 +51,7 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
     assert spec.gpus == (0, 1) and spec.preferred_batch_sizes == (2, 4)
     assert spec.inputs[0].dims == (3, 4, 4) and not spec.dynamic_batching
     assert spec.dtype == "bfloat16" and spec.batch_axis == 1 and spec.atol == 0.1
+    assert spec.accept_trace_warnings
 
 
 def test_spec_file_unknown_key_did_you_mean(tmp_path):

@@ -1,0 +1,112 @@
+"""How the inputs reach the model's ``forward()``: by parameter name, as Python would bind them.
+
+``--input token_type_ids:…`` must land in ``forward(..., token_type_ids=None)`` and not in the
+second parameter. The binding is read from the signature once per build and used both by the
+eager reference run and by the generated serving wrapper (which every variant serves), so the
+references and every artifact call the model the same way:
+
+- every input is passed by keyword when ``forward()`` has named parameters; an input name that is
+  not one of them is refused (unless ``forward`` takes ``**kwargs``), and so is a required
+  parameter that no input feeds;
+- by position only where the parameters cannot be named: ``forward(self, *args)``,
+  positional-only parameters, a signature that cannot be read — or a ``forward`` with exactly one
+  parameter fed by exactly one input (nothing can be misrouted; torchvision's ``forward(self,
+  x)`` served as ``input``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+from ..errors import SpecError, did_you_mean
+
+_P = inspect.Parameter
+
+
+@dataclass(frozen=True)
+class InputBinding:
+    """keywords[i]: the forward() parameter input i is passed as, or None (by position)."""
+
+    keywords: tuple[str | None, ...]
+    reason: str  # one line: why this binding (shown with -v and recorded)
+
+    @property
+    def by_name(self) -> bool:
+        return any(k is not None for k in self.keywords)
+
+    def split(self, values: list) -> tuple[list, dict]:
+        """(positional args, keyword args) for ``values`` in spec input order."""
+        args = [v for v, k in zip(values, self.keywords) if k is None]
+        kwargs = {k: v for v, k in zip(values, self.keywords) if k is not None}
+        return args, kwargs
+
+    def call(self, fn, values: list):
+        args, kwargs = self.split(values)
+        return fn(*args, **kwargs)
+
+    def call_source(self, exprs: list[str]) -> str:
+        """The argument list of the call, as Python source (positional ones first)."""
+        args, kwargs = self.split(exprs)
+        return ", ".join([*args, *(f"{k}={v}" for k, v in kwargs.items())])
+
+
+def describe(sig: inspect.Signature) -> str:
+    """forward(input_ids, attention_mask=None, *, flag=False, **kwargs), defaults kept short."""
+    parts, star_done = [], False
+    for p in sig.parameters.values():
+        if p.kind is _P.VAR_POSITIONAL:
+            parts.append(f"*{p.name}")
+            star_done = True
+        elif p.kind is _P.VAR_KEYWORD:
+            parts.append(f"**{p.name}")
+        else:
+            if p.kind is _P.KEYWORD_ONLY and not star_done:
+                parts.append("*")
+                star_done = True
+            default = "" if p.default is _P.empty else "=" + _short(repr(p.default))
+            parts.append(p.name + default)
+    return f"forward({', '.join(parts)})"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 16 else text[:13] + "..."
+
+
+def bind_inputs(model, inputs) -> InputBinding:
+    """The binding of ``inputs`` (TensorSpecs) to ``model.forward``; SpecError when a name fits no
+    parameter."""
+    names = [t.name for t in inputs]
+    positional = InputBinding((None,) * len(names), "")
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return InputBinding(positional.keywords,
+                            "forward()'s signature cannot be read: by position")
+    params = list(sig.parameters.values())
+    named = [p for p in params if p.kind in (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)]
+    var_kw = any(p.kind is _P.VAR_KEYWORD for p in params)
+    if any(p.kind is _P.POSITIONAL_ONLY for p in params) or (not named and not var_kw):
+        return InputBinding(positional.keywords,
+                            f"{describe(sig)} cannot take its inputs by name: by position")
+    if (len(names) == 1 and len(params) == 1 and named
+            and named[0].kind is _P.POSITIONAL_OR_KEYWORD):
+        return InputBinding(positional.keywords,
+                            f"{describe(sig)} has one parameter: the one input goes to it")
+    by_name = {p.name for p in named}
+    unknown = [n for n in names if n not in by_name]
+    if unknown and not var_kw:
+        shown = ", ".join(f"'{n}'{did_you_mean(n, sorted(by_name - set(names)))}" for n in unknown)
+        raise SpecError(
+            f"--input {shown}: the model's {describe(sig)} has no parameter of that"
+            f" name{'' if len(unknown) == 1 else 's'} (inputs are passed to forward() by name,"
+            " so each lands in the parameter it names).",
+            "Name each --input after the forward() parameter it feeds (the input names are also"
+            " the names the server exposes).")
+    missing = [p.name for p in named if p.default is _P.empty and p.name not in names]
+    if missing:
+        raise SpecError(
+            f"the model's {describe(sig)} needs {', '.join(repr(m) for m in missing)}, which no"
+            " --input names.",
+            f"Add --input {missing[0]}:DTYPE:DIMS (one --input per required parameter).")
+    return InputBinding(tuple(names), f"{describe(sig)}: inputs passed by name")

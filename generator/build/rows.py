@@ -1,0 +1,97 @@
+"""Does the model treat a batch the way Triton does: batch-first tensors of independent rows?
+
+Triton's dynamic batcher concatenates the rows of several requests into one batch and splits the
+outputs back along the first axis. That is only right for a model whose every output is a
+batch-first tensor and whose row ``i`` depends on input row ``i`` alone. Two kinds of models break
+it, and a build that said OK for them would serve wrong answers, so both are refused here, on the
+eager model, before any variant is exported:
+
+- one result per row (torchvision detection models called on a batch return a list of one dict per
+  image): there is no batch-first tensor to split;
+- rows that depend on each other (centring or normalising over the batch, batch statistics, a
+  softmax over the batch axis): a client's answer would change with the requests it is merged with.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..errors import ExportError
+from .compare import compare
+from .samples import Case
+from ..spec import ModelSpec
+
+PER_ITEM_TIP = (
+    "Serve one image per request: build a wrapper whose forward() takes one image and returns"
+    " that image's tensors (e.g. out = self.det([image])[0]; return out['boxes'],"
+    " out['labels'], out['scores']) with --max-batch-size 0 and the image's dims"
+    " (--input image:float32:3xHxW); or a wrapper that stacks the per-image results into"
+    " batch-first tensors (padding variable counts). Example: docs/model-shapes.md.")
+
+
+def check_per_item(raw: dict, cases: list[Case], spec: ModelSpec) -> None:
+    """Refuse a model that returns a list (or tuple) with one item per row of the batch."""
+    if not spec.batching or len({c.batch for c in cases}) < 2:
+        return  # one batch size: a list as long as the batch is indistinguishable from a tuple
+    values = [raw[c.name] for c in cases]
+    if not all(isinstance(v, (list, tuple)) and len(v) == c.batch for v, c in zip(values, cases)):
+        return
+    first = values[0][0]
+    item = (f"a dict of {', '.join(map(str, first))}" if isinstance(first, dict)
+            else type(first).__name__)
+    sizes = " and ".join(f"{len(v)} for a batch of {c.batch}" for v, c in zip(values, cases))
+    raise ExportError(
+        f"the model returns one result per image (per row of the batch): a"
+        f" {type(values[0]).__name__} of {sizes}, each {item}. Triton batches batch-first"
+        " tensors and splits them back by rows, so it cannot serve a list that grows with the"
+        " batch.", PER_ITEM_TIP)
+
+
+def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list], cases: list[Case],
+                           names: list[str], spec: ModelSpec) -> None:
+    """Run each row of one sample case alone and compare it with its row of the batched run.
+
+    ``run(case)`` gives the flat, served (batch-first) outputs for ``case``; ``batched`` holds
+    them for every case already. The case with the fewest rows (at least 2) is used, so this
+    costs one forward pass per row of it. Within the parity tolerances: rows may legitimately
+    differ a little with the batch size (BLAS kernels round differently). Raises ExportError
+    when a row depends on the others.
+    """
+    usable = [c for c in cases if c.batch >= 2]
+    if not spec.batching or not usable:
+        return
+    case = min(usable, key=lambda c: c.batch)
+    for i in range(case.batch):
+        row = Case(f"{case.name}[{i}]", 1, {k: v[i:i + 1] for k, v in case.inputs.items()})
+        try:
+            alone = run(row)
+        except ExportError as e:
+            cause = e.__cause__ or e
+            first = (str(cause).strip().splitlines() or [""])[0][:300]
+            raise ExportError(
+                f"the model fails on a batch of one row (row {i} of sample case {case.name}"
+                f" alone): {type(cause).__name__}: {first}. Triton hands the model batches of"
+                f" any size from 1 to max_batch_size ({spec.max_batch_size}).",
+                "Make the model work on a single row, or build with --max-batch-size 0 and the"
+                " batch axis in the input dims.") from e
+        got = {n: a.detach().cpu().numpy() for n, a in zip(names, alone)}
+        want = {n: b[i:i + 1].detach().cpu().numpy() for n, b in zip(names, batched[case.name])}
+        result = compare(got, want, spec.atol, spec.rtol)
+        if not result.ok:
+            raise ExportError(
+                f"rows of a batch depend on each other: row {i} of sample case {case.name} run"
+                f" alone is answered differently than inside its batch of {case.batch}"
+                f" ({result.summary()}). Triton's dynamic batcher merges the requests of"
+                " different clients into one batch, so each client's answer would depend on"
+                " the others' rows. The model mixes the batch (e.g. it centres or normalises"
+                " over dim 0, uses batch statistics, or a softmax over the batch axis).",
+                "Build with --max-batch-size 0 so that each request is one call of the model"
+                " on exactly the rows the client sends, with the batch axis in the input dims"
+                f" ({_unbatched_example(spec)}); or make each row's output depend on its own"
+                " row only.")
+
+
+def _unbatched_example(spec: ModelSpec) -> str:
+    t = spec.inputs[0]
+    dims = "x".join(map(str, (-1, *t.dims)))
+    return f"e.g. --input {t.name}:{t.dtype}:{dims} for {t}"
