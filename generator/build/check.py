@@ -19,6 +19,7 @@ from .config import tensor_entries
 from .samples import load_npz, save_npz
 from ..spec import ModelSpec
 from ..variants.base import RUNTIME_MODEL
+from ..variants.packaging import demangle, load_error_tip
 
 TIMEOUT_S = 900
 WORKER = Path(__file__).resolve().parent / "check_worker.py"
@@ -46,10 +47,16 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)  # what the runtime logged while loading
 
 
-def _worker_error(path: Path) -> str:
+def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
+    """(one line: the error and where in the archive's code it happened, the tip)."""
     err = json.loads(path.read_text())
     first = err["message"].strip().splitlines()
-    return f"{err['type']}: {first[0][:400]}" if first else err["type"]
+    line = f"{err['type']}: {demangle(first[0])[:400]}" if first else err["type"]
+    frame = err.get("archive_frame")
+    if frame:
+        line += f" (at {frame['file']}:{frame['line']}" + \
+            (f": `{frame['code']}`)" if frame["code"] else ")")
+    return line, load_error_tip(err["type"], err["message"], frame, block) or LOAD_TIP
 
 
 def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
@@ -86,16 +93,17 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                 " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:400]
         except subprocess.TimeoutExpired:
             crashed = f"loading/running the artifacts took over {TIMEOUT_S} s"
-        return [_result(spec, wj, cases, references, crashed) for wj in worker_jobs]
+        return [_result(spec, wj, cases, references, crashed, block) for wj in worker_jobs]
 
 
-def _result(spec, wj, cases, references, crashed) -> CheckResult:
+def _result(spec, wj, cases, references, crashed, block) -> CheckResult:
     log = Path(wj["log"])
     notes = [ln.removeprefix("gen-repo: ") for ln in log.read_text().splitlines()
              if ln.strip()] if log.is_file() else []
     if Path(wj["error"]).is_file():
-        return CheckResult(False, "fails to load/run in a fresh process: "
-                           + _worker_error(Path(wj["error"])), {}, tip=LOAD_TIP, notes=notes)
+        error, tip = _worker_error(Path(wj["error"]), block)
+        return CheckResult(False, "fails to load/run in a fresh process: " + error, {}, tip=tip,
+                           notes=notes)
     missing = [c for c in wj["cases"] if not Path(c["out"]).is_file()]
     if missing:
         return CheckResult(False, f"fails in a fresh process: {crashed or 'no output'}", {},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.util
 import json
+import re
 import sys
 import traceback
 
@@ -26,6 +27,16 @@ class _Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"{fullname} is blocked: not importable on the server",
                                       name=fullname)
         return None
+
+
+def _archive_frame(tb):
+    """The innermost frame of code from a torch.package archive: {file, line, code} or None."""
+    frames = [f for f in traceback.extract_tb(tb) if f.filename.startswith("<torch_package_")]
+    if not frames:
+        return None
+    f = frames[-1]
+    return {"file": re.sub(r"^<torch_package_\d+>\.", "", f.filename), "line": f.lineno,
+            "code": (f.line or "").strip()}
 
 
 def _run_job(job, inputs, output_names) -> None:
@@ -72,7 +83,8 @@ def main(job_path: str) -> int:
             failed += 1
             with open(job["error"], "w") as f:
                 json.dump({"type": type(e).__name__, "message": str(e)[:2000],
-                           "traceback": traceback.format_exc()[-4000:]}, f)
+                           "traceback": traceback.format_exc()[-4000:],
+                           "archive_frame": _archive_frame(e.__traceback__)}, f)
             if isinstance(e, KeyboardInterrupt):
                 raise
     return 3 if failed else 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from contextlib import contextmanager
 
@@ -90,21 +91,50 @@ def print_statuses(statuses) -> None:
 
 @contextmanager
 def sigterm_as_interrupt():
-    """Let SIGTERM (systemd, timeout, docker stop) stop the server as cleanly as Ctrl-C does."""
+    """Let SIGTERM (systemd, timeout, docker stop) stop the server as cleanly as Ctrl-C does.
+
+    The first SIGINT or SIGTERM raises KeyboardInterrupt wherever the command is (starting the
+    server, loading models, serving); later ones are ignored, so that they cannot cut short the
+    server's shutdown. An interrupt can land inside a library's import or constructor and
+    surface as another exception: after a signal, whatever ends the block is the interrupt.
+    """
+    stopping = []
+
     def handler(signum, frame):
+        if stopping:
+            return
+        stopping.append(signum)
+        _quiet_interrupts_in_gevent_hub()
+        # an object whose constructor the interrupt cut short fails again in __del__: not news
+        sys.unraisablehook = lambda unraisable: None
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
-        # A shell's background job starts with SIGINT ignored: let Ctrl-C / kill -INT stop us.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # (A shell's background job starts with SIGINT ignored: this lets kill -INT stop it too.)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
+    except Exception as e:
+        if stopping:
+            raise KeyboardInterrupt from e
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _quiet_interrupts_in_gevent_hub() -> None:
+    """tritonclient's HTTP client waits in gevent's hub; a KeyboardInterrupt raised there is
+    passed on to the waiting code, but the hub prints it with a traceback first. Here it is no
+    error (the command is stopping), so the hub passes it on without printing."""
+    gevent = sys.modules.get("gevent")
+    if gevent is not None:
+        hub = gevent.get_hub()
+        if KeyboardInterrupt not in hub.NOT_ERROR:
+            hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
 
 RESTARTS, RESTART_WINDOW_S = 3, 300.0  # a server that dies more often than this stays down

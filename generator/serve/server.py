@@ -20,6 +20,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,9 +258,9 @@ class TritonServer:
         self.ports.check_free()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with progress.step(f"starting {self.kind} (log: {self.log_path})"):
-            self._start()
-            self._started = True
-            try:
+            self._started = True  # first: an interrupt (Ctrl-C, SIGTERM) inside _start stops
+            try:                  # whatever it got going
+                self._start()
                 self._wait_live()
             except BaseException:
                 self.stop()
@@ -480,6 +481,7 @@ class EmbeddedServer(TritonServer):
         self.library_dirs = [torch_lib] if torch_lib and any(
             links_this_torch(path.resolve()) for path in found.values()) else []
         self._proc: subprocess.Popen | None = None
+        self._spawned: threading.Event | None = None  # set once the spawn has returned
         self._log = None
 
     def command(self) -> list[str]:
@@ -496,17 +498,34 @@ class EmbeddedServer(TritonServer):
                 " --backend-directory DIR holding one, or serve with --docker")
 
     def _start(self) -> None:
+        command = self.command()
+        env = {**server_env(self.install, library_dirs=self.library_dirs), **self.env}
         self._log = open(self.log_path, "ab")
-        try:
-            self._proc = subprocess.Popen(
-                self.command(),
-                env={**server_env(self.install, library_dirs=self.library_dirs), **self.env},
-                stdin=subprocess.DEVNULL,
-                stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as e:
+        failed: list[BaseException] = []
+        spawned = self._spawned = threading.Event()
+
+        def spawn():
+            try:
+                self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
+                                              stdout=self._log, stderr=subprocess.STDOUT,
+                                              start_new_session=True)
+            except BaseException as e:  # raised again below, in the calling thread
+                failed.append(e)
+            finally:
+                spawned.set()
+
+        # Started from a thread: Python raises KeyboardInterrupt (Ctrl-C, SIGTERM handlers) in
+        # the main thread only, so it never lands inside Popen after the fork, where the child
+        # would run on unrecorded. An interrupted start stops the child: _stop waits for the
+        # spawn first (on an Event: an interrupted Thread.join can mark a running thread done).
+        threading.Thread(target=spawn, name="tritonserver-start", daemon=True).start()
+        spawned.wait()
+        if failed:
             self._log.close()
-            raise ToolError(f"could not run {self.install.binary}: {e}.",
-                            "Reinstall nvidia-pytriton (bash scripts/setup.sh).") from e
+            if isinstance(failed[0], OSError):
+                raise ToolError(f"could not run {self.install.binary}: {failed[0]}.",
+                                "Reinstall nvidia-pytriton (bash scripts/setup.sh).") from failed[0]
+            raise failed[0]
 
     @property
     def pid(self) -> int | None:
@@ -528,8 +547,12 @@ class EmbeddedServer(TritonServer):
         return self._proc.poll() if self._proc else None
 
     def _stop(self) -> None:
+        if self._spawned is not None:  # a start cut short: its child is stopped here
+            self._spawned.wait(timeout=30)
         proc, self._proc = self._proc, None
         if proc is None:
+            if self._log:
+                self._log.close()
             return
         helpers = _descendants(proc.pid)  # the Python-backend stubs
         try:

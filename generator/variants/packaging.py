@@ -6,12 +6,23 @@
   torch.package wants named), torchvision, numpy, and every other installed distribution the code
   imports. Externs other than torch/torchvision/numpy must be installed where the server runs:
   the build says which, with the version to install.
+
+Data files beside the user's modules (a ``config.json``, a vocabulary) are packed too: every file
+in the folder of an interned package goes into the archive as a resource of that package. Code in
+the archive reads them through ``importlib.resources`` with the package module as the anchor
+(``resources.files(mypkg).joinpath("config.json")``), which torch.package's importer serves. A
+module inside an archive has no folder on disk and no importable name, so ``__file__`` paths,
+``pkgutil.get_data`` and string anchors (``files(__package__)``) cannot reach them:
+``load_error_tip`` turns those failures of the offline check into a tip naming the fix.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
+import sys
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ExportError
@@ -42,6 +53,9 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
             exp.intern("**", allow_empty=True)  # everything else is the user's code, found beside it
             exp.save_pickle(*PACKAGE_RESOURCE, ctx.model)
             externed = exp.externed_modules()
+            data = package_data(exp.interned_modules())
+            for package, name, file in data.files:
+                exp.save_binary(package, name, file.read_bytes())
     except PackagingError as e:
         raise ExportError(
             f"torch.package could not take the model's code:{_indent(str(e))}",
@@ -52,9 +66,10 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
         raise ExportError(f"torch.package failed to pickle the model: {type(e).__name__}: {e}.",
                           "The model (or an attribute of it) cannot be pickled: keep lambdas, open"
                           " files and locks out of the module's attributes.") from e
+    notes = data.notes()
     needs = sorted({m.split(".")[0] for m in externed} & set(installed) - set(SERVER_PROVIDES))
     if not needs:
-        return []
+        return notes
     pins = []
     for top in needs:
         dist = installed[top][0]
@@ -62,10 +77,133 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
             pins.append(f"{dist}=={importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
             pins.append(dist)
-    return [f"the server's Python must provide {', '.join(needs)}: add `pip install"
-            f" {' '.join(pins)}` to the server image (docker/Dockerfile EXTRA_PIP)"]
+    return notes + [f"the server's Python must provide {', '.join(needs)}: add `pip install"
+                    f" {' '.join(pins)}` to the server image (docker/Dockerfile EXTRA_PIP)"]
 
 
 def _indent(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and "debug=True" not in ln]
     return " " + " ".join(ln.strip() for ln in lines[:12])
+
+
+# ---------------------------------------------------------------------------------------------
+# data files of the user's packages
+
+CODE_SUFFIXES = (".py", ".pyc", ".pyo", ".so", ".pyd")
+
+
+@dataclass
+class PackageData:
+    files: list[tuple[str, str, Path]] = field(default_factory=list)  # (package, name, path)
+    skipped: list[Path] = field(default_factory=list)  # in sub-folders that are no package
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.files:
+            packages = sorted({p for p, _, _ in self.files})
+            size = sum(f.stat().st_size for _, _, f in self.files)
+            shown = ", ".join(f"{p.replace('.', '/')}/{n}" for p, n, _ in self.files[:4])
+            more = f" and {len(self.files) - 4} more" if len(self.files) > 4 else ""
+            notes.append(f"packed {len(self.files)} data file(s) of {', '.join(packages)} into"
+                         f" the archive ({shown}{more}; {_size(size)}); code in the archive reads"
+                         " them with importlib.resources.files(<package module>)")
+        if self.skipped:
+            shown = ", ".join(str(f) for f in self.skipped[:3])
+            notes.append(f"not packed: {len(self.skipped)} file(s) in folders that are no Python"
+                         f" package ({shown}); torch.package keeps data files per package: add an"
+                         " __init__.py to such a folder and import it if the model reads them")
+        return notes
+
+
+def package_data(interned: list[str]) -> PackageData:
+    """The data files in the folders of the interned packages (not in their sub-packages' own
+    folders, which are interned packages of their own when the code imports them)."""
+    data = PackageData()
+    for name in sorted(interned):
+        folder = _package_folder(name)
+        if folder is None:
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.name.startswith(".") or entry.name == "__pycache__":
+                continue
+            if entry.is_file() and not entry.name.endswith(CODE_SUFFIXES):
+                data.files.append((name, entry.name, entry))
+            elif entry.is_dir() and not (entry / "__init__.py").is_file():
+                data.skipped += [f for f in sorted(entry.rglob("*")) if f.is_file()
+                                 and "__pycache__" not in f.parts
+                                 and not f.name.endswith(CODE_SUFFIXES)]
+    return data
+
+
+def _package_folder(name: str) -> Path | None:
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if module is None or not hasattr(module, "__path__") or not file:
+        return None  # a plain module, or a namespace package: no folder of its own
+    folder = Path(file).parent
+    return folder if folder.is_dir() else None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+# ---------------------------------------------------------------------------------------------
+# explaining a failure of the archive's code to load
+
+MANGLED = re.compile(r"<torch_package_\d+>\.")
+
+
+def demangle(text: str) -> str:
+    """torch.package's module prefix ``<torch_package_0>.`` taken out of a message."""
+    return MANGLED.sub("", text)
+
+
+def load_error_tip(error_type: str, message: str, frame: dict | None,
+                   blocked: list[str]) -> str | None:
+    """A tip for code in the archive that reads a data file (or imports a module) in a way that
+    cannot work from an archive; None for other errors. ``frame`` is the innermost frame of the
+    archive's own code ({"file", "line", "code"}); ``blocked`` the user's module names."""
+    where = f"{frame['file']}:{frame['line']}" if frame else "your code"
+    opened = re.search(r"'<torch_package_\d+>\.(?:[^']*/)?([^/']+)'", message)
+    resource = opened.group(1) if opened else "config.json"
+    packed = _resources_fix(frame["file"] if frame else "mypkg/__init__.py", resource)
+    if opened and error_type in ("FileNotFoundError", "NotADirectoryError", "OSError",
+                                 "IsADirectoryError"):
+        return (f"{where} opens {resource} beside its module through __file__, but inside a"
+                f" torch.package archive a module has no folder on disk. Read it with"
+                f" importlib.resources and the package module as the anchor: {packed}.")
+    if error_type in ("ModuleNotFoundError", "ImportError") and (
+            "<torch_package_" in message
+            or any(re.search(rf"\b{re.escape(b)}\b", message) for b in blocked)):
+        return (f"{where} imports your code by its name at run time (importlib.import_module,"
+                f" pkgutil.get_data, or importlib.resources with a string such as __package__):"
+                f" that goes through the normal import system, and the server does not have your"
+                f" source. Use import statements (torch.package packs what they import), and for"
+                f" data files pass the package module itself: {packed}.")
+    if "must be only a file name" in message:
+        return (f"{where} reads a file in a sub-folder of a package; torch.package keeps data"
+                f" files per package, so give the folder an __init__.py, import it, and anchor on"
+                f" it: `import <package>.<folder> as d; importlib.resources.files(d)"
+                f".joinpath(\"<file>\")`.")
+    return None
+
+
+def _resources_fix(file: str, resource: str) -> str:
+    """How the module ``file`` (a path inside the archive) reads a data file that works both from
+    the source tree and from the archive."""
+    parts = file.removesuffix(".py").split("/")
+    if len(parts) == 1:  # a top-level module (the file form), not a package
+        return (f"{parts[0]} is a plain module, and data files travel with packages only: move it"
+                " and its data files into a package (a folder with an __init__.py), build it as"
+                " package.module:factory, and read them with `import <package>` and"
+                f" `importlib.resources.files(<package>).joinpath(\"{resource}\").read_text()`")
+    package = ".".join(parts[:-1])
+    return (f"gen-repo packs the data files in the folders of your packages into the archive, so"
+            f" `import {package}` and `importlib.resources.files({package})"
+            f".joinpath(\"{resource}\").read_text()` reads them there as it does from your"
+            " source tree")

@@ -103,6 +103,12 @@ CASES = {
     "batched_detection": Case("torchvision detection called on a batch (one dict per image)",
                               fx("batched_detector", "images:float32:3x128x128"),
                               refused="the model returns one result per image"),
+    "data_files": Case("user package reading data files at import (importlib.resources)",
+                       ("vocabpkg.model:make", "--input", "tokens:int64:-1:0..13", "--name",
+                        "vocabpkg"), cwd=str(ROOT / "tests" / "fixtures")),
+    "data_file_dunder": Case("user package reading a data file at import through __file__",
+                             ("pathpkg.model:make", "--input", "x:float32:4", "--name",
+                              "pathpkg"), cwd=str(ROOT / "tests" / "fixtures")),
 }
 
 
@@ -164,6 +170,9 @@ def _cell(result) -> str:
             return "refused: trace is wrong on a second input and torch.jit.script fails"
         if "pickle" in d or "torch.package" in d:
             return "refused: torch.package cannot pickle the model"
+        if result.tip and "through __file__" in result.tip:
+            return ("refused: no folder inside the archive; the error names the file and the"
+                    " importlib.resources fix")
         return "refused: " + d.split(":")[0]
     if result.detail.startswith("script (the trace raised TracerWarnings)"):
         return "torch.jit.script (the trace raised TracerWarnings)"
@@ -183,6 +192,7 @@ EXPECTED = {  # key -> (libtorch, python): what must happen
     "unpicklable": ("OK", "FAILED"),
     "value_branch_unscriptable": ("FAILED", "OK"),
     "numpy_scale": ("FAILED", "OK"),
+    "data_file_dunder": ("OK", "FAILED"),
 }
 
 
@@ -236,6 +246,11 @@ def test_case_builds_checks_serves_verifies(key, built, verified):
         assert "NumPy" in lib.tip and "control flow" not in lib.detail + lib.tip
     if key == "value_branch_unscriptable":
         assert "torch.where" in lib.tip and "--accept-trace-warnings" in lib.tip
+    if key == "data_files":  # served above from the archive's own copies
+        assert any("packed 2 data file(s) of vocabpkg" in n
+                   for n in _result(report, "python").notes)
+    if key == "data_file_dunder":
+        assert "settings.json" in _result(report, "python").tip
     if key == "large":  # no three copies in memory: weights 0.52 GB, torch itself ~0.6 GB
         peak = next(n for n in report.notes if n.startswith("peak memory of this build"))
         assert float(re.search(r"build: ([\d.]+) GB", peak).group(1)) < 2.2, peak

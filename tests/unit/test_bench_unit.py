@@ -114,12 +114,22 @@ def test_locate_links_the_two_libraries_and_ldd_resolves_everything(tmp_path):
     assert tool.env["LD_LIBRARY_PATH"].split(":")[0] == str(tmp_path / "libs")
 
 
-def test_missing_libraries_are_a_tool_error_with_both_install_tips(tmp_path, monkeypatch):
-    monkeypatch.setattr(pa, "find_lib", lambda lib: None)  # as on a machine without any copy
-    monkeypatch.delenv("LD_LIBRARY_PATH", raising=False)
+@pytest.mark.parametrize("system_has", [(), ("libb64.so.0d",)],
+                         ids=["no-copy-anywhere", "system-libb64"])
+def test_missing_libraries_are_a_tool_error_with_both_install_tips(tmp_path, monkeypatch,
+                                                                    system_has):
+    """A machine with no usable copy (or only Debian's libb64-0d): find_lib finds nothing, and
+    ldd resolves only what the system has. Both are simulated, so that the answer does not
+    depend on what this machine has installed (libb64-0d, a CUDA toolkit in ldconfig)."""
+    asked = []
+    monkeypatch.setattr(pa, "find_lib", lambda lib: asked.append(lib.soname))
+    monkeypatch.setattr(pa, "missing_libs", lambda binary, env=None: [
+        lib.soname for lib in pa.NEEDED_LIBS if lib.soname not in system_has])
     with pytest.raises(ToolError) as e:
         pa.locate(tmp_path / "empty")
-    assert "libb64.so.0d" in e.value.message and "libcudart.so.12" in e.value.message
+    assert sorted(asked) == ["libb64.so.0d", "libcudart.so.12"]  # every copy was looked for
+    for lib in pa.NEEDED_LIBS:
+        assert (lib.soname in e.value.message) == (lib.soname not in system_has), e.value.message
     assert "apt-get install libb64-0d" in e.value.tip
     assert "pip install nvidia-cuda-runtime-cu12" in e.value.tip
 
