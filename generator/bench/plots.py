@@ -155,3 +155,7 @@ def _label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+
+
+# The figure setup, axes and file writing of these plots, for the plots of later stages (tune).
+pyplot, save_figure, label_axes = _pyplot, _save, _label_axes

@@ -21,8 +21,9 @@ import datetime as dt
 import json
 import os
 import platform
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import RepositoryError
 from ..build.layout import write_atomic
@@ -74,6 +75,12 @@ class Point:
 
 @dataclass
 class Results:
+    # A stage that keeps its own kind of results (tune) subclasses this: its schema name, the
+    # class its points are read back as, and the command that writes it.
+    schema: ClassVar[str] = SCHEMA
+    point_class: ClassVar[type] = Point
+    producer: ClassVar[str] = "gen-repo bench"
+
     command: list[str] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
@@ -103,7 +110,7 @@ class Results:
 
     # -- files ---------------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return {"schema": SCHEMA, "created": self.created, "finished": self.finished,
+        return {"schema": self.schema, "created": self.created, "finished": self.finished,
                 "complete": self.complete, "stopped_by": self.stopped_by,
                 "command": self.command, "machine": self.machine, "versions": self.versions,
                 "server": self.server, "settings": self.settings, "models": self.models,
@@ -121,15 +128,16 @@ class Results:
         try:
             data = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise RepositoryError(f"benchmark results {p} are unreadable: {e}.",
-                                  "Pass the results.json written by gen-repo bench.") from e
+            raise RepositoryError(f"results {p} are unreadable: {e}.",
+                                  f"Pass the results.json written by {cls.producer}.") from e
         schema = str(data.get("schema", ""))
-        if schema != SCHEMA and not schema.startswith(SCHEMA + "."):
-            raise RepositoryError(f"{p} has schema '{schema}', this gen-repo reads '{SCHEMA}'.",
-                                  "Rerun gen-repo bench to measure again with this version.")
-        keys = set(cls.__dataclass_fields__) - {"points"}
+        if schema != cls.schema and not schema.startswith(cls.schema + "."):
+            raise RepositoryError(f"{p} has schema '{schema}', this gen-repo reads"
+                                  f" '{cls.schema}'.",
+                                  f"Rerun {cls.producer} to measure again with this version.")
+        keys = {f.name for f in fields(cls)} - {"points"}
         results = cls(**{k: v for k, v in data.items() if k in keys})
-        results.points = [Point.from_dict(d) for d in data.get("points", [])]
+        results.points = [cls.point_class.from_dict(d) for d in data.get("points", [])]
         return results
 
 

@@ -174,32 +174,41 @@ class Sweep:
     def _point(self, model: BenchModel, target: pa.Target, instances: int,
                threads: int | None, batch_size: int, concurrency: int) -> None:
         rel = Path("csv") / model.name / f"i{instances}_b{batch_size}_c{concurrency}.csv"
-        start = time.perf_counter()
-        before = self.target.counts(model.name)
-        outcome = pa.run_point(self.tool, target, batch_size, concurrency,
-                               self.plan.measurement, self.out_dir / rel, self.plan.point_timeout)
-        after = self.target.counts(model.name)
-        seconds = time.perf_counter() - start
-        row = next((r for r in outcome.rows if r.get("concurrency") == concurrency),
-                   outcome.rows[0] if outcome.rows else None)
-        if row is None:
-            status, error = FAILED, _failure(outcome)
-        else:
-            status = OK if outcome.stability <= self.plan.measurement.stability else UNSTABLE
-            error = ""
-            row.update(_executions(before, after))
-        point = Point(model.name, model.base_name, model.variant, instances, threads, batch_size,
-                      concurrency, self.plan.protocol, status,
-                      outcome.stability if row else None, dict(row or {}),
-                      str(rel) if row else "", outcome.command, round(seconds, 2), error)
+        point = measure_point(self.target, self.tool, self.plan, model, target, instances,
+                              threads, batch_size, concurrency, self.out_dir, rel)
         self.results.points.append(point)
         self._save()
         self._done += 1
-        self._point_s.append(seconds)
+        self._point_s.append(point.seconds)
         progress.info(f"[{self._done}/{self._total}] {model.name} x{instances} b{batch_size}"
-                      f" c{concurrency}: {_summary(point)}; {self._eta()} left")
-        if status == FAILED:
+                      f" c{concurrency}: {summary(point)}; {self._eta()} left")
+        if point.status == FAILED:
             self.target.check_running()
+
+
+def measure_point(server, tool: pa.PerfAnalyzer, plan: Plan, model: BenchModel,
+                  target: pa.Target, instances: int, threads: int | None, batch_size: int,
+                  concurrency: int, out_dir: Path, rel: Path, point_class=Point) -> Point:
+    """One perf_analyzer run of a loaded model -> its Point (ok, unstable or failed), with the
+    batches the server formed meanwhile; the CSV and log go to ``out_dir / rel``."""
+    start = time.perf_counter()
+    before = server.counts(model.name)
+    outcome = pa.run_point(tool, target, batch_size, concurrency, plan.measurement,
+                           out_dir / rel, plan.point_timeout)
+    after = server.counts(model.name)
+    seconds = time.perf_counter() - start
+    row = next((r for r in outcome.rows if r.get("concurrency") == concurrency),
+               outcome.rows[0] if outcome.rows else None)
+    if row is None:
+        status, error = FAILED, _failure(outcome)
+    else:
+        status = OK if outcome.stability <= plan.measurement.stability else UNSTABLE
+        error = ""
+        row.update(_executions(before, after))
+    return point_class(model.name, model.base_name, model.variant, instances, threads,
+                       batch_size, concurrency, plan.protocol, status,
+                       outcome.stability if row else None, dict(row or {}),
+                       str(rel) if row else "", outcome.command, round(seconds, 2), error)
 
 
 def _executions(before, after) -> dict:
@@ -220,7 +229,8 @@ def _failure(outcome: pa.RunOutcome) -> str:
     return f"perf_analyzer exited {outcome.returncode}: {text or '(no output)'}"
 
 
-def _summary(p: Point) -> str:
+def summary(p: Point) -> str:
+    """One point in a few words: throughput and latencies, or why it failed."""
     if p.status == FAILED:
         return f"FAILED ({p.error[:160]})"
     text = (f"{p.get('throughput', 0):.1f} infer/s, p50 {p.get('p50_us', 0) / 1000:.1f} ms,"

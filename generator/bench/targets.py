@@ -60,6 +60,10 @@ class ManagedServer:
     def check_running(self) -> None:
         self.server.check_running()
 
+    def resident_bytes(self) -> int | None:
+        """The server's resident memory, its Python-backend processes included."""
+        return self.server.resident_bytes()
+
     def counts(self, model: str) -> tuple[int, int] | None:
         proto = Protocol("http", self.server.http_url, timeout=120)
         return _counts(proto, proto.client(), model, close=True)

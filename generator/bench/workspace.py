@@ -156,9 +156,19 @@ def set_instances(model: BuiltModel, count: int) -> None:
     """
     from google.protobuf import text_format
 
+    config = model.config
+    configure_instances(model, config, count)
+    layout.write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
+    model.__dict__.pop("config", None)  # drop the cached parse
+
+
+def configure_instances(model: BuiltModel, config, count: int, threads: int | None = None) -> None:
+    """Set ``count`` instances in each instance group of ``config`` (a ModelConfig of
+    ``model``, changed in place). For a libtorch model built by gen-repo, also the backend
+    parameters its build writes for that count: weight sharing, and INTRA_OP_THREAD_COUNT,
+    always written (``threads``, or the cores shared by the instances)."""
     from tritonclient.grpc import model_config_pb2
 
-    config = model.config
     if not config.instance_group:
         config.instance_group.add(kind=model_config_pb2.ModelInstanceGroup.KIND_CPU)
     for group in config.instance_group:
@@ -170,15 +180,13 @@ def set_instances(model: BuiltModel, count: int) -> None:
         groups = {g.kind for g in config.instance_group}
         parameters, _ = backend_parameters(spec.with_(
             cpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_CPU in groups else 0,
-            gpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_GPU in groups else 0),
-            pin_threads=True)
+            gpu_instances=count if model_config_pb2.ModelInstanceGroup.KIND_GPU in groups else 0,
+            threads=threads if threads is not None else spec.threads), pin_threads=True)
         for key in ("ENABLE_WEIGHT_SHARING", "INTRA_OP_THREAD_COUNT"):
             if key in parameters:
                 config.parameters[key].string_value = parameters[key]
             elif key in config.parameters:
                 del config.parameters[key]
-    layout.write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
-    model.__dict__.pop("config", None)  # drop the cached parse
 
 
 def config_parameters(model: BuiltModel) -> dict[str, str]:

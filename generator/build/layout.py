@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -50,6 +51,44 @@ def link_or_copy(src, dst) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def staging_dir(out: Path, model_name: str) -> Path:
+    """A fresh staging directory beside the repository ``out`` (same file system, so the
+    finished directory is renamed into place), named after this process so that a later run
+    can tell it was left by a killed one."""
+    out = out.resolve()  # absolute: the check runs in another working directory
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(
+        prefix=f"{STAGING_PREFIX}{out.name}-{model_name}-pid{os.getpid()}-", dir=out.parent))
+
+
+def clean_stale_staging(out: Path) -> list[Path]:
+    """Remove staging dirs left by runs that were killed (their process is gone)."""
+    import psutil
+
+    removed = []
+    for p in out.parent.glob(f"{STAGING_PREFIX}*"):
+        pid = next((int(part[3:]) for part in p.name.split("-")
+                    if part.startswith("pid") and part[3:].isdigit()), None)
+        if p.is_dir() and (pid is None or not psutil.pid_exists(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def swap_in(staging: Path, final: Path) -> None:
+    """Rename staging -> final; an existing final (--force) is moved aside first, then deleted."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging.chmod(0o755)  # mkdtemp makes it 0700: a server running as another user must read it
+    trash = None
+    if final.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}old-pid{os.getpid()}-",
+                                      dir=final.parent.parent))
+        os.replace(final, trash / final.name)
+    os.replace(staging, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def case_files(case: str) -> tuple[str, str]:

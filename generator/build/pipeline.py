@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import platform
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,42 +241,6 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
     return ctx, notes
 
 
-def _staging_dir(out: Path, model_name: str) -> Path:
-    out = out.resolve()  # absolute: the check runs in another working directory
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(
-        prefix=f"{layout.STAGING_PREFIX}{out.name}-{model_name}-pid{os.getpid()}-",
-        dir=out.parent))
-
-
-def clean_stale_staging(out: Path) -> list[Path]:
-    """Remove staging dirs left by builds that were killed (their process is gone)."""
-    import psutil
-
-    removed = []
-    for p in out.parent.glob(f"{layout.STAGING_PREFIX}*"):
-        pid = next((int(part[3:]) for part in p.name.split("-")
-                    if part.startswith("pid") and part[3:].isdigit()), None)
-        if p.is_dir() and (pid is None or not psutil.pid_exists(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    return removed
-
-
-def _swap_in(staging: Path, final: Path) -> None:
-    """Rename staging -> final; an existing final (--force) is moved aside first, then deleted."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging.chmod(0o755)  # mkdtemp makes it 0700: a server running as another user must read it
-    trash = None
-    if final.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f"{layout.STAGING_PREFIX}old-pid{os.getpid()}-",
-                                      dir=final.parent.parent))
-        os.replace(final, trash / final.name)
-    os.replace(staging, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 @dataclass
 class Staged:
     """A variant exported into its staging directory, waiting for its check."""
@@ -302,7 +264,7 @@ def stage_variant(ctx: ExportContext, variant_name: str) -> Staged | VariantResu
     variant = registry.get(variant_name)
     model_name = spec.model_dir_name(variant_name)
     start = time.perf_counter()
-    staging = _staging_dir(Path(spec.out), model_name)
+    staging = layout.staging_dir(Path(spec.out), model_name)
     try:
         version_dir = staging / layout.VERSION
         version_dir.mkdir()
@@ -350,7 +312,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
         text, _ = render(served, variant.name, staged.model_name, variant.engine,
                          artifact.config_parameters)
         (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
-        _swap_in(staged.staging, Path(spec.out) / staged.model_name)
+        layout.swap_in(staged.staging, Path(spec.out) / staged.model_name)
         detail = (f"{artifact.method}; " if artifact.method else "") \
             + f"export {staged.export_s:.1f} s; " + check.detail
         return VariantResult(variant.name, staged.model_name, "OK",
@@ -392,7 +354,7 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
             f"'{out}' already holds {', '.join(taken)}; gen-repo does not overwrite models.",
             "Pass --force to replace them, or choose another --name or --out.")
     if out.parent.is_dir():
-        for p in clean_stale_staging(out):
+        for p in layout.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted build")
     ctx, notes = prepare(spec)
     python_variants = sum(registry.get(v).engine.value == "python" for v in spec.variants)

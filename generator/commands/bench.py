@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import SpecError
-from .common import add_backend_dir_arg, add_repo_args, select_models
+from .common import (add_backend_dir_arg, add_repo_args, int_list, measurement_from_args,
+                     select_models)
 
 
 def add_parser(sub) -> None:
@@ -57,51 +58,20 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def _ints(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    if text is None:
-        return default
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError as e:
-        raise SpecError(f"{flag} '{text}' is not a comma-separated list of integers.",
-                        f"Example: {flag} 1,2,4,8") from e
-    if not values or any(v < 1 for v in values):
-        raise SpecError(f"{flag} '{text}' needs positive integers.", f"Example: {flag} 1,2,4,8")
-    return tuple(dict.fromkeys(values))
-
-
 def options_from_args(args):
-    from dataclasses import replace
-
     from ..bench.runner import FULL, QUICK, BenchOptions
     from ..bench.sweep import Plan
 
     preset = QUICK if args.quick else FULL
-    meas = preset["measurement"]
-    if args.request_count is not None:
-        if args.request_count < 1:
-            raise SpecError(f"--request-count {args.request_count} must be positive.",
-                            "Example: --request-count 200")
-        meas = replace(meas, mode="count_windows", request_count=args.request_count)
-    if args.measurement_interval is not None:
-        if args.measurement_interval < 100:
-            raise SpecError(f"--measurement-interval {args.measurement_interval} ms is too short"
-                            " for stable numbers.", "Use 500 ms or more.")
-        meas = replace(meas, interval_ms=args.measurement_interval)
-    if args.stability is not None:
-        if not 0 < args.stability <= 1000:
-            raise SpecError(f"--stability {args.stability} is not a percentage in (0, 1000].",
-                            "Example: --stability 15 (the last 3 windows within 15%).")
-        meas = replace(meas, stability=args.stability,
-                       relaxed_stability=max(meas.relaxed_stability, args.stability))
-    instances = _ints(args.instances, "--instances", preset["instances"])
+    meas = measurement_from_args(args, preset["measurement"])
+    instances = int_list(args.instances, "--instances", preset["instances"])
     if args.url and args.instances:
         raise SpecError("--instances needs bench's own server: it rewrites instance_group in a"
                         " private copy of the repository, which a running server (--url) does"
                         " not read.", "Drop --url to let bench start its server, or drop"
                         " --instances.")
-    plan = Plan(concurrency=_ints(args.concurrency, "--concurrency", preset["concurrency"]),
-                batch_sizes=_ints(args.batch_size, "--batch-size", preset["batch_sizes"]),
+    plan = Plan(concurrency=int_list(args.concurrency, "--concurrency", preset["concurrency"]),
+                batch_sizes=int_list(args.batch_size, "--batch-size", preset["batch_sizes"]),
                 instances=instances, protocol=args.protocol, measurement=meas)
     seconds = 0.0 if args.no_ceiling else (
         args.ceiling_seconds if args.ceiling_seconds is not None else preset["ceiling_seconds"])

@@ -1,4 +1,5 @@
-"""Helpers shared by the commands that read a built repository (serve, verify)."""
+"""Helpers shared by the commands: reading a built repository (serve, verify, bench, tune),
+and the flags several commands take (lists of integers, perf_analyzer's windows)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,41 @@ def select_models(repo: str, names: str | None) -> list[BuiltModel]:
                             f"Models there: {', '.join(known)}.")
         chosen += [m for m in hits if m not in chosen]
     return chosen
+
+
+def measurement_from_args(args, meas):
+    """perf_analyzer's windows (a bench.perf_analyzer.Measurement) with the flags a command
+    has among --request-count, --measurement-interval and --stability applied, checked."""
+    from dataclasses import replace
+
+    if getattr(args, "request_count", None) is not None:
+        if args.request_count < 1:
+            raise SpecError(f"--request-count {args.request_count} must be positive.",
+                            "Example: --request-count 200")
+        meas = replace(meas, mode="count_windows", request_count=args.request_count)
+    if getattr(args, "measurement_interval", None) is not None:
+        if args.measurement_interval < 100:
+            raise SpecError(f"--measurement-interval {args.measurement_interval} ms is too short"
+                            " for stable numbers.", "Use 500 ms or more.")
+        meas = replace(meas, interval_ms=args.measurement_interval)
+    if getattr(args, "stability", None) is not None:
+        if not 0 < args.stability <= 1000:
+            raise SpecError(f"--stability {args.stability} is not a percentage in (0, 1000].",
+                            "Example: --stability 15 (the last 3 windows within 15%).")
+        meas = replace(meas, stability=args.stability,
+                       relaxed_stability=max(meas.relaxed_stability, args.stability))
+    return meas
+
+
+def int_list(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """A flag's comma-separated positive integers, without repeats (``default`` when absent)."""
+    if text is None:
+        return default
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise SpecError(f"{flag} '{text}' is not a comma-separated list of integers.",
+                        f"Example: {flag} 1,2,4,8") from e
+    if not values or any(v < 1 for v in values):
+        raise SpecError(f"{flag} '{text}' needs positive integers.", f"Example: {flag} 1,2,4,8")
+    return tuple(dict.fromkeys(values))

@@ -546,6 +546,25 @@ class EmbeddedServer(TritonServer):
     def exit_code(self) -> int | None:
         return self._proc.poll() if self._proc else None
 
+    def resident_bytes(self) -> int | None:
+        """Resident memory of tritonserver and its Python-backend stub processes, in bytes
+        (None when it is not running)."""
+        import psutil
+
+        if not self.pid:
+            return None
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return None
+        total = 0
+        for proc in [root, *_descendants(self.pid)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # exited meanwhile
+                pass
+        return total
+
     def _stop(self) -> None:
         if self._spawned is not None:  # a start cut short: its child is stopped here
             self._spawned.wait(timeout=30)

@@ -69,7 +69,7 @@ def test_sigkill_mid_build_leaves_only_complete_models(tmp_path, built, point):
     if not point.endswith("done"):
         assert sha256_of(python_model) == before  # the old model is intact
     # Staging debris lives outside the repository and the next build clears it.
-    from generator.build.pipeline import clean_stale_staging
+    from generator.build.layout import clean_stale_staging
 
     clean_stale_staging(repo)
     assert not list(tmp_path.glob(f"{layout.STAGING_PREFIX}*"))

@@ -131,14 +131,7 @@ def stubs_of(server, model: str) -> list[psutil.Process]:
 
 def server_rss(server) -> int:
     """Resident memory of tritonserver and its stub processes, in bytes."""
-    total = 0
-    root = psutil.Process(server.pid)
-    for p in [root, *root.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            pass
-    return total
+    return server.resident_bytes()
 
 
 def protocols(server) -> list[Protocol]:
