@@ -1,4 +1,4 @@
-"""The command line: ``gen-repo build | serve | verify | bench | demo``.
+"""The command line: ``gen-repo build | serve | verify | bench | tune | demo | ...``.
 
 This is the only place that prints errors and picks exit codes. ``main(argv) -> int`` is callable
 from tests. Exit codes: 0 success; 1 failure; 2 bad usage or spec; 3 partial success (some variants
@@ -12,14 +12,14 @@ import sys
 import traceback
 
 from . import __version__, progress
-from .commands import bench, build, demo, deploy, pack_env, push, serve, verify
+from .commands import bench, build, demo, deploy, pack_env, push, serve, tune, verify
 from .commands.parser import command_parser
 from .errors import GenRepoError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
-COMMANDS = [build, serve, verify, bench, demo, push, deploy, pack_env]
+COMMANDS = [build, serve, verify, bench, tune, demo, push, deploy, pack_env]
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -27,7 +27,8 @@ def make_parser() -> argparse.ArgumentParser:
         COMMANDS,
         description="Turn a PyTorch model into a Triton model repository (TorchScript on the"
                     " PyTorch backend + the eager model on the Python backend), serve it, verify"
-                    " it over HTTP and gRPC, and benchmark the variants.")
+                    " it over HTTP and gRPC, benchmark the variants, and tune the fastest"
+                    " correct deployment.")
     parser.add_argument("--version", action="version", version=f"gen-repo {__version__}")
     return parser
 

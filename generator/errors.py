@@ -68,6 +68,10 @@ class VerifyError(GenRepoError, AssertionError):
     """Served answers differ from the reference."""
 
 
+class BudgetError(GenRepoError, ValueError):
+    """No measured config meets a budget (p99 latency, memory, time)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean "x"?)' for the closest choice, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

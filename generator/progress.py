@@ -40,3 +40,11 @@ def step(label: str):
         raise
     timing["seconds"] = time.perf_counter() - start
     info(f"{label}: done in {timing['seconds']:.1f} s")
+
+
+def duration(seconds: float) -> str:
+    """``42 s`` or ``3 min 05 s``."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"

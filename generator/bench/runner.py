@@ -70,9 +70,9 @@ class BenchOutcome:
         return 3 if failed or self.error else 0
 
 
-def _clear_outputs(out: Path) -> None:
-    """Remove what an earlier bench run wrote into ``out`` (and nothing else)."""
-    for name in OWNED_OUTPUTS:
+def clear_outputs(out: Path, names=OWNED_OUTPUTS) -> None:
+    """Remove what an earlier run wrote into ``out`` (and nothing else)."""
+    for name in names:
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -187,7 +187,7 @@ def run_bench(opts: BenchOptions, models: list[BuiltModel] | None = None,
             target, bench_models, notes = _remote(opts, names or [], work)
         else:
             target, bench_models, notes = _managed(opts, models or [], work)
-        _clear_outputs(out)  # only now: a run that cannot start keeps the previous results
+        clear_outputs(out)  # only now: a run that cannot start keeps the previous results
         results.models = _model_rows(bench_models, plan)
         results.notes += notes
         results.save(results_path)

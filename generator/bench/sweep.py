@@ -87,7 +87,7 @@ class Sweep:
         left = self._total - self._done
         per = (sum(self._point_s) / len(self._point_s)) if self._point_s \
             else self.plan.estimate_point_s()
-        return _duration(left * per)
+        return progress.duration(left * per)
 
     def _save(self) -> None:
         with self._lock:
@@ -238,10 +238,3 @@ def summary(p: Point) -> str:
     if p.status == UNSTABLE:
         text += f" (unstable: windows within {p.stability:g}% only)"
     return text
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    return f"{seconds // 60} min {seconds % 60:02d} s"

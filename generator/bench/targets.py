@@ -7,6 +7,7 @@ the server is still alive.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -46,6 +47,12 @@ class ManagedServer:
     def missing_backend_reason(self, backend: str) -> str | None:
         return self.server.missing_backend_reason(backend)
 
+    def cannot_load_reason(self, model: BenchModel) -> str | None:
+        """Why this server cannot load the model (no backend for it, or a platform its release
+        does not know), or None."""
+        return self.missing_backend_reason(model.built.backend) or \
+            self.server.unsupported_reason(model.built)
+
     def load(self, model: BenchModel, instances: int | None) -> ModelStatus:
         if instances is not None and self.missing_backend_reason(model.built.backend) is None:
             workspace.set_instances(model.built, instances)
@@ -63,6 +70,16 @@ class ManagedServer:
     def resident_bytes(self) -> int | None:
         """The server's resident memory, its Python-backend processes included."""
         return self.server.resident_bytes()
+
+    def wait_for_stubs(self, count: int = 0, timeout: float = 60.0) -> bool:
+        """Wait until at most ``count`` Python-backend processes run (those of unloaded models
+        have exited); False if they have not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while self.server.stub_count() > count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def counts(self, model: str) -> tuple[int, int] | None:
         proto = Protocol("http", self.server.http_url, timeout=120)

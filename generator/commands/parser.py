@@ -32,3 +32,13 @@ def _add_common_flags(sub) -> None:
         for action in command._actions:
             if isinstance(action, argparse._SubParsersAction):
                 _add_common_flags(action)
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where it has none (None, False) or its help
+    already says what the default is."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)

@@ -241,6 +241,11 @@ class TritonServer:
         """{pid: psutil.Process} of the running Python-backend stubs ({} when not visible)."""
         return {}
 
+    def stub_count(self) -> int:
+        """How many Python-backend stub processes run now (an unloaded model's stubs exit a
+        moment after the unload returns)."""
+        return len(self._stub_processes())
+
     # -- lifecycle -----------------------------------------------------------------------------
     @property
     def http_url(self) -> str:
