@@ -20,6 +20,7 @@ from ..bench.results import FAILED as POINT_FAILED
 from ..bench.sweep import Plan, measure_point, summary
 from ..bench.workspace import BenchModel
 from ..build import layout
+from ..build.layout import BuiltModel
 from ..serve.server import READY
 from .candidate import Candidate, config_text, configure
 from .results import FAILED, MEASURED, TunePoint, TuneResults
@@ -184,13 +185,15 @@ parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }
 """
 
 
-def _identity_torchscript(target: Path):
+def _identity_torchscript(target: Path) -> BuiltModel:
     """A model directory holding a scripted identity for the PyTorch backend."""
+    import warnings
+
     import torch
 
-    from ..build.layout import BuiltModel
-
     (target / layout.VERSION).mkdir(parents=True, exist_ok=True)
-    torch.jit.script(torch.nn.Identity()).save(str(target / layout.VERSION / "model.pt"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated"
+        torch.jit.script(torch.nn.Identity()).save(str(target / layout.VERSION / "model.pt"))
     layout.write_atomic(target / layout.CONFIG, PRIME_CONFIG % target.name)
     return BuiltModel(target)

@@ -18,7 +18,7 @@ from ..bench.results import FAILED, UNSTABLE, busy_at_start
 from ..build.layout import write_atomic
 from .candidate import Candidate
 from .objective import Objective, pareto_front
-from .results import TuneResults
+from .results import MEASURED, TuneResults
 from .settings import Settings
 
 MIB = 2**20
@@ -47,13 +47,13 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
     for r in records:
         c = Candidate.from_dict(r)
         points = results.points_of(c.key)
-        score = objective.score(points) if r.get("state") == "measured" else None
+        score = objective.score(points) if r.get("state") == MEASURED else None
         note = marks.get(c.key, [])
         if r.get("key") in excluded:
             note.append(excluded[r["key"]])
         if r.get("stopped_early"):
             note.append(f"stopped early: {r['stopped_early']}")
-        if r.get("state") != "measured":
+        if r.get("state") != MEASURED:
             note.append(f"failed: {(r.get('reason') or '')[:160]}")
         elif score is None:
             note.append("no point counts under the objective")

@@ -20,7 +20,6 @@ the same decisions as one that was never interrupted.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from .. import progress
@@ -86,8 +85,7 @@ class Search:
         self.objective: Objective = settings.objective
         self.measurer = measurer
         self.budget_s = budget_s
-        self.spent = 0.0
-        self.started = time.monotonic()
+        self.spent = 0.0  # measurement seconds of the candidates used so far (stored ones too)
 
     # -- the whole search ----------------------------------------------------------------------
     def run(self, outcomes: list[Outcome]) -> list[Outcome]:
