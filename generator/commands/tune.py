@@ -22,8 +22,10 @@ def add_parser(sub) -> None:
                     " python-compile) x instance count x intra-op threads x dynamic batching"
                     " (queue delay, preferred batch size, max batch size), each candidate"
                     " served alone on the embedded tritonserver and measured by perf_analyzer"
-                    " at the stated load. A staged search (variants, then threads x instances,"
-                    " then batching around the best) drops what cannot beat the incumbent and"
+                    " at the stated load. A staged search (threads x instances on the default"
+                    " variant, the other variants at the best setting, their own settings for"
+                    " those still in the race, then batching around the best) drops what"
+                    " cannot beat the incumbent and"
                     " stops within --budget-minutes. The winner of each model is rewritten into"
                     " --out under the model's name, verified over HTTP and gRPC against the"
                     " stored eager references before it is swapped in, with a report (md +"
@@ -65,7 +67,7 @@ def add_parser(sub) -> None:
                    help="measurement time for the whole search (default 10; with --resume: the"
                         " stored one)")
     s.add_argument("--strategy", choices=("staged", "grid"), default=None,
-                   help="staged: variants, then threads x instances, then batching around the"
+                   help="staged: threads x instances, variants, then batching around the"
                         " best; grid: every candidate of the space (for comparisons)"
                         " (default staged)")
     s.add_argument("--instances", default=None, metavar="LIST",

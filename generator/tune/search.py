@@ -2,13 +2,18 @@
 
 Staged (the default), per model:
 
-    1 variants            the build's config of each variant in the repository
-    2 threads x instances the other (instances, threads) settings, at the build's batching, for
-                          the variants within KEEP (85%) of the incumbent after stage 1
-    3 batching            around the best so far: the batcher off, then the queue delays in
-                          ascending order until a longer delay scores lower than the best one
-                          (a longer delay only adds waiting), then at the best delay a
-                          preferred batch size and the smaller max batch sizes
+    1 threads x instances  every (instances, threads) setting of the default variant (libtorch
+                           when it is served, else python) at the build's batching: how many
+                           threads and instances suit this machine is mostly the machine's
+                           question, and a bad setting (two threads each on two cores shared
+                           with other work) can slow any variant down tenfold
+    2 variants             each other variant at the best setting of stage 1
+    3 threads x instances  the other settings of the variants within KEEP (85%) of the
+                           incumbent after stage 2; the others are dropped
+    4 batching             around the best so far: the batcher off, then the queue delays in
+                           ascending order until a longer delay scores lower than the best one
+                           (a longer delay only adds waiting), then at the best delay a
+                           preferred batch size and the smaller max batch sizes
 
 A candidate is also cut short as soon as it cannot beat the incumbent: its concurrency levels are
 measured in ascending order, and once its p99 is over the budget (or, for min-latency, above the
@@ -37,6 +42,7 @@ LOAD_S = {"pytorch": 3.0, "python": 7.0}
 COMPILE_S = 45.0
 OVERHEAD_S = 3.0
 BASELINE_VARIANTS = ("libtorch", "python")  # "the default config": the first of these built
+STAGES = ("1 threads x instances", "2 variants", "3 threads x instances", "4 batching")
 
 
 @dataclass
@@ -107,20 +113,29 @@ class Search:
         return outcomes
 
     def staged(self, o: Outcome) -> None:
-        for s in o.spaces:
-            self.attempt(o, s.default, "1 variants")
-        leaders = self.leaders(o, [s.model.name for s in o.spaces], "after stage 1")
-        for name in leaders:
-            s = o.space_of(name)
-            for instances, threads in s.settings[1:]:
-                self.attempt(o, s.candidate(instances, threads, s.default.batching),
-                             "2 threads x instances")
+        base = o.space_of(o.baseline.model)
+        for instances, threads in base.settings:
+            self.attempt(o, base.candidate(instances, threads, base.default.batching),
+                         STAGES[0])
+        best = self.best(o)
+        setting = (best.candidate.instances, best.candidate.threads) if best else \
+            (base.default.instances, base.default.threads)
+        others = [s for s in o.spaces if s is not base]
+        for s in others:
+            instances, threads = setting if setting in s.settings else s.settings[0]
+            self.attempt(o, s.candidate(instances, threads, s.default.batching), STAGES[1])
+        leaders = self.leaders(o, [s.model.name for s in o.spaces], "after stage 2")
+        for s in others:
+            if s.model.name in leaders:
+                for instances, threads in s.settings:
+                    self.attempt(o, s.candidate(instances, threads, s.default.batching),
+                                 STAGES[2])
         best = self.best(o)
         if best is not None:
             self.batching(o, o.space_of(best.candidate.model), best.candidate)
 
     def batching(self, o: Outcome, s: ModelSpace, around: Candidate) -> None:
-        stage = "3 batching"
+        stage = STAGES[3]
         b0 = around.batching
         options = [b for b in s.batchings if b.max_batch_size]
         if not options:
@@ -338,8 +353,8 @@ def no_winner_error(o: Outcome, objective: Objective, load: str) -> BudgetError:
 
 def stage_bounds(o: Outcome) -> list[tuple[str, int]]:
     """The most candidates each stage of the staged search can measure for one model."""
-    variants = len(o.spaces)
-    settings = sum(len(s.settings) - 1 for s in o.spaces)
+    base = o.space_of(o.baseline.model)
+    others = [s for s in o.spaces if s is not base]
     batching = 0
     for s in o.spaces:
         built = s.default.max_batch_size
@@ -351,8 +366,8 @@ def stage_bounds(o: Outcome) -> list[tuple[str, int]]:
                          (b.preferred_batch_sizes or b.max_batch_size != built))
                      for d in plain), default=0)
         batching = max(batching, max(0, off + len(plain) + extra - 1))
-    return [("1 variants", variants), ("2 threads x instances", settings),
-            ("3 batching", batching)]
+    return [(STAGES[0], len(base.settings)), (STAGES[1], len(others)),
+            (STAGES[2], sum(len(s.settings) - 1 for s in others)), (STAGES[3], batching)]
 
 
 def plan_lines(outcomes: list[Outcome], settings: Settings, budget_s: float) -> list[str]:

@@ -78,8 +78,8 @@ def test_tune_writes_the_verified_winner_and_a_report(tiny_repo, tmp_path, run_c
     assert results.complete and [r["run"] for r in results.runs] == [1]
     variants = {c["variant"] for c in results.candidates}
     assert variants == ({"libtorch", "python"} if PYTORCH_BACKEND else {"python"})
-    assert "plan: " in stderr and "stage 1 variants" in stderr  # the plan comes first
-    assert stderr.index("plan: ") < stderr.index("[tiny_mlp 1 variants]")
+    assert "plan: " in stderr and "stage 1 threads x instances" in stderr  # the plan first
+    assert stderr.index("plan: ") < stderr.index("[tiny_mlp 1 threads x instances]")
     for c in results.candidates:  # every candidate measured once, each point with its CSV
         points = results.points_of(c["key"])
         assert c["complete"] and c["state"] == "measured", c
@@ -91,7 +91,7 @@ def test_tune_writes_the_verified_winner_and_a_report(tiny_repo, tmp_path, run_c
     keys = [(p.candidate, p.concurrency) for p in results.points]
     assert len(keys) == len(set(keys))
     stages = [c["stage"] for c in results.candidates]
-    assert stages[0] == "1 variants" and stages == sorted(stages)
+    assert stages[0] == "1 threads x instances" and stages == sorted(stages)
 
     tune = _check_production(prod, results, tmp_path, run_cli)
     report = (out / "report.md").read_text()
