@@ -8,8 +8,9 @@ Staged (the default), per model:
                            question, and a bad setting (two threads each on two cores shared
                            with other work) can slow any variant down tenfold
     2 variants             each other variant at the best setting of stage 1
-    3 threads x instances  the other settings of the variants within KEEP (85%) of the
-                           incumbent after stage 2; the others are dropped
+    3 threads x instances  for the variants within KEEP (85%) of the incumbent after stage 2
+                           (the others are dropped), the settings of stage 1 within KEEP of its
+                           best
     4 batching             around the best so far: the batcher off, then the queue delays in
                            ascending order until a longer delay scores lower than the best one
                            (a longer delay only adds waiting), then at the best delay a
@@ -117,9 +118,8 @@ class Search:
         for instances, threads in base.settings:
             self.attempt(o, base.candidate(instances, threads, base.default.batching),
                          STAGES[0])
-        best = self.best(o)
-        setting = (best.candidate.instances, best.candidate.threads) if best else \
-            (base.default.instances, base.default.threads)
+        settings = self.good_settings(o, base)
+        setting = settings[0] if settings else (base.default.instances, base.default.threads)
         others = [s for s in o.spaces if s is not base]
         for s in others:
             instances, threads = setting if setting in s.settings else s.settings[0]
@@ -127,12 +127,36 @@ class Search:
         leaders = self.leaders(o, [s.model.name for s in o.spaces], "after stage 2")
         for s in others:
             if s.model.name in leaders:
-                for instances, threads in s.settings:
-                    self.attempt(o, s.candidate(instances, threads, s.default.batching),
-                                 STAGES[2])
+                for instances, threads in settings:
+                    if (instances, threads) in s.settings:
+                        self.attempt(o, s.candidate(instances, threads, s.default.batching),
+                                     STAGES[2])
         best = self.best(o)
         if best is not None:
             self.batching(o, o.space_of(best.candidate.model), best.candidate)
+
+    def good_settings(self, o: Outcome, base: ModelSpace) -> list[tuple[int, int]]:
+        """The (instances, threads) settings of stage 1 within KEEP of its best, best first:
+        the ones worth trying on the other variants. A setting far below the best on the
+        default variant (threads that oversubscribe the cores) is a fact of the machine more
+        than of the variant; the report says which were left out."""
+        measured = []
+        for instances, threads in base.settings:
+            c = base.candidate(instances, threads, base.default.batching)
+            score = self.score_of(o, c)
+            if score is not None:
+                measured.append((score, (instances, threads)))
+        if not measured:
+            return []
+        measured.sort(key=lambda x: -x[0].goodness)
+        best = measured[0][0]
+        good = [setting for score, setting in measured if score.relative(best) >= KEEP]
+        poor = [f"{i} instance(s) × {t} thread(s) ({score.relative(best):.2f}×)"
+                for score, (i, t) in measured if score.relative(best) < KEEP]
+        if poor and len(o.spaces) > 1:
+            o.notes.append(f"not tried on the other variants: {', '.join(poor)} of the best"
+                           f" setting on {base.model.name} in stage 1")
+        return good
 
     def batching(self, o: Outcome, s: ModelSpace, around: Candidate) -> None:
         stage = STAGES[3]

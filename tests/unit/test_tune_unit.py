@@ -31,13 +31,16 @@ from tests.conftest import ROOT
 
 RECORDED = ROOT / "tests" / "data" / "tune" / "tiny_mlp_staged.json"
 RECORDED_GRID = ROOT / "tests" / "data" / "tune" / "tiny_mlp_grid.json"
+# Two more grids of benchmarks/tune_vs_grid.py, from a later, quieter run.
+GRIDS = {"tiny_mlp": ROOT / "tests" / "data" / "tune" / "tiny_mlp_grid_2.json",
+         "resnet18": ROOT / "tests" / "data" / "tune" / "resnet18_grid.json"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def built(tmp: Path, variant: str, **spec) -> BuiltModel:
+def built(tmp: Path, variant: str, name: str = "tiny_mlp", **spec) -> BuiltModel:
     """A model directory as gen-repo build writes it (config, record, two sample cases), with
     a stand-in artifact: enough for everything tune reads without serving."""
-    spec = ModelSpec(name="tiny_mlp", inputs=(TensorSpec("x", "float32", (16,)),),
+    spec = ModelSpec(name=name, inputs=(TensorSpec("x", "float32", (16,)),),
                      outputs=(TensorSpec("output", "float32", (4,)),), **spec)
     v = registry.get(variant)
     name = spec.model_dir_name(variant)
@@ -213,14 +216,14 @@ def recorded_outcome(tmp_path, objective: Objective, budget_s: float = 3600.0,
     return search, Outcome("tiny_mlp", spaces), measurer
 
 
-def grid_outcome(tmp_path, budget_s: float = 3600.0, measurer: Recorded | None = None
-                 ) -> tuple[Search, Outcome, Recorded]:
+def grid_outcome(tmp_path, budget_s: float = 3600.0, measurer: Recorded | None = None,
+                 name: str = "tiny_mlp") -> tuple[Search, Outcome, Recorded]:
     """The search over RECORDED_GRID's space (three variants, concurrency 8)."""
-    spaces = [model_space(built(tmp_path, v), GRID_SPACE, n_cores=2)
+    spaces = [model_space(built(tmp_path, v, name), GRID_SPACE, n_cores=2)
               for v in ("libtorch", "python", "python-aoti")]
     measurer = measurer or Recorded(path=RECORDED_GRID)
     search = Search(Settings(Objective(), (8,), space=GRID_SPACE), measurer, budget_s)
-    return search, Outcome("tiny_mlp", spaces), measurer
+    return search, Outcome(name, spaces), measurer
 
 
 def decide_on_everything_recorded(tmp_path, objective: Objective) -> tuple[Search, Outcome]:
@@ -338,6 +341,26 @@ def test_on_a_recorded_grid_the_staged_search_finds_the_best_in_a_fraction_of_it
                    for n in o.notes)
     stages = [rec.stages[k] for k in rec.asked]
     assert stages == sorted(stages)  # in stage order
+
+
+@pytest.mark.parametrize("name, floor", [
+    ("resnet18", 0.95),
+    # In this grid the three batching-off configs of libtorch are within 8% of each other
+    # (15640, 14775, 14458 infer/s): the staged search takes the one its own stages point to,
+    # 0.945 of the grid's best -- inside the spread of one measurement on a shared machine.
+    ("tiny_mlp", 0.94)])
+def test_on_more_recorded_grids_the_staged_search_stays_within_a_third_of_the_time(
+        tmp_path, name, floor):
+    search, o, rec = grid_outcome(tmp_path, measurer=Recorded(path=GRIDS[name]), name=name)
+    assert {c.key for s in o.spaces for c in s.grid()} == set(rec.records)
+    search.run([o])
+    scores = {k: Objective().score(pts) for k, pts in rec.points.items()}
+    best = max(s.throughput for s in scores.values() if s)
+    assert o.winner.score.throughput >= floor * best
+    spent = sum(rec.records[k]["seconds"] for k in rec.asked)
+    assert spent <= 0.35 * sum(r["seconds"] for r in rec.records.values())
+    default = scores[f"{name}_libtorch/i1-t2-d100-m8"]
+    assert best / default.throughput >= 1.2 and o.winner.score.relative(default) >= 1.2
 
 
 def test_the_time_budget_stops_the_search_and_says_what_was_left(tmp_path):
