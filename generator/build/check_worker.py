@@ -63,6 +63,34 @@ def _run_job(job, inputs, output_names) -> None:
         arrays = {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
         with open(case["out"], "wb") as f:
             np.savez(f, **arrays)
+    if job.get("time_threads"):
+        _time_threads(runtime, model, job, input_names, torch, np)
+
+
+def _time_threads(runtime, model, job, input_names, torch, np) -> None:
+    """Time the forward pass with each thread count at each batch size (rows of the first case,
+    repeated); write {threads: {batch: ms per call}} for the build to choose from."""
+    plan = job["time_threads"]
+    with np.load(job["cases"][0]["inputs"], allow_pickle=False) as data:
+        arrays = [np.ascontiguousarray(data[n]) for n in input_names]
+    timings = {}
+    before = torch.get_num_threads()
+    try:
+        for threads in plan["threads"]:
+            torch.set_num_threads(threads)
+            row = timings.setdefault(str(threads), {})
+            for batch in plan["batch_sizes"]:
+                if plan["batching"]:
+                    tensors = [torch.from_numpy(np.ascontiguousarray(
+                        np.concatenate([a] * -(-batch // a.shape[0]))[:batch])) for a in arrays]
+                else:
+                    tensors = [torch.from_numpy(a) for a in arrays]
+                n, elapsed, _ = runtime.time_forward(model, tensors, plan["seconds"])
+                row[str(batch)] = elapsed / n * 1e3
+    finally:
+        torch.set_num_threads(before)
+    with open(job["timing"], "w") as f:
+        json.dump(timings, f)
 
 
 def main(job_path: str) -> int:
