@@ -285,8 +285,10 @@ def verdict(results: Results) -> list[str]:
         for f in s.floor_shares:
             if f.variant != EAGER_VARIANT:
                 continue
-            split = (f"the floor's {f.floor_p50_ms:.2f} ms + {f.forward_ms:.2f} ms forward pass"
-                     f" (in-process) + {f.overhead_ms:.2f} ms of gen-repo's model.py"
+            split = (f"the floor's {f.floor_p50_ms:.2f} ms + {f.forward_ms:.2f} ms for the forward"
+                     f" pass in a hot in-process loop + {f.overhead_ms:.2f} ms more (model.py's"
+                     " tensor conversions, and the forward pass running with caches cold after"
+                     " each wait for a request)"
                      if f.forward_ms is not None else f"{_x(f.p50_ratio)} the floor's")
             lines.append(
                 f"{base}: {words(FLOOR_VARIANT)} bounds every Python-backend model; at"
@@ -294,6 +296,9 @@ def verdict(results: Results) -> list[str]:
                 f" {_x(f.throughput_ratio)} its throughput, and its p50 at concurrency"
                 f" {f.low_concurrency} ({f.p50_ms:.2f} ms) is {split}"
                 + (" (from points marked unstable: rough numbers)." if f.unstable else "."))
+            bound = _floor_bound(results, base, f)
+            if bound:
+                lines.append(bound)
         for r in s.ceiling_ratios:
             if r.batch_size == min(x.batch_size for x in s.ceiling_ratios):
                 lines.append(
@@ -309,6 +314,22 @@ def verdict(results: Results) -> list[str]:
                 lines.append(f"{base}: {words(variant)} with {hi} instances reaches"
                              f" {_x(per[hi] / per[lo])} its throughput with {lo}.")
     return lines
+
+
+def _floor_bound(results: Results, base: str, f: FloorShare) -> str:
+    """Where the libtorch variant serves more than the floor: no Python-backend model can match
+    it here, whatever its model.py does."""
+    libtorch = models_of(results, base).get("libtorch")
+    floor = models_of(results, base).get(FLOOR_VARIANT)
+    lt = _at(results, libtorch, f.batch_size, f.instances, f.concurrency) if libtorch else None
+    fl = _at(results, floor, f.batch_size, f.instances, f.concurrency)
+    if not lt or not fl or not lt.throughput or fl.throughput >= lt.throughput:
+        return ""
+    return (f"{base}: the libtorch variant serves {lt.throughput:.0f} infer/s at concurrency"
+            f" {f.concurrency}, more than the floor's {fl.throughput:.0f}: no Python-backend"
+            f" model can reach more than {_x(fl.throughput / lt.throughput)} of it here (the"
+            " PyTorch backend runs the model inside the server process; the Python backend"
+            " hands every request to a stub process and back).")
 
 
 def shortfalls(results: Results, s: ModelSummary) -> list[str]:

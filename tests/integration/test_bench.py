@@ -111,7 +111,7 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     # the floor: served beside the variants, each Python-backend variant split against it
     assert models["tiny_mlp_floor"]["derived_from"] == "tiny_mlp_python"
     assert "the Python backend's floor (an identity model, no torch) bounds" in report
-    assert re.search(r"is the floor's [\d.]+ ms \+ [\d.]+ ms forward pass", report)
+    assert re.search(r"is the floor's [\d.]+ ms \+ [\d.]+ ms for the forward pass", report)
     assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == 4
     assert (out / "report.html").read_text().count("<img ") == 4
     assert "results:" in stdout and "reaches" in stdout

@@ -273,7 +273,13 @@ def test_each_python_backend_variant_is_split_against_the_floor():
     assert "mlp_floor" not in {x.model for x in analysis.ceiling_ratios(r, "mlp")}
     assert "mlp_floor" not in analysis.scaling(r, "mlp", 1)
     line = next(v for v in analysis.verdict(r) if "floor" in v)
-    assert "0.60× its throughput" in line and "the floor's 0.80 ms + 0.33 ms forward pass" in line
+    assert "0.60× its throughput" in line and "the floor's 0.80 ms + 0.33 ms for the forward" in line
+    assert not any("no Python-backend model can reach" in v for v in analysis.verdict(r))
+    # a libtorch variant faster than the floor: the report says no Python model can match it
+    r.points += [_point("mlp_libtorch", "libtorch", 1, 2000.0), _point("mlp_libtorch",
+                                                                       "libtorch", 8, 3000.0)]
+    bound = next(v for v in analysis.verdict(r) if "no Python-backend model can reach" in v)
+    assert "more than 0.50× of it here" in bound
 
 
 def test_the_ceiling_includes_the_batches_the_dynamic_batcher_may_form():
