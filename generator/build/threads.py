@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ..spec import ModelSpec
 
 TOLERANCE = 1.10  # more threads must be >10 % faster (mean over the batch sizes) to be chosen
-SECONDS = 0.3  # per (threads, batch) setting: 2 slices, the faster counts
+SECONDS = 0.4  # per (threads, batch) setting, in two passes of 2 slices: the fastest counts
 SHARE = "share"  # measured_threads when the most threads measured were the fastest
 
 
