@@ -46,7 +46,9 @@ class CheckResult:
     max_abs: float = 0.0
     tip: str | None = None
     notes: list[str] = field(default_factory=list)  # what the runtime logged while loading
-    thread_timings: dict | None = None  # {threads: {batch: ms}} when the job asked for them
+    # {memory format: {threads: {batch: ms}}} when the job asked for them (formats whose answers
+    # match eager only)
+    thread_timings: dict | None = None
 
 
 def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
@@ -122,6 +124,13 @@ def _result(spec, wj, cases, references, crashed, block) -> CheckResult:
         return CheckResult(False, f"differs from eager — {detail}", comparisons, worst,
                            VALUES_TIP, notes)
     timing = Path(wj["timing"])
+    timings = json.loads(timing.read_text()) if timing.is_file() else None
+    if timings and "channels_last" in timings:
+        cl = [compare(load_npz(Path(c["out"].replace(".npz", "_cl.npz"))), references[case.name],
+                      spec.atol, spec.rtol) for case, c in zip(cases, wj["cases"])]
+        if not all(r.ok for r in cl):  # faster is no use if it answers differently
+            del timings["channels_last"]
+            notes.append("channels_last weights answer outside the tolerances: not used ("
+                         + "; ".join(r.summary() for r in cl if not r.ok) + ")")
     return CheckResult(True, f"matches eager on {len(cases)} inputs (max abs err {worst:.1e})",
-                       comparisons, worst, notes=notes,
-                       thread_timings=json.loads(timing.read_text()) if timing.is_file() else None)
+                       comparisons, worst, notes=notes, thread_timings=timings)

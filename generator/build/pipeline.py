@@ -29,7 +29,6 @@ from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
 from .sources import load_model
-from ..runtime.model import MEASURED_THREADS
 from ..spec import ModelSpec
 from ..table import render as render_table
 from ..variants import registry
@@ -332,7 +331,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
     parameters = dict(artifact.config_parameters)
     choice = threads.choose(check.thread_timings) if check.ok and check.thread_timings else None
     if choice:
-        parameters[MEASURED_THREADS] = choice.parameter
+        parameters.update(choice.parameters)
         notes = notes + [choice.note()]
     try:
         if not check.ok:
@@ -350,7 +349,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
             "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
             "export_seconds": round(staged.export_s, 2),
             "export_method": artifact.method,
-            "threads": choice.record() if choice else None,
+            "forward_pass": choice.record() if choice else None,
             "notes": shared_notes + notes,
         }
         (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")

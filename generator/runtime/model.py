@@ -135,12 +135,27 @@ def load_model(version_dir, params, device="cpu", inputs=(), log=print):
     if loader is None:
         raise ArtifactError(f"unknown loader {params['loader']!r}; known: {sorted(LOADERS)}")
     model = loader(path, device)
+    if params.get(MEMORY_FORMAT) == CHANNELS_LAST:
+        model = to_channels_last(model)
     if params.get("compile_mode"):
         model = compile_model(model, version_dir, params, list(inputs), device, log)
     return model
 
 
 MEASURED_THREADS = "measured_threads"  # config parameter: the build's timed choice
+MEMORY_FORMAT, CHANNELS_LAST = "memory_format", "channels_last"  # likewise timed at build
+
+
+def has_conv_weights(model) -> bool:
+    """Whether the model holds 4-D weights (2-D convolutions): channels_last may speed it up."""
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def to_channels_last(model):
+    """The eager model with its 4-D weights in channels_last layout: oneDNN's convolutions on
+    CPU run faster on it (inputs stay as sent; the answers agree within float rounding, which the
+    build checks)."""
+    return model.to(memory_format=torch.channels_last)
 
 
 def threads_for(params, instance_groups):
