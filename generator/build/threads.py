@@ -23,7 +23,7 @@ from ..runtime.model import CHANNELS_LAST, MEASURED_THREADS, MEMORY_FORMAT
 from ..spec import ModelSpec
 
 TOLERANCE = 1.10  # a more complex setting must be >10 % faster (mean over the batch sizes)
-SECONDS = 0.45  # per (layout, threads, batch) setting, in three passes: the fastest slice counts
+SECONDS = 0.25  # per (layout, threads, batch) setting, in three passes: the fastest slice counts
 SHARE = "share"  # measured_threads when the most threads measured were the fastest
 CONTIGUOUS = "contiguous"
 
