@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from .results import UNSTABLE, Point, Results
 
 EAGER_VARIANT = "python"
+FLOOR_VARIANT = "floor"  # the Python backend's own cost (bench/workspace.py derive_floor)
 TORCHSCRIPT_VARIANTS = ("libtorch", "python-ts")  # the first one measured is "TorchScript"
 VARIANT_WORDS = {
     "python": "the eager Python variant",
     "libtorch": "the TorchScript variant (PyTorch backend)",
     "python-ts": "TorchScript through the Python backend (python-ts)",
+    "floor": "the Python backend's floor (an identity model, no torch)",
 }
 KIND_OF_VARIANT = {"python": "eager", "python-ts": "torchscript", "libtorch": "torchscript"}
 BREAKDOWN = (("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
@@ -65,10 +67,37 @@ class CeilingRatio:
 
 
 @dataclass
+class FloorShare:
+    """A Python-backend variant against the floor: the backend's own cost, the forward pass, and
+    what the variant's model.py adds (latency at low concurrency), and throughput at the top."""
+
+    model: str
+    variant: str
+    batch_size: int
+    instances: int
+    concurrency: int  # where throughput is compared
+    low_concurrency: int  # where p50 is split
+    throughput_ratio: float | None  # variant / floor
+    p50_ratio: float | None  # variant / floor
+    floor_p50_ms: float
+    p50_ms: float
+    forward_ms: float | None  # one forward pass in-process at the request's batch and threads
+    unstable: bool = False
+
+    @property
+    def overhead_ms(self) -> float | None:
+        """What the variant adds beyond the backend's floor and its forward pass."""
+        if self.forward_ms is None:
+            return None
+        return self.p50_ms - self.floor_p50_ms - self.forward_ms
+
+
+@dataclass
 class ModelSummary:
     base: str
     comparisons: list[Comparison] = field(default_factory=list)
     ceiling_ratios: list[CeilingRatio] = field(default_factory=list)
+    floor_shares: list[FloorShare] = field(default_factory=list)
     scaling: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> inst -> best
     shortfalls: list[str] = field(default_factory=list)
 
@@ -82,6 +111,43 @@ def models_of(results: Results, base: str) -> dict[str, str]:
     for m in results.models:
         if m.get("base") == base and results.measured(model=m["name"]):
             out.setdefault(m["variant"], m["name"])
+    return out
+
+
+def served_variants(results: Results, base: str) -> dict[str, str]:
+    """models_of without the floor (a yardstick, not a way to serve the model)."""
+    return {v: m for v, m in models_of(results, base).items() if v != FLOOR_VARIANT}
+
+
+def floor_shares(results: Results, base: str, batch: int, inst: int,
+                 target_concurrency: int = 8) -> list[FloorShare]:
+    """Each Python-backend variant of ``base`` against its floor at one batch and instance count."""
+    variants = models_of(results, base)
+    floor = variants.get(FLOOR_VARIANT)
+    if not floor:
+        return []
+    floor_conc = {p.concurrency for p in results.measured(model=floor, batch_size=batch,
+                                                         instances=inst)}
+    out = []
+    for variant, model in variants.items():
+        if variant == FLOOR_VARIANT or results.model_info(model).get("backend") != "python":
+            continue
+        both = sorted(floor_conc & {p.concurrency for p in results.measured(
+            model=model, batch_size=batch, instances=inst)})
+        if not both:
+            continue
+        hi = target_concurrency if target_concurrency in both else max(both)
+        lo = min(both)
+        f_hi, v_hi = _at(results, floor, batch, inst, hi), _at(results, model, batch, inst, hi)
+        f_lo, v_lo = _at(results, floor, batch, inst, lo), _at(results, model, batch, inst, lo)
+        forward = [c["p50_ms"] for c in results.ceiling if c["model"] == base
+                   and c["kind"] == KIND_OF_VARIANT.get(variant) and c["batch_size"] == batch
+                   and c["threads"] == v_lo.threads]
+        out.append(FloorShare(
+            model, variant, batch, inst, hi, lo, _ratio(v_hi.throughput, f_hi.throughput),
+            _ratio(v_lo.get("p50_us"), f_lo.get("p50_us")), (f_lo.get("p50_us") or 0) / 1000,
+            (v_lo.get("p50_us") or 0) / 1000, forward[0] if forward else None,
+            any(p.status == UNSTABLE for p in (f_hi, v_hi, f_lo, v_lo))))
     return out
 
 
@@ -146,7 +212,7 @@ def best_ceiling(results: Results, base: str, batch: int, kind: str | None = Non
 
 def ceiling_ratios(results: Results, base: str) -> list[CeilingRatio]:
     out = []
-    for variant, model in models_of(results, base).items():
+    for variant, model in served_variants(results, base).items():
         for batch in sorted({p.batch_size for p in results.measured(model=model)}):
             ceiling = best_ceiling(results, base, batch)
             if not ceiling:
@@ -164,7 +230,7 @@ def ceiling_ratios(results: Results, base: str) -> list[CeilingRatio]:
 def scaling(results: Results, base: str, batch: int) -> dict[str, dict[int, float]]:
     """model -> {instances: best throughput over concurrency} at one batch size."""
     out: dict[str, dict[int, float]] = {}
-    for model in models_of(results, base).values():
+    for model in served_variants(results, base).values():
         for p in results.measured(model=model, batch_size=batch):
             row = out.setdefault(model, {})
             row[p.instances] = max(row.get(p.instances, 0.0), p.throughput)
@@ -184,6 +250,7 @@ def summarize(results: Results, base: str) -> ModelSummary:
             if c.throughput_ratio is not None:
                 s.comparisons.append(c)
     s.ceiling_ratios = ceiling_ratios(results, base)
+    s.floor_shares = floor_shares(results, base, batches[0], instances[0])
     s.scaling = scaling(results, base, batches[0])
     s.shortfalls = shortfalls(results, s)
     return s
@@ -215,6 +282,23 @@ def verdict(results: Results) -> list[str]:
             have = ", ".join(models_of(results, base).values())
             lines.append(f"{base}: only {have} measured, so there is no eager-vs-TorchScript"
                          " comparison.")
+        for f in s.floor_shares:
+            if f.variant != EAGER_VARIANT:
+                continue
+            split = (f"the floor's {f.floor_p50_ms:.2f} ms + {f.forward_ms:.2f} ms for the forward"
+                     f" pass in a hot in-process loop + {f.overhead_ms:.2f} ms more (model.py's"
+                     " tensor conversions, and the forward pass running with caches cold after"
+                     " each wait for a request)"
+                     if f.forward_ms is not None else f"{_x(f.p50_ratio)} the floor's")
+            lines.append(
+                f"{base}: {words(FLOOR_VARIANT)} bounds every Python-backend model; at"
+                f" concurrency {f.concurrency} {words(f.variant)} reaches"
+                f" {_x(f.throughput_ratio)} its throughput, and its p50 at concurrency"
+                f" {f.low_concurrency} ({f.p50_ms:.2f} ms) is {split}"
+                + (" (from points marked unstable: rough numbers)." if f.unstable else "."))
+            bound = _floor_bound(results, base, f)
+            if bound:
+                lines.append(bound)
         for r in s.ceiling_ratios:
             if r.batch_size == min(x.batch_size for x in s.ceiling_ratios):
                 lines.append(
@@ -230,6 +314,22 @@ def verdict(results: Results) -> list[str]:
                 lines.append(f"{base}: {words(variant)} with {hi} instances reaches"
                              f" {_x(per[hi] / per[lo])} its throughput with {lo}.")
     return lines
+
+
+def _floor_bound(results: Results, base: str, f: FloorShare) -> str:
+    """Where the libtorch variant serves more than the floor: no Python-backend model can match
+    it here, whatever its model.py does."""
+    libtorch = models_of(results, base).get("libtorch")
+    floor = models_of(results, base).get(FLOOR_VARIANT)
+    lt = _at(results, libtorch, f.batch_size, f.instances, f.concurrency) if libtorch else None
+    fl = _at(results, floor, f.batch_size, f.instances, f.concurrency)
+    if not lt or not fl or not lt.throughput or fl.throughput >= lt.throughput:
+        return ""
+    return (f"{base}: the libtorch variant serves {lt.throughput:.0f} infer/s at concurrency"
+            f" {f.concurrency}, more than the floor's {fl.throughput:.0f}: no Python-backend"
+            f" model can reach more than {_x(fl.throughput / lt.throughput)} of it here (the"
+            " PyTorch backend runs the model inside the server process; the Python backend"
+            " hands every request to a stub process and back).")
 
 
 def shortfalls(results: Results, s: ModelSummary) -> list[str]:

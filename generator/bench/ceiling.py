@@ -157,42 +157,6 @@ def _rows(samples: dict, inputs: list[dict], batching: bool, batch_size: int):
     return out
 
 
-def slicing(seconds: float) -> tuple[int, int]:
-    """(slices, least calls per slice) for ``seconds`` per setting: the time of one setting is
-    cut into slices and the ceiling is the best slice. A short first look (--quick, under a
-    second per setting) takes 2 slices of at least 1 call, so a big model at batch 8 costs a
-    few forward passes, not a dozen."""
-    return (4, 3) if seconds >= 1 else (2, 1)
-
-
-def _time_loop(model, tensors, seconds: float, run_batch) -> tuple[int, float, list[float]]:
-    """(calls, seconds, per-call times) of the fastest slice of ``seconds``.
-
-    The best slice, not the mean: the ceiling is what the machine can do, and on a machine that
-    other work shares a slice that coincides with a burst of that work says nothing about it.
-    """
-    slices, least = slicing(seconds)
-    warm_until = time.perf_counter() + seconds / 10
-    for i in range(1000):  # warm-up: first calls allocate and (TorchScript) optimise
-        run_batch(model, tensors)
-        if i + 1 >= least and time.perf_counter() >= warm_until:
-            break
-    best: tuple[int, float, list[float]] | None = None
-    for _ in range(slices):
-        times = []
-        start = time.perf_counter()
-        while True:
-            t = time.perf_counter()
-            run_batch(model, tensors)
-            times.append(time.perf_counter() - t)
-            if time.perf_counter() - start >= seconds / slices and len(times) >= least:
-                break
-        sliced = (len(times), time.perf_counter() - start, times)
-        if best is None or sliced[0] / sliced[1] > best[0] / best[1]:
-            best = sliced
-    return best
-
-
 def worker(job: dict) -> list[dict]:
     from ..runtime import model as runtime  # first: the runtime may set up threading env
 
@@ -222,7 +186,7 @@ def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
         torch.set_num_threads(threads)
         for b in (job["batch_sizes"] if a.batching else [1]):
             tensors = _rows(samples, inputs, a.batching, b)
-            n, elapsed, times = _time_loop(model, tensors, job["seconds"], runtime.run_batch)
+            n, elapsed, times = runtime.time_forward(model, tensors, job["seconds"])
             points.append(CeilingPoint(a.model, a.kind, a.source, b, threads, n * b / elapsed,
                                        statistics.median(times) * 1e3, n).to_dict())
     return points

@@ -37,6 +37,7 @@ class BenchOptions:
     url: str | None = None  # a running server; None: bench starts its own
     repo: Path = Path("model_repository")  # local models (artifacts for the ceiling, samples)
     quick: bool = False
+    floor: bool = True  # serve the Python backend's floor beside the variants
 
 
 QUICK = dict(concurrency=(1, 8), batch_sizes=(1,), instances=(1,),
@@ -126,6 +127,9 @@ def _managed(opts: BenchOptions, models: list[BuiltModel], work: Path):
         bench_models, notes = workspace.with_python_ts(copies, copy_dir)
     else:
         bench_models, notes = [BenchModel(c) for c in copies], []
+    if opts.floor and target.missing_backend_reason("python") is None:
+        bench_models, floor_notes = workspace.with_floor(bench_models, copy_dir)
+        notes += floor_notes
     return target, bench_models, notes
 
 

@@ -18,7 +18,7 @@ from .. import progress
 from ..serve.server import READY
 from . import perf_analyzer as pa
 from .results import FAILED, OK, UNSTABLE, Point, Results
-from .workspace import BenchModel, config_parameters, instances_of
+from .workspace import FLOOR, BenchModel, config_parameters, instances_of
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def threads_per_instance(model: BenchModel) -> int | None:
     if model.built.backend == "pytorch":
         value = config_parameters(model.built).get("INTRA_OP_THREAD_COUNT")
         return int(value) if value else None
-    if model.built.backend != "python":
+    if model.built.backend != "python" or model.variant == FLOOR:
         return None
     from ..runtime.model import threads_for
 

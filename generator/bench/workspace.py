@@ -20,8 +20,11 @@ from ..build import layout
 from ..errors import RepositoryError
 from ..build.layout import BuiltModel
 
-LIBTORCH, PYTHON, PYTHON_TS = "libtorch", "python", "python-ts"
-DERIVED_NOTE = "derived by gen-repo bench from {src} (same model.pt)"
+LIBTORCH, PYTHON, PYTHON_TS, FLOOR = "libtorch", "python", "python-ts", "floor"
+DERIVED_NOTE = "derived by gen-repo bench from {src}"
+FLOOR_MODEL = Path(__file__).resolve().parent.parent / "runtime" / "floor.py"
+FLOOR_LABEL = ("the Python backend's floor: an identity model (inputs read, zeros answered, no"
+               " torch) -- no Python-backend model can be faster")
 
 
 @dataclass
@@ -66,6 +69,38 @@ def copy_models(models: list[BuiltModel], dest: Path) -> list[BuiltModel]:
     return out
 
 
+def _derive(source: BuiltModel, dest: Path, name: str, model_py: Path,
+            parameters: dict[str, str], record: dict, links: tuple[str, ...] = ()) -> BuiltModel:
+    """Write ``dest/name``: a Python-backend model with ``source``'s inputs, outputs, batching and
+    instance groups, ``model_py`` as its 1/model.py, ``parameters`` as its config parameters, the
+    source's stored samples and references, and the version-dir files ``links`` (hard links)."""
+    from google.protobuf import text_format
+
+    target = dest / name
+    if target.exists():
+        shutil.rmtree(target)
+    version = target / layout.VERSION
+    version.mkdir(parents=True)
+    for f in links:
+        layout.link_or_copy(source.path / layout.VERSION / f, version / f)
+    shutil.copyfile(model_py, version / "model.py")
+    for f in source.path.glob("gen_repo_*.npz"):
+        layout.link_or_copy(f, target / f.name)
+    config = source.config.__class__()
+    config.CopyFrom(source.config)
+    config.name = name
+    config.ClearField("platform")
+    config.backend = "python"
+    config.ClearField("parameters")
+    for key, value in sorted(parameters.items()):
+        config.parameters[key].string_value = value
+    (target / layout.RECORD).write_text(json.dumps(dict(record, model_name=name,
+                                                        derived_from=source.name), indent=1))
+    layout.write_atomic(target / layout.CONFIG, f"# {DERIVED_NOTE.format(src=source.name)}\n"
+                        + text_format.MessageToString(config))
+    return BuiltModel(target)
+
+
 def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
     """Write ``<name>_python_ts`` into ``dest``: the libtorch model.pt behind the Python backend.
 
@@ -73,9 +108,7 @@ def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
     parameters are those the build recorded for loading the artifact (loader torchscript, the
     artifact's SHA-256) plus the thread setting, as the python-ts variant of gen-repo build writes.
     """
-    from google.protobuf import text_format
-
-    from ..variants.base import install_runtime, python_backend_parameters
+    from ..variants.base import RUNTIME_MODEL, python_backend_parameters
 
     record = libtorch.record
     load_params = record.get("load_params")
@@ -86,34 +119,25 @@ def derive_python_ts(libtorch: BuiltModel, dest: Path) -> BuiltModel:
             "Rebuild it with gen-repo build (add --variants libtorch,python,python-ts to build the"
             " python-ts variant directly).")
     spec = libtorch.spec
-    name = spec.model_dir_name(PYTHON_TS)
-    target = dest / name
-    if target.exists():
-        shutil.rmtree(target)
-    version = target / layout.VERSION
-    version.mkdir(parents=True)
-    src_version = libtorch.path / layout.VERSION
-    artifact = load_params["artifact"]
-    layout.link_or_copy(src_version / artifact, version / artifact)
-    install_runtime(version)
-    for f in libtorch.path.glob("gen_repo_*.npz"):
-        layout.link_or_copy(f, target / f.name)
+    return _derive(libtorch, dest, spec.model_dir_name(PYTHON_TS), RUNTIME_MODEL,
+                   python_backend_parameters(spec, load_params),
+                   dict(record, variant=PYTHON_TS, label=_python_ts_label()),
+                   links=(load_params["artifact"],))
 
-    config = libtorch.config.__class__()
-    config.CopyFrom(libtorch.config)
-    config.name = name
-    config.ClearField("platform")
-    config.backend = "python"
-    config.ClearField("parameters")
-    for key, value in sorted(python_backend_parameters(spec, load_params).items()):
-        config.parameters[key].string_value = value
-    new_record = dict(record, variant=PYTHON_TS, model_name=name,
-                      label=_python_ts_label(), derived_from=libtorch.name)
-    (target / layout.RECORD).write_text(json.dumps(new_record, indent=1))
-    layout.write_atomic(target / layout.CONFIG,
-                 f"# {DERIVED_NOTE.format(src=libtorch.name)}\n"
-                 + text_format.MessageToString(config))
-    return BuiltModel(target)
+
+def derive_floor(python_model: BuiltModel, dest: Path) -> BuiltModel:
+    """Write ``<name>_floor`` into ``dest``: the Python backend's floor for this model -- its
+    inputs read, zeros of its outputs' shapes answered, no torch (runtime/floor.py)."""
+    spec = python_model.spec
+    first = python_model.cases()[0][2]  # reference outputs of the first case, as served
+    lead = 1 if spec.batching else 0
+    outputs = [[t.name, str(first[t.name].dtype), list(first[t.name].shape[lead:])]
+               for t in spec.outputs]
+    record = {k: v for k, v in python_model.record.items() if k not in ("load_params",
+                                                                          "artifacts")}
+    return _derive(python_model, dest, spec.model_dir_name(FLOOR), FLOOR_MODEL,
+                   {"floor_outputs": json.dumps(outputs, separators=(",", ":"))},
+                   dict(record, variant=FLOOR, label=FLOOR_LABEL))
 
 
 def _python_ts_label() -> str:
@@ -141,8 +165,27 @@ def with_python_ts(models: list[BuiltModel], dest: Path) -> tuple[list[BenchMode
             continue
         derived = derive_python_ts(m, dest)
         out.append(BenchModel(derived, derived_from=m.name))
-        notes.append(f"{derived.name}: {DERIVED_NOTE.format(src=m.name)}, because the server has"
-                     " no PyTorch backend; it stands in for TorchScript in the comparison")
+        notes.append(f"{derived.name}: {DERIVED_NOTE.format(src=m.name)} (same model.pt),"
+                     " because the server has no PyTorch backend; it stands in for TorchScript in"
+                     " the comparison")
+    return out, notes
+
+
+def with_floor(models: list[BenchModel], dest: Path) -> tuple[list[BenchModel], list[str]]:
+    """Add the Python backend's floor (derive_floor) for each model base that has a gen-repo
+    Python-backend variant: from its eager python variant when there is one."""
+    out, notes, done = list(models), [], set()
+    candidates = sorted((m for m in models if m.built.backend == "python"
+                         and m.built.built_by_gen_repo and not m.derived_from),
+                        key=lambda m: m.variant != PYTHON)
+    for m in candidates:
+        if m.base_name in done:
+            continue
+        done.add(m.base_name)
+        floor = derive_floor(m.built, dest)
+        out.append(BenchModel(floor, derived_from=m.name))
+        notes.append(f"{floor.name}: {FLOOR_LABEL}; {DERIVED_NOTE.format(src=m.name)} (same"
+                     " inputs, outputs, batching and instances)")
     return out, notes
 
 

@@ -35,6 +35,7 @@ class CheckJob:
     version_dir: Path
     load_params: dict[str, str]
     python_backend: bool  # check through the model.py copied beside the artifact
+    time_threads: dict | None = None  # threads.plan(): also time the forward pass per thread count
 
 
 @dataclass
@@ -45,6 +46,9 @@ class CheckResult:
     max_abs: float = 0.0
     tip: str | None = None
     notes: list[str] = field(default_factory=list)  # what the runtime logged while loading
+    # {memory format: {threads: {batch: ms}}} when the job asked for them (formats whose answers
+    # match eager only)
+    thread_timings: dict | None = None
 
 
 def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
@@ -74,7 +78,9 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
             worker_jobs.append({
                 "runtime": str(runtime), "version_dir": str(job.version_dir),
                 "params": job.load_params, "error": str(tmp / f"{i}_error.json"),
-                "log": str(tmp / f"{i}_log.txt"),
+                "log": str(tmp / f"{i}_log.txt"), "timing": str(tmp / f"{i}_timing.json"),
+                "time_threads": job.time_threads and {**job.time_threads,
+                                                      "batching": spec.batching},
                 "cases": [{"inputs": str(inputs[c.name]), "out": str(tmp / f"{i}_{c.name}.npz")}
                           for c in cases]})
         spec_json = {"block": block, "jobs": worker_jobs, "threads": os.cpu_count() or 1,
@@ -117,5 +123,14 @@ def _result(spec, wj, cases, references, crashed, block) -> CheckResult:
         detail = "; ".join(f"case {c}: {r.summary()}" for c, r in bad.items())
         return CheckResult(False, f"differs from eager — {detail}", comparisons, worst,
                            VALUES_TIP, notes)
+    timing = Path(wj["timing"])
+    timings = json.loads(timing.read_text()) if timing.is_file() else None
+    if timings and "channels_last" in timings:
+        cl = [compare(load_npz(Path(c["out"].replace(".npz", "_cl.npz"))), references[case.name],
+                      spec.atol, spec.rtol) for case, c in zip(cases, wj["cases"])]
+        if not all(r.ok for r in cl):  # faster is no use if it answers differently
+            del timings["channels_last"]
+            notes.append("channels_last weights answer outside the tolerances: not used ("
+                         + "; ".join(r.summary() for r in cl if not r.ok) + ")")
     return CheckResult(True, f"matches eager on {len(cases)} inputs (max abs err {worst:.1e})",
-                       comparisons, worst, notes=notes)
+                       comparisons, worst, notes=notes, thread_timings=timings)

@@ -15,6 +15,8 @@ import re
 import sys
 import traceback
 
+PASSES = 3  # over the thread counts when timing the forward pass
+
 
 class _Block(importlib.abc.MetaPathFinder):
     """Make the user's modules unimportable: the archive must carry its own code."""
@@ -63,6 +65,51 @@ def _run_job(job, inputs, output_names) -> None:
         arrays = {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
         with open(case["out"], "wb") as f:
             np.savez(f, **arrays)
+    if job.get("time_threads"):
+        models = {"contiguous": model}
+        if job["params"].get("loader") == "package" and runtime.has_conv_weights(model):
+            models[runtime.CHANNELS_LAST] = runtime.to_channels_last(
+                runtime.load_model(job["version_dir"], job["params"], "cpu", inputs, log))
+            for case in job["cases"]:  # its answers, for the build to check before choosing it
+                with np.load(case["inputs"], allow_pickle=False) as data:
+                    tensors = [torch.from_numpy(np.ascontiguousarray(data[n]))
+                               for n in input_names]
+                outs = runtime.run_batch(models[runtime.CHANNELS_LAST], tensors)
+                with open(case["out"].replace(".npz", "_cl.npz"), "wb") as f:
+                    np.savez(f, **{n: o.detach().cpu().numpy() for n, o in zip(output_names,
+                                                                                 outs)})
+        timings = {fmt: _time_threads(runtime, m, job, input_names, torch, np)
+                   for fmt, m in models.items()}
+        with open(job["timing"], "w") as f:
+            json.dump(timings, f)
+
+
+def _time_threads(runtime, model, job, input_names, torch, np) -> dict:
+    """Time the forward pass with each thread count at each batch size (rows of the first case,
+    repeated): {threads: {batch: ms per call}}, for the build to choose from. Three passes over
+    the thread counts, the fastest of each kept: a burst of other work on the machine then does
+    not decide for one count alone."""
+    plan = job["time_threads"]
+    with np.load(job["cases"][0]["inputs"], allow_pickle=False) as data:
+        arrays = [np.ascontiguousarray(data[n]) for n in input_names]
+    timings = {}
+    before = torch.get_num_threads()
+    try:
+        for threads in plan["threads"] * PASSES:
+            torch.set_num_threads(threads)
+            row = timings.setdefault(str(threads), {})
+            for batch in plan["batch_sizes"]:
+                if plan["batching"]:
+                    tensors = [torch.from_numpy(np.ascontiguousarray(
+                        np.concatenate([a] * -(-batch // a.shape[0]))[:batch])) for a in arrays]
+                else:
+                    tensors = [torch.from_numpy(a) for a in arrays]
+                n, elapsed, _ = runtime.time_forward(model, tensors, plan["seconds"] / PASSES)
+                ms = elapsed / n * 1e3
+                row[str(batch)] = min(ms, row.get(str(batch), ms))
+    finally:
+        torch.set_num_threads(before)
+    return timings
 
 
 def main(job_path: str) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress
-from . import capacity, layout, rows
+from . import capacity, layout, rows, threads
 from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
 from .compare import compare
@@ -252,10 +252,10 @@ class Staged:
     export_s: float
     start: float
 
-    @property
-    def job(self) -> CheckJob:
-        return CheckJob(self.staging / layout.VERSION, self.artifact.load_params,
-                        self.variant.engine.value == "python")
+    def job(self, spec: ModelSpec) -> CheckJob:
+        python_backend = self.variant.engine.value == "python"
+        return CheckJob(self.staging / layout.VERSION, self.artifact.load_params, python_backend,
+                        threads.plan(self.variant.served_spec(spec)) if python_backend else None)
 
 
 def stage_variant(ctx: ExportContext, variant_name: str) -> Staged | VariantResult:
@@ -290,6 +290,11 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
     """Record, config.pbtxt last, then rename into the repository — or discard on a failed check."""
     spec, variant, artifact = ctx.spec, staged.variant, staged.artifact
     notes = artifact.notes + check.notes
+    parameters = dict(artifact.config_parameters)
+    choice = threads.choose(check.thread_timings) if check.ok and check.thread_timings else None
+    if choice:
+        parameters.update(choice.parameters)
+        notes = notes + [choice.note()]
     try:
         if not check.ok:
             return VariantResult(variant.name, staged.model_name, "FAILED",
@@ -306,11 +311,11 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
             "check": {"ok": True, "detail": check.detail, "max_abs": check.max_abs},
             "export_seconds": round(staged.export_s, 2),
             "export_method": artifact.method,
+            "forward_pass": choice.record() if choice else None,
             "notes": shared_notes + notes,
         }
         (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        text, _ = render(served, variant.name, staged.model_name, variant.engine,
-                         artifact.config_parameters)
+        text, _ = render(served, variant.name, staged.model_name, variant.engine, parameters)
         (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
         layout.swap_in(staged.staging, Path(spec.out) / staged.model_name)
         detail = (f"{artifact.method}; " if artifact.method else "") \
@@ -331,7 +336,7 @@ def build_variants(ctx: ExportContext, command: list[str],
         if ready:
             with progress.step(f"checking {', '.join(s.variant.name for s in ready)} in a fresh"
                                " process"):
-                checks = check_artifacts(ctx.spec, [s.job for s in ready], ctx.cases,
+                checks = check_artifacts(ctx.spec, [s.job(ctx.spec) for s in ready], ctx.cases,
                                          ctx.references, [*ctx.user_modules, ctx.wrapper_module])
     except BaseException:
         for s in ready:

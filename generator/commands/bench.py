@@ -49,6 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ceiling-seconds", type=float, default=None, metavar="S",
                    help="in-process ceiling: seconds per setting (default 3; --quick 0.5)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the in-process ceiling")
+    p.add_argument("--no-floor", action="store_true",
+                   help="do not serve the Python backend's floor (an identity model, no torch)"
+                        " beside the variants")
     p.add_argument("--python-ts", choices=("auto", "yes", "no"), default="auto",
                    help="serve a libtorch model's model.pt through the Python backend too (auto:"
                         " when the server has no PyTorch backend)")
@@ -77,7 +80,8 @@ def options_from_args(args):
         args.ceiling_seconds if args.ceiling_seconds is not None else preset["ceiling_seconds"])
     return BenchOptions(plan=plan, out=Path(args.out), ceiling_seconds=seconds,
                         python_ts=args.python_ts, backend_dirs=args.backend_directory,
-                        url=args.url, repo=Path(args.repo), quick=args.quick)
+                        url=args.url, repo=Path(args.repo), quick=args.quick,
+                        floor=not args.no_floor)
 
 
 def run(args) -> int:

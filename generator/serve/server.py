@@ -39,7 +39,7 @@ READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
 EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
 PYTORCH_BACKEND_TIP = (
     "the embedded tritonserver (from the nvidia-pytriton wheel) has no PyTorch backend: serve this"
-    f" model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR (or"
+    " model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR (or"
     f" set {BACKEND_DIRS_ENV}=DIR) with a pytorch backend (e.g. a copy of"
     " /opt/tritonserver/backends from that image)")
 BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
@@ -262,7 +262,12 @@ class TritonServer:
     def __enter__(self) -> "TritonServer":
         self.ports.check_free()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with progress.step(f"starting {self.kind} (log: {self.log_path})"):
+        self._boot("starting")
+        return self
+
+    def _boot(self, verb: str) -> None:
+        """Start the server process and wait until it is live; stop it on any failure."""
+        with progress.step(f"{verb} {self.kind} (log: {self.log_path})"):
             self._started = True  # first: an interrupt (Ctrl-C, SIGTERM) inside _start stops
             try:                  # whatever it got going
                 self._start()
@@ -270,7 +275,6 @@ class TritonServer:
             except BaseException:
                 self.stop()
                 raise
-        return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -408,15 +412,9 @@ class TritonServer:
         tensor creation throws where nothing catches it (std::terminate, SIGABRT).
         """
         models = list(self._loaded.values())
-        with progress.step(f"restarting {self.kind} (log: {self.log_path})"):
-            self._stop()  # reap it and whatever it left behind (its stubs)
-            self._loaded, self._stubs, self._inter_op_by = {}, {}, None
-            self._start()
-            try:
-                self._wait_live()
-            except BaseException:
-                self.stop()
-                raise
+        self._stop()  # reap it and whatever it left behind (its stubs)
+        self._loaded, self._stubs, self._inter_op_by = {}, {}, None
+        self._boot("restarting")
         return self.load(models)
 
     def revive(self) -> list[ModelStatus]:

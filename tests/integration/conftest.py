@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,7 +20,7 @@ from generator.build import layout
 from generator.cli import main
 from generator.serve.server import EmbeddedServer, Ports, free_ports
 from generator.serve.triton_install import BACKEND_DIRS_ENV, backends_in, default_backend_dirs
-from tests.conftest import fixture_source
+from tests.conftest import ROOT, fixture_source
 from tests.fixtures.models import INPUTS
 
 
@@ -121,6 +124,31 @@ def embedded_server(repo: Path, log_dir: Path, models=None, **kw):
                         **kw) as server:
         statuses = server.load(models if models is not None else layout.list_models(repo))
         yield server, {s.name: s for s in statuses}
+
+
+@contextlib.contextmanager
+def serve_process(repo: Path, log: Path, *args: str):
+    """The real `gen-repo serve` of ``repo`` as a subprocess on free ports.
+
+    Yields (process, Lines of its stdout and stderr, Ports). If it still runs at the end (a
+    failed assertion), it and every process it started are killed.
+    """
+    ports = Ports(*free_ports(3))
+    cmd = [sys.executable, "-m", "generator.cli", "serve", "--repo", str(repo), "--http-port",
+           str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port",
+           str(ports.metrics), "--log-file", str(log), *args]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc, Lines(proc.stdout), ports
+    finally:
+        if proc.poll() is None:
+            children = descendants(proc.pid)
+            proc.kill()
+            proc.wait()
+            for child in children:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
 
 
 class Lines:

@@ -16,6 +16,7 @@ import pytest
 from generator.build import layout
 from generator.bench import perf_analyzer as pa
 from generator.bench.results import SCHEMA, Results
+from generator.runtime.model import threads_for
 from tests.conftest import ROOT
 from generator.serve.triton_install import BACKEND_DIRS_ENV
 from tests.integration.conftest import (alive, descendants, embedded_server,
@@ -52,20 +53,28 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     assert results.complete and results.stopped_by is None
     models = {m["name"]: m for m in results.models}
     cores = len(os.sched_getaffinity(0))
+    # the Python-backend instances: their share of the cores, capped by the build's measured count
+    python_params = {k: v.string_value for k, v in
+                     layout.BuiltModel(tiny_repo / "tiny_mlp_python").config.parameters.items()}
+
+    def python_threads(inst: int) -> int:
+        return threads_for(python_params, [{"kind": "KIND_CPU", "count": inst}])
+
     if backend == "pytorch":
         torchscript = "tiny_mlp_libtorch"
-        assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python"}
+        assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python", "tiny_mlp_floor"}
         threads = {1: cores, 2: max(1, cores // 2)}  # INTRA_OP_THREAD_COUNT, pinned by bench
     else:
         torchscript = "tiny_mlp_python_ts"
-        assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python", "tiny_mlp_python_ts"}
+        assert set(models) == {"tiny_mlp_libtorch", "tiny_mlp_python", "tiny_mlp_python_ts",
+                               "tiny_mlp_floor"}
         assert models["tiny_mlp_python_ts"]["derived_from"] == "tiny_mlp_libtorch"
         skipped = [e for e in results.loads if e["model"] == "tiny_mlp_libtorch"]
         assert [e["state"] for e in skipped] == ["SKIPPED"]
         assert "PyTorch backend" in skipped[0]["reason"]
-        threads = {1: cores, 2: max(1, cores // 2)}
+        threads = {1: cores, 2: max(1, cores // 2)}  # python-ts: no measured count of its own
 
-    for model in ("tiny_mlp_python", torchscript):
+    for model in ("tiny_mlp_python", torchscript, "tiny_mlp_floor"):
         loads = [(e["instances"], e["state"]) for e in results.loads if e["model"] == model]
         assert loads == [(1, "READY"), (2, "READY")]
         for inst in (1, 2):
@@ -73,7 +82,8 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
                 (p,) = [p for p in results.points if p.model == model and p.instances == inst
                         and p.concurrency == conc]
                 assert p.status in ("ok", "unstable") and p.throughput > 0, p
-                want = max(1, cores // inst) if model == "tiny_mlp_python" else threads[inst]
+                want = {"tiny_mlp_python": python_threads(inst), "tiny_mlp_floor": None}.get(
+                    model, threads[inst])
                 assert p.threads == want, (model, inst, p.threads)
                 assert p.get("p99_us") >= p.get("p50_us") > 0
                 assert p.get("server_compute_infer_us") > 0
@@ -84,7 +94,7 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
                 assert "-f" in p.command and "--input-data" in p.command
     server_log = (out / "tritonserver.log").read_text()
     # the second instance really ran, with the threads bench recorded
-    assert re.search(rf"gen-repo: tiny_mlp_python instance \S+_1 loaded .* {max(1, cores // 2)}"
+    assert re.search(rf"gen-repo: tiny_mlp_python instance \S+_1 loaded .* {python_threads(2)}"
                      r" threads", server_log)
     if backend == "pytorch":  # 2 libtorch instances: shared weights, the cores split
         assert "Weight sharing is enabled for model instance 'tiny_mlp_libtorch'" in server_log
@@ -98,6 +108,10 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     assert ("the TorchScript variant (PyTorch backend)" if backend == "pytorch" else
             "TorchScript through the Python backend (python-ts)") in report
     assert "in-process ceiling" in report
+    # the floor: served beside the variants, each Python-backend variant split against it
+    assert models["tiny_mlp_floor"]["derived_from"] == "tiny_mlp_python"
+    assert "the Python backend's floor (an identity model, no torch) bounds" in report
+    assert re.search(r"is the floor's [\d.]+ ms \+ [\d.]+ ms for the forward pass", report)
     assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == 4
     assert (out / "report.html").read_text().count("<img ") == 4
     assert "results:" in stdout and "reaches" in stdout
@@ -150,3 +164,29 @@ def test_ctrl_c_keeps_what_was_measured(tiny_repo, tmp_path):
     assert "STOPPED EARLY (interrupted (Ctrl-C))" in report
     assert f"| python | 1 | {results.points[0].threads} | 1 | 1 |" in report
     assert not alive(children)  # the server and its stubs are gone
+
+
+def test_the_floor_answers_zeros_of_the_models_output_shapes(tiny_repo, tmp_path):
+    """The floor stands in for a model's I/O: same inputs, outputs of the same names, dtypes and
+    shapes (dynamic axes as in the model's first sample), and no torch in its model.py."""
+    import numpy as np
+
+    from generator.bench.workspace import derive_floor
+    from generator.serve.protocols import Protocol
+    from generator.serve.verify import load_target
+
+    repo = tmp_path / "repo"
+    floor = derive_floor(layout.BuiltModel(tiny_repo / "seq_encoder_python"), repo)
+    assert floor.name == "seq_encoder_floor" and "import torch" not in \
+        (floor.path / "1" / "model.py").read_text()
+    target = load_target(floor)
+    case = target.cases[0]
+    with embedded_server(repo, tmp_path, [floor]) as (server, statuses):
+        assert statuses["seq_encoder_floor"].state == "READY", statuses
+        proto = Protocol("grpc", server.grpc_url)
+        client = proto.client()
+        got = proto.infer(client, floor.name, target.tensors(case, 0, 3), target.outputs)
+        client.close()
+    for name, ref in case.reference.items():
+        assert got[name].shape == ref[:3].shape and got[name].dtype == ref.dtype
+        assert not np.any(got[name])

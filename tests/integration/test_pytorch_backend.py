@@ -10,8 +10,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +19,10 @@ import pytest
 from generator.build import layout
 from generator.commands.serve import print_statuses
 from generator.serve import server as server_module
-from generator.serve.server import FAILED, READY, free_ports
+from generator.serve.server import FAILED, READY
 from generator.serve.verify import OK, VerifyOptions, verify_repository
-from tests.conftest import ROOT
-from tests.integration.conftest import (Lines, alive, build_fixture, copy_model, embedded_server,
-                                        models_named, needs_pytorch_backend)
+from tests.integration.conftest import (alive, build_fixture, copy_model, embedded_server,
+                                        models_named, needs_pytorch_backend, serve_process)
 from tests.integration.raw_requests import grpc_infer
 
 pytestmark = [pytest.mark.integration, needs_pytorch_backend]
@@ -166,18 +163,11 @@ def test_one_grpc_request_aborts_a_24_10_server_with_a_libtorch_model(seq_repo, 
 def test_serve_starts_the_server_again_when_it_dies(seq_repo, tmp_path):
     """The real `gen-repo serve`: after that request it starts tritonserver again and loads
     every model it served; they answer, and Ctrl-C still stops everything."""
-    h, g, m = free_ports(3)
-    cmd = [sys.executable, "-m", "generator.cli", "serve", "--repo", str(seq_repo),
-           "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
-           "--log-file", str(tmp_path / "serve.log")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    procs: list[psutil.Process] = []
-    try:
-        out = Lines(proc.stdout)
+    with serve_process(seq_repo, tmp_path / "serve.log") as (proc, out, ports):
         out.until("Ctrl-C", timeout=180)
         first = next(p for p in psutil.Process(proc.pid).children() if p.name() == "tritonserver")
-        answer = grpc_infer(f"localhost:{g}", "seq_encoder_libtorch", SERVER_KILLING_REQUEST)
+        answer = grpc_infer(f"localhost:{ports.grpc}", "seq_encoder_libtorch",
+                            SERVER_KILLING_REQUEST)
         assert answer.error
         warning = out.until("Starting it again", timeout=30)
         assert "exited" in warning
@@ -188,16 +178,12 @@ def test_serve_starts_the_server_again_when_it_dies(seq_repo, tmp_path):
                       if p.name() == "tritonserver")
         assert second.pid != first.pid
         rep = verify_repository(models_named(seq_repo, "seq_encoder_libtorch", "tiny_mlp_python"),
-                                f"localhost:{h}", f"localhost:{g}",
+                                f"localhost:{ports.http}", f"localhost:{ports.grpc}",
                                 VerifyOptions(concurrency=4, requests=8))
         assert rep.ok and not rep.failures, rep.results
         procs = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, "".join(out.seen)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert alive(procs) == []
 
 

@@ -35,7 +35,7 @@ from generator.serve.verify import VerifyOptions, settled_stats, verify_reposito
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
 from tests.integration.conftest import (PYTORCH_BACKEND, Lines, copy_model, embedded_server,
-                                        models_named, needs_pytorch_backend,
+                                        models_named, needs_pytorch_backend, serve_process,
                                         wait_for_first_point)
 from tests.integration.raw_requests import grpc_infer
 
@@ -759,25 +759,18 @@ def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path, how):
     a malformed gRPC request that passes Triton's checks -- fails every request until serve
     notices (within a second) and loads it again; then it answers, and Ctrl-C still stops
     everything."""
-    h, g, m = free_ports(3)
-    cmd = [sys.executable, "-m", "generator.cli", "serve", "--repo", str(repo), "--models",
-           FAULTY, "--http-port", str(h), "--grpc-port", str(g), "--metrics-port", str(m),
-           "--log-file", str(tmp_path / "serve.log")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     procs: list[psutil.Process] = []
-    try:
-        out = Lines(proc.stdout)
+    with serve_process(repo, tmp_path / "serve.log", "--models", FAULTY) as (proc, out, ports):
         out.until("Ctrl-C", timeout=180)
         procs = [p for p in psutil.Process(proc.pid).children(recursive=True)]
         (stub,) = [p for p in procs if p.name() == STUB_PROCESS]
-        proto = Protocol("http", f"localhost:{h}")
+        proto = Protocol("http", f"localhost:{ports.http}")
         good = rows(2, seed=9)
         assert_answers(ask_faulty(proto, good), good)
         if how == "SIGKILL":
             kill_and_wait(stub)
         else:
-            answer = grpc_infer(f"localhost:{g}", FAULTY, STUB_KILLING_REQUEST)
+            answer = grpc_infer(f"localhost:{ports.grpc}", FAULTY, STUB_KILLING_REQUEST)
             assert "not healthy" in answer.error, answer  # the stub died under it
             wait_dead(stub)
         warning = out.until("died", timeout=30)
@@ -788,11 +781,4 @@ def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path, how):
         procs = [p for p in psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, "".join(out.seen)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
     assert not [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

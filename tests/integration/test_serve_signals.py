@@ -8,16 +8,12 @@ import contextlib
 import os
 import queue
 import signal
-import subprocess
-import sys
 import time
 
 import psutil
 import pytest
 
-from generator.serve.server import free_ports
-from tests.conftest import ROOT
-from tests.integration.conftest import Lines, alive, build_fixture, descendants
+from tests.integration.conftest import Lines, alive, build_fixture, descendants, serve_process
 
 pytestmark = pytest.mark.integration
 
@@ -53,33 +49,24 @@ def _servers_on(port: int) -> list[psutil.Process]:
 ])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_stops_cleanly_on_a_signal(repo, tmp_path, sig, moment, line, delay, code):
-    h, g, m = free_ports(3)
-    cmd = [sys.executable, "-m", "generator.cli", "serve", "--repo", str(repo), "--http-port",
-           str(h), "--grpc-port", str(g), "--metrics-port", str(m), "--log-file",
-           str(tmp_path / "server.log")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     procs: list[psutil.Process] = []
-    try:
-        out = Lines(proc.stdout)
-        out.until(line, timeout=180)
-        time.sleep(delay)
-        procs = descendants(proc.pid)  # the server (and its stub, while loading or serving)
-        if moment != "starting":
-            assert any(p.name() == "tritonserver" for p in procs), procs
-        proc.send_signal(sig)
-        returned = proc.wait(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        left = _servers_on(h)
-        for p in descendants(proc.pid) + procs + left:
-            if alive([p]):
-                p.kill()
-        for server in left:  # an orphaned server's stubs: its process group
-            with contextlib.suppress(OSError):
-                os.killpg(server.pid, signal.SIGKILL)
+    with serve_process(repo, tmp_path / "server.log") as (proc, out, ports):
+        try:
+            out.until(line, timeout=180)
+            time.sleep(delay)
+            procs = descendants(proc.pid)  # the server (and its stub, while loading or serving)
+            if moment != "starting":
+                assert any(p.name() == "tritonserver" for p in procs), procs
+            proc.send_signal(sig)
+            returned = proc.wait(timeout=90)
+        finally:
+            left = _servers_on(ports.http)
+            for p in descendants(proc.pid) + procs + left:
+                if alive([p]):
+                    p.kill()
+            for server in left:  # an orphaned server's stubs: its process group
+                with contextlib.suppress(OSError):
+                    os.killpg(server.pid, signal.SIGKILL)
     text = _all_output(out)
     assert returned == code, text
     assert "Traceback" not in text and "internal error" not in text, text

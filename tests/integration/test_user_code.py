@@ -179,7 +179,7 @@ def test_package_relative_import_in_the_file_form_says_to_use_the_module_form(
 
 
 def test_syntax_error_in_the_users_file_names_file_and_line(tmp_path, capsys):
-    bad = tmp_path / "net.py"
+    bad = tmp_path / "syntax_error_net.py"  # a name no other test's model file has
     bad.write_text("import torch\n\ndef make(:\n    return torch.nn.Linear(2, 2)\n")
     out = tmp_path / "repo"
     code, _, err = build(capsys, f"{bad}:make", "--input", "x:float32:2", "--out", out)

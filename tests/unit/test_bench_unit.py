@@ -253,6 +253,35 @@ def test_analysis_compares_eager_with_the_torchscript_variant_it_measured():
     assert analysis.scaling(r, "mlp", 1)["mlp_python"] == {1: 900, 2: 1350}
 
 
+def test_each_python_backend_variant_is_split_against_the_floor():
+    """floor + forward pass + what model.py adds, from the points and the in-process ceiling; the
+    floor is a yardstick, never a served variant in the ceiling ratios or the scaling."""
+    r = synthetic_results()
+    r.models.append({"name": "mlp_floor", "base": "mlp", "variant": "floor", "backend": "python",
+                     "label": "floor", "derived_from": "mlp_python"})
+    for inst in (1, 2):
+        r.points += [_point("mlp_floor", "floor", 1, 1250.0, inst),  # p50 0.8 ms
+                     _point("mlp_floor", "floor", 8, 1500.0, inst)]
+    by_variant = {f.variant: f for f in analysis.floor_shares(r, "mlp", 1, 1)}
+    eager = by_variant["python"]
+    assert (eager.concurrency, eager.low_concurrency) == (8, 1)
+    assert eager.throughput_ratio == pytest.approx(900 / 1500)
+    assert eager.floor_p50_ms == pytest.approx(0.8) and eager.p50_ms == pytest.approx(1.25)
+    assert eager.forward_ms == pytest.approx(0.33)  # eager, batch 1, the point's 2 threads
+    assert eager.overhead_ms == pytest.approx(1.25 - 0.8 - 0.33)
+    assert by_variant["python-ts"].forward_ms == pytest.approx(0.25)
+    assert "mlp_floor" not in {x.model for x in analysis.ceiling_ratios(r, "mlp")}
+    assert "mlp_floor" not in analysis.scaling(r, "mlp", 1)
+    line = next(v for v in analysis.verdict(r) if "floor" in v)
+    assert "0.60× its throughput" in line and "the floor's 0.80 ms + 0.33 ms for the forward" in line
+    assert not any("no Python-backend model can reach" in v for v in analysis.verdict(r))
+    # a libtorch variant faster than the floor: the report says no Python model can match it
+    r.points += [_point("mlp_libtorch", "libtorch", 1, 2000.0), _point("mlp_libtorch",
+                                                                       "libtorch", 8, 3000.0)]
+    bound = next(v for v in analysis.verdict(r) if "no Python-backend model can reach" in v)
+    assert "more than 0.50× of it here" in bound
+
+
 def test_the_ceiling_includes_the_batches_the_dynamic_batcher_may_form():
     r = synthetic_results()
     r.ceiling.append({"model": "mlp", "kind": "eager", "source": "mlp_python", "batch_size": 8,
@@ -365,7 +394,7 @@ def test_a_quick_ceiling_costs_a_few_forward_passes_of_a_slow_model():
     on one core) that is 1 warm-up call and 2 slices of 2 calls, not the dozen a full run makes."""
     import time
 
-    from generator.bench.ceiling import _time_loop
+    from generator.runtime.model import time_forward as _time_loop
 
     calls = []
 
