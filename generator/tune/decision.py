@@ -41,7 +41,8 @@ def sentence(objective: Objective, base: str, d: dict) -> str:
     """The decision in one sentence, from a decision entry."""
     w, default = d.get("winner"), d.get("default") or {}
     if not w:
-        return f"{base}: no winner — {d.get('error') or 'nothing was measured'}"
+        why = (d.get("error") or "nothing was measured").removeprefix(f"{base}: ")
+        return f"{base}: no winner — {why}"
     variant = default.get("candidate", {}).get("variant", "default")
     head = f"{base}: {w['describe']}"
     if d.get("winner_is_default"):
