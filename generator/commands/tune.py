@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                     " stored eager references before it is swapped in, with a report (md +"
                     " html, throughput-vs-p99 plot). Every point is kept in --results;"
                     " --resume goes on after Ctrl-C without measuring anything twice. Exit code"
-                    " 3 when some models got no winner, 130 when interrupted.",
+                    " 3 when some models got no winner, 1 when none did, 130 when interrupted.",
         formatter_class=DefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--out", default="prod_repository", metavar="DIR",

@@ -180,6 +180,9 @@ def run_tune(opts: TuneOptions, models: list[BuiltModel],
     results.versions["perf_analyzer"] = tool.version()
     path = out / RESULTS
     if not opts.resume:
+        if path.is_file():
+            progress.info(f"replacing the results of an earlier tune in {out} (--resume {out}"
+                          " continues one instead)")
         clear_outputs(out, OUTPUTS)
     run = len(results.runs) + 1
     results.runs.append({"run": run, "started": now(), "budget_minutes":
