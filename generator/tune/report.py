@@ -17,7 +17,7 @@ from ..bench.report import HTML, MD, Block, to_html, to_markdown
 from ..bench.results import FAILED, UNSTABLE, busy_at_start
 from ..build.layout import write_atomic
 from .candidate import Candidate
-from .objective import Objective, pareto_front
+from .objective import MIN_LATENCY, TIE, Objective, pareto_front
 from .results import MEASURED, TuneResults
 from .settings import Settings
 
@@ -41,14 +41,21 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
             marks.setdefault(entry["key"], []).append(label.replace("_", "-"))
     excluded = {e["key"]: e["reason"] for e in decision.get("excluded", [])}
     records = [r for r in results.candidates if r.get("base") == base]
+    scores = {r["key"]: objective.score(results.points_of(r["key"])) for r in records
+              if r.get("state") == MEASURED}
+    top = max((s for k, s in scores.items() if s and k in ranking), default=None,
+              key=lambda s: s.goodness)
     order = {k: i for i, k in enumerate(ranking)}
     records.sort(key=lambda r: (order.get(r["key"], len(order)), results.candidates.index(r)))
     rows = []
     for r in records:
         c = Candidate.from_dict(r)
         points = results.points_of(c.key)
-        score = objective.score(points) if r.get("state") == MEASURED else None
+        score = scores.get(c.key)
         note = marks.get(c.key, [])
+        if ranking and c.key == ranking[0] and top and score and score.goodness < top.goodness:
+            note.append(f"within {TIE:.0%} of the best figure ({_figure_of(top)}): a tie, and"
+                        " the simpler config wins")
         if r.get("key") in excluded:
             note.append(excluded[r["key"]])
         if r.get("stopped_early"):
@@ -69,6 +76,11 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
                      f"{memory / MIB:.0f}" if memory is not None else "",
                      f"{r.get('seconds', 0):.0f}", "; ".join(note)])
     return rows
+
+
+def _figure_of(score) -> str:
+    return (f"{score.p99_ms:.1f} ms p99" if score.kind == MIN_LATENCY else
+            f"{score.throughput:.1f} infer/s")
 
 
 def _ms(us) -> str:

@@ -124,7 +124,8 @@ class Search:
         for s in others:
             instances, threads = setting if setting in s.settings else s.settings[0]
             self.attempt(o, s.candidate(instances, threads, s.default.batching), STAGES[1])
-        leaders = self.leaders(o, [s.model.name for s in o.spaces], "after stage 2")
+        leaders = self.leaders(o, [s.model.name for s in o.spaces], "after stage 2",
+                               [s.model.name for s in others])
         for s in others:
             if s.model.name in leaders:
                 for instances, threads in settings:
@@ -287,13 +288,15 @@ class Search:
         ranked = rank(self.entries(o, models))
         return ranked[0] if ranked else None
 
-    def leaders(self, o: Outcome, models: list[str], when: str) -> list[str]:
-        """The model directories whose best is within KEEP of the incumbent's."""
+    def leaders(self, o: Outcome, models: list[str], when: str,
+                candidates: list[str] | None = None) -> list[str]:
+        """Those of ``candidates`` (default: all ``models``) whose best is within KEEP of the
+        incumbent's among ``models``; the report says why each other one was dropped."""
         best = self.best(o, models)
         if best is None:
             return []
         out = []
-        for name in models:
+        for name in candidates if candidates is not None else models:
             own = self.best(o, [name])
             if own is None:
                 o.notes.append(f"{name}: dropped {when}: no measured candidate counts"
