@@ -55,7 +55,21 @@ def test_default_build_writes_two_checked_variants(resnet_repo):
         assert m.reference()["output"].shape == (4, 1000)
     assert py.config.parameters["artifact_sha256"].string_value == \
         py.record["load_params"]["artifact_sha256"]
+    _assert_torchscript_layout_as_measured(lt)
     assert _no_staging_left(resnet_repo)
+
+
+def _assert_torchscript_layout_as_measured(lt):
+    """A conv net's TorchScript weights are in the layout the build timed as faster, and model.pt
+    holds them so (TorchScript keeps strides); the note gives both timings."""
+    import torch
+
+    note = next(n for n in lt.record["notes"] if "layout" in n and "per forward pass" in n)
+    assert "contiguous" in note and "channels_last" in note and " ms" in note, note
+    ts = torch.jit.load(str(lt.path / "1/model.pt"))
+    weight = next(p for p in ts.parameters() if p.dim() == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last) == \
+        note.startswith("weights in channels_last layout"), note
 
 
 def test_existing_model_needs_force(resnet_repo, run_cli):
