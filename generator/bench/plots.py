@@ -35,13 +35,33 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _is_floor(results: Results, model: str) -> bool:
+    return _label(results, model) == analysis.FLOOR_VARIANT
+
+
 def _series(results: Results, base: str):
-    """(model, instances, batch) -> points sorted by concurrency."""
+    """(model, instances, batch) -> points sorted by concurrency; the floor is not a series (it
+    is a bound: ``_floor_line``)."""
     out: dict[tuple[str, int, int], list] = {}
     for p in results.points:
-        if p.base == base and p.throughput is not None:
+        if p.base == base and p.throughput is not None and not _is_floor(results, p.model):
             out.setdefault((p.model, p.instances, p.batch_size), []).append(p)
     return {k: sorted(v, key=lambda p: p.concurrency) for k, v in sorted(out.items())}
+
+
+def _floor_line(ax, results: Results, base: str, batch: int, top: float) -> None:
+    """The Python backend's floor as a dotted line at its best throughput, or, when it is far
+    above every variant (a big model), as a note: a curve 30x higher would flatten the rest."""
+    best = max((p.throughput for p in results.points if p.base == base and p.batch_size == batch
+                and p.throughput is not None and _is_floor(results, p.model)), default=None)
+    if best is None:
+        return
+    label = f"Python backend's floor (no model), {best:,.0f}/s"
+    if best <= 5 * top:
+        ax.axhline(best, color="black", linestyle=":", label=label)
+    else:
+        ax.text(0.98, 0.02, label + ": off the scale", transform=ax.transAxes, fontsize=7,
+                ha="right", va="bottom", alpha=0.8)
 
 
 def throughput_vs_concurrency(results: Results, base: str, path: Path) -> Path | None:
@@ -58,6 +78,7 @@ def throughput_vs_concurrency(results: Results, base: str, path: Path) -> Path |
                 ax.plot([p.concurrency for p in pts], [p.throughput for p in pts], marker="o",
                         label=f"{_label(results, model)} ×{inst}")
                 top = max([top] + [p.throughput for p in pts])
+        _floor_line(ax, results, base, b, top)
         ceiling = analysis.best_ceiling(results, base, b)
         if ceiling:
             ax.axhline(ceiling["throughput"], color="grey", linestyle="--",
@@ -102,6 +123,8 @@ def throughput_vs_instances(results: Results, base: str, path: Path) -> Path | N
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for model, per in sorted(per_model.items()):
+        if _is_floor(results, model):
+            continue
         xs = sorted(per)
         ax.plot(xs, [per[x] for x in xs], marker="o", label=_label(results, model))
     ax.set_xticks(sorted({p.instances for p in measured}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.bench import analysis, perf_analyzer as pa, workspace
+from generator.bench import analysis, perf_analyzer as pa, plots, workspace
 from generator.bench.report import write_report
 from generator.bench.results import FAILED, OK, SCHEMA, UNSTABLE, Point, Results
 from generator.errors import RepositoryError, SpecError, ToolError
@@ -280,6 +280,9 @@ def test_each_python_backend_variant_is_split_against_the_floor():
                                                                        "libtorch", 8, 3000.0)]
     bound = next(v for v in analysis.verdict(r) if "no Python-backend model can reach" in v)
     assert "more than 0.50× of it here" in bound
+    # plotted as a bound beside the variants' curves, not as one of them
+    assert "mlp_floor" not in {model for model, _, _ in plots._series(r, "mlp")}
+    assert "mlp_python" in {model for model, _, _ in plots._series(r, "mlp")}
 
 
 def test_the_ceiling_includes_the_batches_the_dynamic_batcher_may_form():
