@@ -49,8 +49,8 @@ def run(args) -> int:
     quiet = ["-q"] if args.quiet else []
 
     progress.info("step 1/3: build")
-    code = parser.parse_args([*quiet, "build", args.source, "--out", args.repo, "--force"])
-    build_code = code.run(code)
+    step = parser.parse_args([*quiet, "build", args.source, "--out", args.repo, "--force"])
+    build_code = step.run(step)
     if build_code not in (0, 3):
         return build_code
 
@@ -69,12 +69,12 @@ def run(args) -> int:
         print_statuses(statuses)
         print(f"server log: {server.log_path}", flush=True)
         if any(s.state == READY for s in statuses):
-            verify = parser.parse_args([*quiet, "verify", "--repo", args.repo, "--http-url",
-                                        server.http_url, "--grpc-url", server.grpc_url])
-            verify.run(verify)  # a FAIL raises VerifyError: the demo stops with its message
+            step = parser.parse_args([*quiet, "verify", "--repo", args.repo, "--http-url",
+                                      server.http_url, "--grpc-url", server.grpc_url])
+            step.run(step)  # a FAIL raises VerifyError: the demo stops with its message
     progress.info("step 3/3: bench (perf_analyzer; bench starts its own server)")
     backends = [a for d in args.backend_directory or () for a in ("--backend-directory", d)]
-    bench = parser.parse_args([*quiet, "bench", "--repo", args.repo, "--out", args.bench_out,
-                               *backends, *([] if args.full else ["--quick"])])
-    bench_code = bench.run(bench)
+    step = parser.parse_args([*quiet, "bench", "--repo", args.repo, "--out", args.bench_out,
+                              *backends, *([] if args.full else ["--quick"])])
+    bench_code = step.run(step)
     return max(build_code, bench_code)

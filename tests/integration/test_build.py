@@ -209,3 +209,15 @@ def test_relative_out_dir(tmp_path, run_cli, monkeypatch):
                              "--variants", "python", "--out", "rel_repo")
     assert code == 0, err
     assert (tmp_path / "rel_repo/tiny_mlp_python/config.pbtxt").is_file()
+
+
+def test_demo_stops_at_a_build_error_with_its_message(tmp_path, run_cli):
+    """demo runs the real build command first: a source that cannot load stops it there, with the
+    build's own ERROR/TIP (the full demo runs in scripts/demo.sh; bench is tested on its own)."""
+    out = tmp_path / "repo"
+    code, _, err = run_cli("demo", str(tmp_path / "missing.py") + ":make", "--repo", out,
+                           "--bench-out", tmp_path / "bench")
+    _assert_clean_error(code, err, "missing.py")
+    assert "internal error" not in err
+    assert not (tmp_path / "bench").exists()
+    assert not out.exists() or not any(out.iterdir())
