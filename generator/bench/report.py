@@ -249,11 +249,15 @@ def to_html(blocks: list[Block]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_report(results: Results, out_dir: Path) -> tuple[Path, Path]:
-    """Write plots/, report.md and report.html into ``out_dir``; return the two report paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = build_blocks(results, out_dir)
+def write_blocks(blocks: list[Block], out_dir: Path) -> tuple[Path, Path]:
+    """Write the blocks as report.md and report.html into ``out_dir``, each atomically."""
     md, page = out_dir / MD, out_dir / HTML
     write_atomic(md, to_markdown(blocks))
     write_atomic(page, to_html(blocks))
     return md, page
+
+
+def write_report(results: Results, out_dir: Path) -> tuple[Path, Path]:
+    """Write plots/, report.md and report.html into ``out_dir``; return the two report paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return write_blocks(build_blocks(results, out_dir), out_dir)

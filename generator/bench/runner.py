@@ -175,6 +175,19 @@ def _new_results(opts: BenchOptions, plan: Plan, tool: pa.PerfAnalyzer, command)
     return results
 
 
+def stopped(e: BaseException, results, outcome, hint: str = "") -> None:
+    """A measuring run ended by Ctrl-C or an error keeps what it measured: ``results`` records why
+    it stopped, ``outcome`` whether it was interrupted or the error (bench's and tune's rule)."""
+    if isinstance(e, KeyboardInterrupt):
+        outcome.interrupted = True
+        results.stopped_by = "interrupted (Ctrl-C)"
+        progress.warn("interrupted: keeping what was measured" + hint)
+    else:
+        outcome.error = e
+        results.stopped_by = e.message.splitlines()[0]
+        progress.warn(f"stopped early: {results.stopped_by}")
+
+
 def run_bench(opts: BenchOptions, models: list[BuiltModel] | None = None,
               names: list[str] | None = None, command: list[str] | None = None) -> BenchOutcome:
     """Measure ``models`` (local, bench's own server) or ``names`` (on the server at opts.url)."""
@@ -204,14 +217,8 @@ def run_bench(opts: BenchOptions, models: list[BuiltModel] | None = None,
                 results.save(results_path)
                 Sweep(target, tool, plan, results, out, results_path, work).run(bench_models)
             results.complete = True
-        except KeyboardInterrupt:
-            outcome.interrupted = True
-            results.stopped_by = "interrupted (Ctrl-C)"
-            progress.warn("interrupted: keeping what was measured")
-        except GenRepoError as e:
-            outcome.error = e
-            results.stopped_by = e.message.splitlines()[0]
-            progress.warn(f"stopped early: {results.stopped_by}")
+        except (KeyboardInterrupt, GenRepoError) as e:
+            stopped(e, results, outcome)
         finally:
             results.finished = now()
             finish_machine(results.machine)

@@ -13,9 +13,8 @@ import shlex
 from pathlib import Path
 
 from ..bench import plots
-from ..bench.report import HTML, MD, Block, to_html, to_markdown
+from ..bench.report import Block, write_blocks
 from ..bench.results import FAILED, UNSTABLE, busy_at_start
-from ..build.layout import write_atomic
 from .candidate import Candidate
 from .objective import MIN_LATENCY, TIE, Objective, pareto_front
 from .results import MEASURED, TuneResults
@@ -225,8 +224,4 @@ def _how(results: TuneResults) -> list[Block]:
 
 def write_report(results: TuneResults, out_dir: Path) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    blocks = build_blocks(results, out_dir)
-    md, page = out_dir / MD, out_dir / HTML
-    write_atomic(md, to_markdown(blocks))
-    write_atomic(page, to_html(blocks))
-    return md, page
+    return write_blocks(build_blocks(results, out_dir), out_dir)

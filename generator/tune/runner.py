@@ -17,7 +17,7 @@ from typing import Sequence
 from .. import progress
 from ..bench import perf_analyzer as pa
 from ..bench.results import finish_machine, machine_info, now, package_versions, busy_at_start
-from ..bench.runner import OWNED_OUTPUTS, clear_outputs
+from ..bench.runner import OWNED_OUTPUTS, clear_outputs, stopped
 from ..bench.targets import ManagedServer
 from ..bench.workspace import BenchModel, copy_models
 from ..build.layout import BuiltModel
@@ -215,14 +215,8 @@ def run_tune(opts: TuneOptions, models: list[BuiltModel],
                     measurer.prime({s.model.backend for o in outcomes for s in o.spaces})
                     search.run(outcomes)
             results.complete = True
-        except KeyboardInterrupt:
-            outcome.interrupted = True
-            results.stopped_by = "interrupted (Ctrl-C)"
-            progress.warn("interrupted: keeping what was measured (--resume goes on from here)")
-        except GenRepoError as e:
-            outcome.error = e
-            results.stopped_by = e.message.splitlines()[0]
-            progress.warn(f"stopped early: {results.stopped_by}")
+        except (KeyboardInterrupt, GenRepoError) as e:
+            stopped(e, results, outcome, " (--resume goes on from here)")
         finally:
             _record_decisions(search, outcomes, results, settings, outcome)
             results.runs[-1].update(finished=now(), measured_points=measurer.measured_points,
