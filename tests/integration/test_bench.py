@@ -44,9 +44,11 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
         monkeypatch.setenv(BACKEND_DIRS_ENV, "")
     before = _snapshot(tiny_repo)
     out = tmp_path / "bench"
+    # instance scaling on the real backend; the stand-in path with one instance count
+    counts = (1, 2) if backend == "pytorch" else (1,)
     code, stdout, stderr = run_cli("bench", "--repo", tiny_repo, "--models", "tiny_mlp",
-                                   "--out", out, "--concurrency", "1,4", "--instances", "1,2",
-                                   "--ceiling-seconds", "0.3", *SHORT)
+                                   "--out", out, "--concurrency", "1,4", "--instances",
+                                   ",".join(map(str, counts)), "--ceiling-seconds", "0.3", *SHORT)
     assert code == 0, stderr
     results = Results.load(out / "results.json")
     assert json.loads((out / "results.json").read_text())["schema"] == SCHEMA
@@ -76,8 +78,8 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
 
     for model in ("tiny_mlp_python", torchscript, "tiny_mlp_floor"):
         loads = [(e["instances"], e["state"]) for e in results.loads if e["model"] == model]
-        assert loads == [(1, "READY"), (2, "READY")]
-        for inst in (1, 2):
+        assert loads == [(n, "READY") for n in counts]
+        for inst in counts:
             for conc in (1, 4):
                 (p,) = [p for p in results.points if p.model == model and p.instances == inst
                         and p.concurrency == conc]
@@ -94,8 +96,9 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
                 assert "-f" in p.command and "--input-data" in p.command
     server_log = (out / "tritonserver.log").read_text()
     # the second instance really ran, with the threads bench recorded
-    assert re.search(rf"gen-repo: tiny_mlp_python instance \S+_1 loaded .* {python_threads(2)}"
-                     r" threads", server_log)
+    assert counts == (1,) or re.search(
+        rf"gen-repo: tiny_mlp_python instance \S+_1 loaded .* {python_threads(2)} threads",
+        server_log)
     if backend == "pytorch":  # 2 libtorch instances: shared weights, the cores split
         assert "Weight sharing is enabled for model instance 'tiny_mlp_libtorch'" in server_log
         assert f"Intra op thread count is set to {max(1, cores // 2)}" in server_log
@@ -112,8 +115,8 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     assert models["tiny_mlp_floor"]["derived_from"] == "tiny_mlp_python"
     assert "the Python backend's floor (an identity model, no torch) bounds" in report
     assert re.search(r"is the floor's [\d.]+ ms \+ [\d.]+ ms for the forward pass", report)
-    assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == 4
-    assert (out / "report.html").read_text().count("<img ") == 4
+    assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == (4 if len(counts) > 1 else 3)
+    assert (out / "report.html").read_text().count("<img ") == (4 if len(counts) > 1 else 3)
     assert "results:" in stdout and "reaches" in stdout
 
     assert _snapshot(tiny_repo) == before  # the user's repository is never touched

@@ -183,7 +183,7 @@ def test_bench_sends_per_row_scalars_as_one_element_rows(repo, tmp_path, run_cli
     code, _, err = run_cli("bench", "--repo", repo, "--models", f"{ROWS}_python", "--out", out,
                            "--concurrency", "2", "--batch-size", "1,4", "--instances", "1",
                            "--ceiling-seconds", "0.2", "--measurement-interval", "300",
-                           "--stability", "1000", "--python-ts", "no")
+                           "--stability", "1000", "--python-ts", "no", "--no-floor")
     assert code == 0, err
     data = json.loads((out / "inputs" / f"{ROWS}_python.json").read_text())["data"][0]
     assert data["t"]["shape"] == [1] and data["x"]["shape"] == [8]
