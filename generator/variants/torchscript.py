@@ -116,7 +116,7 @@ def _ms_per_call(ts, tensors) -> float:
 
 def _in_measured_layout(ctx: ExportContext, made: TorchScript) -> TorchScript:
     """For a conv net served on CPU: the module with its 4-D weights in channels_last layout when
-    that runs the forward pass faster by more than threads.TOLERANCE, timed here on the first
+    that runs the forward pass faster by more than threads.TOLERANCE (threads.choose), timed here on the first
     sample case (the layouts in turn, best of two), the same rule the Python-backend variants'
     measured choice applies; the converted module is checked against eager like the module
     itself. TorchScript keeps the weights' strides through torch.jit.save, and the graph then
@@ -136,7 +136,9 @@ def _in_measured_layout(ctx: ExportContext, made: TorchScript) -> TorchScript:
     plain, fast = min(ms[CONTIGUOUS]), min(ms[CHANNELS_LAST])
     timed = (f"batch {ctx.cases[0].batch}: contiguous {plain:.2f} ms, channels_last {fast:.2f} ms"
              f" per forward pass, {torch.get_num_threads()} thread(s)")
-    if plain <= fast * threads.TOLERANCE:
+    one = str(torch.get_num_threads())  # threads.choose's rule, over the two layouts only
+    if threads.choose({CONTIGUOUS: {one: {"1": plain}}, CHANNELS_LAST: {one: {"1": fast}}}
+                      ).memory_format == CONTIGUOUS:
         return replace(made, notes=made.notes + [f"weights kept in contiguous layout ({timed})"])
     return replace(made, module=converted, notes=made.notes + [
         f"weights in channels_last layout, chosen by measurement ({timed})"])
