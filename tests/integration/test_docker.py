@@ -30,7 +30,7 @@ from generator.ship.packenv import ENV_RECORD, ENV_TARBALL, PARAM
 from generator.serve.server import FAILED, READY, SKIPPED, Ports, free_ports
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
-from tests.integration.conftest import Lines, models_named
+from tests.integration.conftest import Lines, models_named, sigint_as_default
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -62,7 +62,14 @@ def networks_before(engine):
 
 
 @pytest.fixture(scope="session")
-def images(engine, networks_before):
+def containers_before(engine):
+    """Our containers before any test here ran: one a killed earlier run left behind is not this
+    run's doing (the cleanup test counts only the ones this run made)."""
+    return {c.id for c in _our_containers(engine)}
+
+
+@pytest.fixture(scope="session")
+def images(engine, networks_before, containers_before):
     """The stand-in images, built once (their tags hash their inputs, so CI reuses them)."""
     from generator.serve.docker_engine import ensure_images
 
@@ -160,8 +167,7 @@ def test_cli_serve_docker_then_verify_and_ctrl_c_removes_the_container(engine, i
          "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
          "--log-file", str(log)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        # a background job's shell hands down SIGINT ignored; Ctrl-C must reach this one
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=sigint_as_default)
     out = Lines(proc.stdout)
     try:
         line = out.until("serving ", timeout=180, start=True)
@@ -295,8 +301,8 @@ def test_unreachable_engine_is_a_clear_error(tiny_repo, tmp_path, monkeypatch, r
 # cleanup: runs last in this module
 
 
-def test_nothing_is_left_behind(engine, networks_before):
-    assert _our_containers(engine) == []
+def test_nothing_is_left_behind(engine, networks_before, containers_before):
+    assert [c for c in _our_containers(engine) if c.id not in containers_before] == []
     names = {n.name for n in engine.networks.list()}
     assert names <= NETWORKS_KEPT | networks_before, names
     for net in engine.networks.list():  # no network with an address range was created
