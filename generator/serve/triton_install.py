@@ -179,6 +179,7 @@ def merged_backend_dir(base: Path, extra_dirs: Sequence[str | Path],
     if all((target / n).resolve() == p.resolve() for n, p in backends.items()) and target.is_dir():
         return target
     cache.mkdir(parents=True, exist_ok=True)
+    _prune_dangling_merges(cache)
     staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
     for name, src in backends.items():
         (staging / name).symlink_to(src.resolve(), target_is_directory=True)
@@ -190,6 +191,15 @@ def merged_backend_dir(base: Path, extra_dirs: Sequence[str | Path],
         if not target.is_dir():
             raise
     return target
+
+
+def _prune_dangling_merges(cache: Path) -> None:
+    """Drop merged directories whose backends are gone (a deleted checkout or temporary folder):
+    they could never serve again, and would pile up in the cache."""
+    for merged in cache.glob("backends-merged-*"):
+        links = list(merged.iterdir()) if merged.is_dir() else []
+        if links and any(link.is_symlink() and not link.exists() for link in links):
+            shutil.rmtree(merged, ignore_errors=True)
 
 
 def server_env(install: TritonInstall, base: dict | None = None,

@@ -106,6 +106,19 @@ def test_extra_backend_dirs_are_merged_as_symlinks(install, tmp_path):
     assert ti.merged_backend_dir(base, [], cache=tmp_path / "c") == base
 
 
+def test_a_merge_whose_backends_are_gone_is_pruned_when_another_is_made(install, tmp_path):
+    import shutil
+
+    base = ti.bundled_backend_dir(install, cache=tmp_path / "c")
+    gone, kept = _fake_backend(tmp_path / "gone", "pytorch"), _fake_backend(tmp_path / "k", "onnx")
+    old = ti.merged_backend_dir(base, [gone.parent], cache=tmp_path / "c")
+    alive = ti.merged_backend_dir(base, [kept.parent], cache=tmp_path / "c")
+    shutil.rmtree(gone.parent)  # e.g. a temporary folder, deleted
+    newer = ti.merged_backend_dir(base, [_fake_backend(tmp_path / "n", "pytorch").parent],
+                                  cache=tmp_path / "c")
+    assert not old.exists() and alive.is_dir() and newer.is_dir() and base.is_dir()
+
+
 def test_bad_backend_directories(install, tmp_path):
     base = ti.bundled_backend_dir(install, cache=tmp_path / "c")
     with pytest.raises(SpecError, match="is not a directory"):
