@@ -31,3 +31,35 @@ def _restore_sys_path():
     saved = list(sys.path)
     yield
     sys.path[:] = saved
+
+
+# scripts/test.sh runs the suite in pytest-xdist workers, a whole file per worker (--dist
+# loadfile). xdist hands out the files with the most tests first; these take minutes each (in
+# this order), so they go first instead: a worker left alone with one at the end would idle the
+# others (longest first). Only the order of the work changes.
+SLOWEST_FILES = ("test_coverage.py", "test_reliability.py", "test_tune.py", "test_bench.py",
+                 "test_row_shapes.py", "test_compiled_variants.py", "test_docker.py",
+                 "test_serve_signals.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    def rank(scope: str) -> int:
+        name = scope.rsplit("/", 1)[-1]
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    class SlowestFirst(LoadFileScheduling):
+        ordered = False
+
+        def _assign_work_unit(self, node):
+            if not self.ordered:  # the queue is complete before the first file is handed out
+                queue = sorted(self.workqueue.items(), key=lambda item: rank(item[0]))
+                self.workqueue.clear()
+                self.workqueue.update(queue)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return SlowestFirst(config, log)

@@ -7,6 +7,7 @@ import json
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -126,6 +127,12 @@ def embedded_server(repo: Path, log_dir: Path, models=None, **kw):
         yield server, {s.name: s for s in statuses}
 
 
+def sigint_as_default() -> None:
+    """preexec_fn of a child a test stops with SIGINT (Ctrl-C): a test runner started in the
+    background, and each pytest-xdist worker, ignore SIGINT, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def serve_process(repo: Path, log: Path, *args: str):
     """The real `gen-repo serve` of ``repo`` as a subprocess on free ports.
@@ -138,7 +145,8 @@ def serve_process(repo: Path, log: Path, *args: str):
            str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port",
            str(ports.metrics), "--log-file", str(log), *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=sigint_as_default)
     try:
         yield proc, Lines(proc.stdout), ports
     finally:

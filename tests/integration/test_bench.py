@@ -20,7 +20,8 @@ from generator.runtime.model import threads_for
 from tests.conftest import ROOT
 from generator.serve.triton_install import BACKEND_DIRS_ENV
 from tests.integration.conftest import (alive, descendants, embedded_server,
-                                        needs_pytorch_backend, wait_for_first_point)
+                                        needs_pytorch_backend, sigint_as_default,
+                                        wait_for_first_point)
 
 pytestmark = pytest.mark.integration
 
@@ -148,8 +149,7 @@ def test_ctrl_c_keeps_what_was_measured(tiny_repo, tmp_path):
          "tiny_mlp_python", "--out", str(out), "--concurrency", "1,2,4,8,16", "--instances",
          "1", "--no-ceiling", *SHORT], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
-        # a test runner started in the background ignores SIGINT, and children inherit that
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=sigint_as_default)
     try:
         wait_for_first_point(proc, out, 120)
         children = descendants(proc.pid)

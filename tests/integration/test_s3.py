@@ -28,7 +28,7 @@ from generator.ship.push import SHA_KEY, digests
 from generator.serve.server import READY, SKIPPED, EmbeddedServer, Ports, free_ports
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
-from tests.integration.conftest import PYTORCH_BACKEND
+from tests.integration.conftest import PYTORCH_BACKEND, sigint_as_default
 
 pytestmark = pytest.mark.integration
 
@@ -232,7 +232,8 @@ def test_serve_and_verify_cli_from_s3(aws_env, tiny_repo, run_cli, tmp_path):
             [*GEN_REPO, "serve", "--repo", url, "--models", "tiny_mlp_python,seq_encoder",
              "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
              "--log-file", str(tmp_path / "tritonserver.log")],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            preexec_fn=sigint_as_default)
     try:
         deadline = time.monotonic() + 300
         while "serving" not in (tmp_path / "serve.out").read_text():
@@ -352,7 +353,7 @@ def test_interrupted_push_leaves_no_config_and_a_rerun_completes_it(aws_env, mod
             [*GEN_REPO, "push", f"s3://{BUCKET}/{prefix}", "--repo", str(model_copy),
              "--endpoint-url", aws_env.endpoint_url],
             env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=err,
-            cwd=ROOT)
+            cwd=ROOT, preexec_fn=sigint_as_default)
     deadline = time.monotonic() + 120
     while before not in aws_env.listing(prefix):
         assert proc.poll() is None, (tmp_path / "push.err").read_text()

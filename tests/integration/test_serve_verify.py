@@ -26,7 +26,7 @@ from generator.serve.verify import (FAIL, OK, VerifyOptions, bad_requests, load_
 from tests.conftest import ROOT
 from tests.integration.conftest import (PYTORCH_BACKEND, Lines, alive, break_model,
                                         descendants, embedded_server, models_named,
-                                        needs_pytorch_backend)
+                                        needs_pytorch_backend, sigint_as_default)
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +309,8 @@ def test_serve_cli_serves_until_ctrl_c_and_leaves_no_process(repo, tmp_path):
            "--models", f"tiny_mlp_python,{BROKEN},{LIBTORCH}", "--http-port", str(h),
            "--grpc-port", str(g), "--metrics-port", str(m), "--log-file", str(log)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=sigint_as_default)
     procs = []
     try:
         lines = Lines(proc.stdout)

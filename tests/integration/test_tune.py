@@ -18,7 +18,8 @@ from generator.build import layout
 from generator.tune.candidate import Candidate
 from generator.tune.results import SCHEMA, TuneResults
 from tests.conftest import ROOT
-from tests.integration.conftest import PYTORCH_BACKEND, alive, descendants, embedded_server
+from tests.integration.conftest import (PYTORCH_BACKEND, alive, descendants, embedded_server,
+                                        sigint_as_default)
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,7 @@ def test_ctrl_c_keeps_what_was_measured_and_resume_measures_nothing_twice(tiny_r
         [sys.executable, "-m", "generator.cli", "tune", "--repo", str(tiny_repo), "--out",
          str(prod), "--results", str(out), *SMALL], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=sigint_as_default)
     try:
         deadline = time.monotonic() + 240
         while _complete(out) < 2:
