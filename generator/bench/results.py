@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ..errors import RepositoryError
+from ..machine import cores
 from ..build.layout import write_atomic
 
 SCHEMA = "gen-repo-bench/1"
@@ -146,8 +147,7 @@ class Results:
 
 
 def machine_info() -> dict:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    info = {"cpu": _cpu_model(), "cores": cores, "os": platform.platform(),
+    info = {"cpu": _cpu_model(), "cores": cores(), "os": platform.platform(),
             "glibc": "-".join(platform.libc_ver()), "python": platform.python_version(),
             "loadavg_start": _loadavg()}
     try:
@@ -162,8 +162,8 @@ def machine_info() -> dict:
 def busy_at_start(machine: dict) -> tuple[float, int] | None:
     """(load average, cores) when the machine was busy as the run started (load above half
     the cores; bench itself adds 1-2 later), else None."""
-    load, cores = machine.get("loadavg_start"), machine.get("cores") or 1
-    return (load[0], cores) if load and load[0] > 0.5 * cores else None
+    load, n = machine.get("loadavg_start"), machine.get("cores") or 1
+    return (load[0], n) if load and load[0] > 0.5 * n else None
 
 
 def _loadavg() -> list[float] | None:

@@ -16,9 +16,9 @@ of its cores) and ``memory_format``; the timings into gen_repo.json.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from ..machine import cores
 from ..runtime.model import CHANNELS_LAST, MEASURED_THREADS, MEMORY_FORMAT
 from ..spec import ModelSpec
 
@@ -26,10 +26,6 @@ TOLERANCE = 1.10  # a more complex setting must be >10 % faster (mean over the b
 SECONDS = 0.25  # per (layout, threads, batch) setting, in three passes: the fastest slice counts
 SHARE = "share"  # measured_threads when the most threads measured were the fastest
 CONTIGUOUS = "contiguous"
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def plan(spec: ModelSpec) -> dict | None:

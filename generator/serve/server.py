@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 
 from .. import progress
 from ..build.layout import PLATFORM_MIN_RELEASE
+from ..machine import cores
 from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
                       ToolError, log_tail)
 from ..ship.s3 import is_s3_url
@@ -45,8 +46,7 @@ PYTORCH_BACKEND_TIP = (
 BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
 STUB_PROCESS = "triton_python_backend_stub"  # one process per Python-backend model instance
 # models loaded at once: each Python-backend instance's stub imports torch (CPU-bound, ~2 s)
-LOAD_THREADS = min(4, max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                          else os.cpu_count() or 2))
+LOAD_THREADS = min(4, max(2, cores()))
 INTER_OP = "INTER_OP_THREAD_COUNT"  # a PyTorch-backend parameter that may be applied once
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..bench.workspace import configure_instances
 from ..build.layout import BuiltModel
+from ..machine import cores
 from ..spec import ModelSpec
 
 PYTHON_THREADS = "threads"  # the Python-backend runtime's intra-op threads parameter
@@ -123,12 +124,6 @@ def _kinds(config) -> set[str]:
 
 def is_gpu(model: BuiltModel) -> bool:
     return "KIND_GPU" in _kinds(model.config)
-
-
-def cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def built_threads(model: BuiltModel, instances: int) -> int:

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from ..build.layout import BuiltModel
 from ..errors import SpecError
-from .candidate import Batching, Candidate, cores, default_of, is_gpu
+from ..machine import cores
+from .candidate import Batching, Candidate, default_of, is_gpu
 
 OFF = None  # a queue delay meaning: no dynamic batching
 DEFAULT_DELAYS_US: tuple[int | None, ...] = (OFF, 0, 100, 1000, 5000)
