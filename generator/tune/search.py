@@ -11,7 +11,9 @@ Staged (the default), per model:
     3 threads x instances  for the variants within KEEP (85%) of the incumbent after stage 2
                            (the others are dropped), the settings of stage 1 within KEEP of its
                            best
-    4 batching             around the best so far: the batcher off, then the queue delays in
+    4 batching             the batcher off at each setting kept in stage 1 (the batcher
+                           changes which setting wins), then around the best so far: the
+                           batcher off, then the queue delays in
                            ascending order until a longer delay scores lower than the best one
                            (a longer delay only adds waiting), then at the best delay a
                            preferred batch size and the smaller max batch sizes
@@ -134,7 +136,23 @@ class Search:
                                      STAGES[2])
         best = self.best(o)
         if best is not None:
+            self.batcher_off(o, o.space_of(best.candidate.model), settings, best.candidate)
+            best = self.best(o)
             self.batching(o, o.space_of(best.candidate.model), best.candidate)
+
+    def batcher_off(self, o: Outcome, s: ModelSpace, settings: list[tuple[int, int]],
+                    around: Candidate) -> None:
+        """Stage 4 begins with the batcher off at each good setting of stage 1, not only at the
+        best one: the batcher changes which setting wins (without it one instance that takes
+        the requests in turn can beat two that each wait for a batch), so a setting that lost
+        with the build's batching may win without it."""
+        off = [b for b in s.batchings if b.max_batch_size and not b.dynamic
+               and b.max_batch_size == around.batching.max_batch_size]
+        if not off or not around.batching.dynamic:
+            return
+        for instances, threads in settings:
+            if (instances, threads) in s.settings:
+                self.attempt(o, s.candidate(instances, threads, off[0]), STAGES[3])
 
     def good_settings(self, o: Outcome, base: ModelSpace) -> list[tuple[int, int]]:
         """The (instances, threads) settings of stage 1 within KEEP of its best, best first:
@@ -392,7 +410,9 @@ def stage_bounds(o: Outcome) -> list[tuple[str, int]]:
         extra = max((sum(1 for b in options if b.dynamic and b.max_queue_delay_us == d and
                          (b.preferred_batch_sizes or b.max_batch_size != built))
                      for d in plain), default=0)
-        batching = max(batching, max(0, off + len(plain) + extra - 1))
+        # the batcher off at each setting (stage 1's kept ones), the delays, the extras; the
+        # build's own batching is measured already
+        batching = max(batching, max(0, off * len(s.settings) + len(plain) + extra - 1))
     return [(STAGES[0], len(base.settings)), (STAGES[1], len(others)),
             (STAGES[2], sum(len(s.settings) - 1 for s in others)), (STAGES[3], batching)]
 

@@ -31,9 +31,10 @@ from tests.conftest import ROOT
 
 RECORDED = ROOT / "tests" / "data" / "tune" / "tiny_mlp_staged.json"
 RECORDED_GRID = ROOT / "tests" / "data" / "tune" / "tiny_mlp_grid.json"
-# Two more grids of benchmarks/tune_vs_grid.py, from a later, quieter run.
-GRIDS = {"tiny_mlp": ROOT / "tests" / "data" / "tune" / "tiny_mlp_grid_2.json",
-         "resnet18": ROOT / "tests" / "data" / "tune" / "resnet18_grid.json"}
+# More grids of benchmarks/tune_vs_grid.py: _2 and resnet18 from a later, quieter run; _3 from
+# a run on a loaded machine after the TorchScript layout change.
+GRIDS = {name: ROOT / "tests" / "data" / "tune" / f"{name}.json"
+         for name in ("tiny_mlp_grid_2", "resnet18_grid", "tiny_mlp_grid_3", "resnet18_grid_3")}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -311,7 +312,8 @@ STAGED_ORDER = [  # what the staged search asks for on the recorded grid, in ord
     "tiny_mlp_libtorch/i1-t2-d100-m8", "tiny_mlp_libtorch/i1-t1-d100-m8",  # 1 threads x inst.
     "tiny_mlp_libtorch/i2-t1-d100-m8",
     "tiny_mlp_python/i1-t1-d100-m8", "tiny_mlp_python_aoti/i1-t1-d100-m8",  # 2 variants
-    "tiny_mlp_libtorch/i1-t1-off-m8", "tiny_mlp_libtorch/i1-t1-d2000-m8"]  # 4 batching
+    "tiny_mlp_libtorch/i1-t1-off-m8", "tiny_mlp_libtorch/i2-t1-off-m8",  # 4 batching: off
+    "tiny_mlp_libtorch/i1-t1-d2000-m8"]  # ... at the settings kept, then the delays
 
 
 def test_on_a_recorded_grid_the_staged_search_finds_the_best_in_a_fraction_of_its_time(
@@ -343,15 +345,23 @@ def test_on_a_recorded_grid_the_staged_search_finds_the_best_in_a_fraction_of_it
     assert stages == sorted(stages)  # in stage order
 
 
-@pytest.mark.parametrize("name, floor", [
-    ("resnet18", 0.95),
+@pytest.mark.parametrize("grid, floor, gain", [  # gain: the grid's best is >= 1.2x the default
+    ("resnet18_grid", 0.95, True),
     # In this grid the three batching-off configs of libtorch are within 8% of each other
-    # (15640, 14775, 14458 infer/s): the staged search takes the one its own stages point to,
-    # 0.945 of the grid's best -- inside the spread of one measurement on a shared machine.
-    ("tiny_mlp", 0.94)])
+    # (15640, 14775, 14458 infer/s): the staged search measures the two its stages point to and
+    # takes the simpler of that tie (2% apart), 0.92 of the grid's best -- inside the spread of
+    # one measurement on a shared machine.
+    ("tiny_mlp_grid_2", 0.92, True),
+    # Here one instance with the batcher off is best (14620 infer/s) while with the build's
+    # batching two instances tie with one: only the batcher-off probe at every setting kept in
+    # stage 1 finds it (at the best setting alone: 0.91).
+    ("tiny_mlp_grid_3", 0.95, True),
+    # With the TorchScript in its faster layout, the build's libtorch config is the grid's best.
+    ("resnet18_grid_3", 0.95, False)])
 def test_on_more_recorded_grids_the_staged_search_stays_within_a_third_of_the_time(
-        tmp_path, name, floor):
-    search, o, rec = grid_outcome(tmp_path, measurer=Recorded(path=GRIDS[name]), name=name)
+        tmp_path, grid, floor, gain):
+    name = grid.split("_grid")[0]
+    search, o, rec = grid_outcome(tmp_path, measurer=Recorded(path=GRIDS[grid]), name=name)
     assert {c.key for s in o.spaces for c in s.grid()} == set(rec.records)
     search.run([o])
     scores = {k: Objective().score(pts) for k, pts in rec.points.items()}
@@ -360,7 +370,9 @@ def test_on_more_recorded_grids_the_staged_search_stays_within_a_third_of_the_ti
     spent = sum(rec.records[k]["seconds"] for k in rec.asked)
     assert spent <= 0.35 * sum(r["seconds"] for r in rec.records.values())
     default = scores[f"{name}_libtorch/i1-t2-d100-m8"]
-    assert best / default.throughput >= 1.2 and o.winner.score.relative(default) >= 1.2
+    assert (best / default.throughput >= 1.2) == gain
+    if gain:  # the grid shows that much is available, and the staged search gets it
+        assert o.winner.score.relative(default) >= 1.2
 
 
 def test_the_time_budget_stops_the_search_and_says_what_was_left(tmp_path):
