@@ -146,13 +146,12 @@ class Search:
         best one: the batcher changes which setting wins (without it one instance that takes
         the requests in turn can beat two that each wait for a batch), so a setting that lost
         with the build's batching may win without it."""
-        off = [b for b in s.batchings if b.max_batch_size and not b.dynamic
-               and b.max_batch_size == around.batching.max_batch_size]
-        if not off or not around.batching.dynamic:
+        off = batcher_off_of(s, around.batching.max_batch_size)
+        if off is None or not around.batching.dynamic:
             return
         for instances, threads in settings:
             if (instances, threads) in s.settings:
-                self.attempt(o, s.candidate(instances, threads, off[0]), STAGES[3])
+                self.attempt(o, s.candidate(instances, threads, off), STAGES[3])
 
     def good_settings(self, o: Outcome, base: ModelSpace) -> list[tuple[int, int]]:
         """The (instances, threads) settings of stage 1 within KEEP of its best, best first:
@@ -183,9 +182,9 @@ class Search:
         options = [b for b in s.batchings if b.max_batch_size]
         if not options:
             return
-        for b in options:  # the batcher off
-            if not b.dynamic and b.max_batch_size == b0.max_batch_size:
-                self.attempt(o, around.with_batching(b), stage)
+        off = batcher_off_of(s, b0.max_batch_size)
+        if off is not None:
+            self.attempt(o, around.with_batching(off), stage)
         plain = sorted({b.max_queue_delay_us for b in options if b.dynamic and not
                         b.preferred_batch_sizes and b.max_batch_size == b0.max_batch_size})
         best_delay = b0.max_queue_delay_us if b0.dynamic else None
@@ -396,6 +395,12 @@ def no_winner_error(o: Outcome, objective: Objective, load: str) -> BudgetError:
                        " machine; the report lists what was measured.")
 
 
+def batcher_off_of(s: ModelSpace, max_batch_size: int) -> Batching | None:
+    """The space's batching option with the batcher off at ``max_batch_size`` (at most one)."""
+    return next((b for b in s.batchings if b.max_batch_size and not b.dynamic
+                 and b.max_batch_size == max_batch_size), None)
+
+
 def stage_bounds(o: Outcome) -> list[tuple[str, int]]:
     """The most candidates each stage of the staged search can measure for one model."""
     base = o.space_of(o.baseline.model)
@@ -404,7 +409,7 @@ def stage_bounds(o: Outcome) -> list[tuple[str, int]]:
     for s in o.spaces:
         built = s.default.max_batch_size
         options = [b for b in s.batchings if b.max_batch_size]
-        off = int(any(not b.dynamic for b in options))
+        off = int(batcher_off_of(s, built) is not None)
         plain = {b.max_queue_delay_us for b in options if b.dynamic and not
                  b.preferred_batch_sizes and b.max_batch_size == built}
         extra = max((sum(1 for b in options if b.dynamic and b.max_queue_delay_us == d and
