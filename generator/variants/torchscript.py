@@ -116,10 +116,10 @@ def _ms_per_call(ts, tensors) -> float:
 
 def _in_measured_layout(ctx: ExportContext, made: TorchScript) -> TorchScript:
     """For a conv net served on CPU: the module with its 4-D weights in channels_last layout when
-    that runs the forward pass faster by more than threads.TOLERANCE (threads.choose), timed here on the first
-    sample case (the layouts in turn, best of two), the same rule the Python-backend variants'
-    measured choice applies; the converted module is checked against eager like the module
-    itself. TorchScript keeps the weights' strides through torch.jit.save, and the graph then
+    that runs the forward pass faster by more than threads.TOLERANCE (threads.choose), timed
+    here on the first sample case (the layouts in turn, best of two), the same rule the
+    Python-backend variants' measured choice applies; the converted module is checked against
+    eager like the module itself. TorchScript keeps the weights' strides through torch.jit.save, and the graph then
     runs oneDNN's channels_last convolutions (resnet18 at batch 8 here: ~1.35x)."""
     import torch
 
