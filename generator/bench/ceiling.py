@@ -40,6 +40,7 @@ class CeilingPoint:
     throughput: float  # inferences (rows) per second
     p50_ms: float  # median time of one forward pass
     iterations: int
+    device: str = "cpu"  # where it ran: the served instances' device (cuda:N for KIND_GPU)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +55,7 @@ class Artifact:
     path: str  # model directory
     load_params: dict
     batching: bool
+    device: str = "cpu"  # torch device of the served model's instances
 
     @property
     def kind(self) -> str:
@@ -80,9 +82,18 @@ def artifacts_of(models) -> list[Artifact]:
         if not params:
             continue
         a = Artifact(m.base_name, m.name, str(m.built.path), params,
-                     m.built.config.max_batch_size > 0)
+                     m.built.config.max_batch_size > 0, device_of(m.built.config))
         seen.setdefault((a.model, a.kind), a)
     return list(seen.values())
+
+
+def device_of(config) -> str:
+    """The torch device of a model config's instances: the first GPU of its first KIND_GPU
+    group ("cuda:N", as the runtime's GPU instance uses), else "cpu"."""
+    for group in config.instance_group:
+        if group.kind == group.KIND_GPU:
+            return f"cuda:{group.gpus[0] if group.gpus else 0}"
+    return "cpu"
 
 
 def measure(artifacts: list[Artifact], batch_sizes: list[int], threads: list[int],
@@ -179,17 +190,33 @@ def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
     samples = built.samples()  # as clients send them
     inputs = [_input_entry(i) for i in built.config.input]
     samples = {i["name"]: samples[i["name"]] for i in inputs}
-    model = runtime.load_model(built.path / "1", a.load_params, torch.device("cpu"), inputs,
+    device = torch.device(a.device)
+    model = runtime.load_model(built.path / "1", a.load_params, device, inputs,
                                log=lambda *_: None)
+    run = _synchronized(runtime.run_batch, torch, device)
     points = []
     for threads in job["threads"]:
         torch.set_num_threads(threads)
         for b in (job["batch_sizes"] if a.batching else [1]):
-            tensors = _rows(samples, inputs, a.batching, b)
-            n, elapsed, times = runtime.time_forward(model, tensors, job["seconds"])
+            tensors = [t.to(device) for t in _rows(samples, inputs, a.batching, b)]
+            n, elapsed, times = runtime.time_forward(model, tensors, job["seconds"], run)
             points.append(CeilingPoint(a.model, a.kind, a.source, b, threads, n * b / elapsed,
-                                       statistics.median(times) * 1e3, n).to_dict())
+                                       statistics.median(times) * 1e3, n, a.device).to_dict())
     return points
+
+
+def _synchronized(run, torch, device):
+    """``run``, waiting for the device to finish: a CUDA forward pass returns before its
+    kernels have run, so an unsynchronised loop times the launches, not the work."""
+    if device.type != "cuda":
+        return run
+
+    def run_and_wait(model, tensors):
+        out = run(model, tensors)
+        torch.cuda.synchronize(device)
+        return out
+
+    return run_and_wait
 
 
 def main(argv: list[str]) -> int:

@@ -296,7 +296,7 @@ class TritonPythonModel:
         tensors = []
         for name, t in zip(self.output_names, outputs):
             if t.dtype == torch.bool:  # through numpy: DLPack's bool is not read everywhere
-                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(t.numpy())))
+                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(t.cpu().numpy())))
             else:  # DLPack: no numpy array in between (also GPU and bfloat16 tensors)
                 tensors.append(pb_utils.Tensor.from_dlpack(
                     name, torch.utils.dlpack.to_dlpack(t.contiguous())))

@@ -77,12 +77,15 @@ class TritonInstall:
     def locate(cls) -> "TritonInstall":
         tip = ("Install the project's environment (bash scripts/setup.sh) or"
                " `pip install nvidia-pytriton==0.7.0`; or serve with --docker.")
-        try:
-            import pytriton
-        except ImportError as e:
+        import importlib.util
+
+        # Found, not imported: only its tritonserver folder is used, and importing pytriton
+        # pulls in its own client stack (the GPU check kit ships the folder alone).
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.origin:
             raise ToolError("the embedded tritonserver needs the nvidia-pytriton package, which is"
-                            " not installed in this Python environment.", tip) from e
-        root = Path(pytriton.__file__).resolve().parent / "tritonserver"
+                            " not installed in this Python environment.", tip)
+        root = Path(spec.origin).resolve().parent / "tritonserver"
         install = cls(root, root.parent.parent / "nvidia_pytriton.libs")
         for path in (install.binary, install.python_backend, install.libs):
             if not path.exists():
