@@ -3,6 +3,7 @@
 # from the kit of scripts/gpu-kit.sh (nothing is installed from a network).
 #
 #   bash scripts/gpu-check.sh [--dry] [--kit DIR] [--out DIR] [--python PY] [--budget-s S]
+#                             [--skip STEP,...]
 #
 # Steps, each logged to OUT/logs/STEP.log with its exit code and time in OUT/summary.md:
 #   facts    GPU, driver, Python, torch, CUDA; whether the stub finds its libpython
@@ -10,14 +11,15 @@
 #            numpy<2, protobuf<5 and client libraries first), gen-repo from the kit
 #   build    a small CNN and a tiny transformer, fp32 and fp16 (--dtype float16), variants
 #            python + python-ts (+ libtorch where GEN_REPO_BACKEND_DIRECTORY names a PyTorch
-#            backend; the kit has none), on --gpu-instances 1; plus the compiled variants
-#            (python-compile, python-aoti) of the CNN
+#            backend; the kit has none), on --gpu-instances 1; plus the CNN's python-compile
+#            variant (python-aoti is compiled for the CPU only: refused for GPU instances)
 #   serve    gen-repo serve on the embedded tritonserver; GPU memory per process while serving
 #   verify   gen-repo verify over HTTP and gRPC
 #   bench    gen-repo bench --quick --instances 1,2 of the python variants (fp32, fp16,
 #            compiled) with the in-process ceiling, run on the GPU
 #   tune     a one-minute gen-repo tune of the CNN (1 or 2 instances per GPU)
 #   summary  the verdicts and the key figures (OUT/summary.md, OUT/figures.json)
+# --skip leaves steps out (not counted as failures), e.g. build-cnn-compiled,tune.
 # --dry runs the same steps on a machine without a GPU (KIND_CPU instances, shorter bench and
 # tune, no compiled variants): what CI runs to prove the script itself works. --budget-s (default
 # 420) bounds the whole run: a step that would start past it is skipped, and counts as failed.
@@ -30,6 +32,7 @@ kit="$here/.gpu-kit"
 out="${OUT:-$here/gpu-check-out}"
 base_py="python3"
 budget_s=420
+skip=","
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry) mode="dry"; shift ;;
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
         --out) out="$2"; shift 2 ;;
         --python) base_py="$2"; shift 2 ;;
         --budget-s) budget_s="$2"; shift 2 ;;
+        --skip) skip=",$2,"; shift 2 ;;
         -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -56,6 +60,11 @@ say() { echo "[gpu-check +$((SECONDS - started))s] $*" >&2; }
 # step NAME TIMEOUT_S COMMAND...: run it, log it, record its exit code and time.
 step() {
     local name="$1" limit="$2"; shift 2
+    if [[ "$skip" == *",$name,"* ]]; then
+        say "$name: skipped (--skip)"
+        printf '%s\t%s\t%s\n' "$name" "skipped" "0" >> "$out/steps.tsv"
+        return 0
+    fi
     local left=$(( budget_s - (SECONDS - started) ))
     if [ "$left" -lt 15 ]; then
         say "$name: skipped, the time budget of ${budget_s}s is spent"
@@ -137,7 +146,7 @@ from generator.cli import main
 sys.exit(main())
 EOF
     chmod +x "$env_dir/bin/gen-repo"
-    "$env_dir/bin/python" - <<'EOF'
+    (cd "$work" && "$env_dir/bin/python" - <<'EOF'
 import numpy, torch, google.protobuf, tritonclient.http, tritonclient.grpc, generator
 from generator.serve.triton_install import TritonInstall, bundled_backend_dir
 from generator.bench.perf_analyzer import find_binary
@@ -148,6 +157,7 @@ print("tritonserver", install.binary, "backends", bundled_backend_dir(install))
 print("perf_analyzer", find_binary())
 assert numpy.__version__.startswith("1."), "the Python-backend stub needs numpy<2"
 EOF
+    )
     local t="$env_dir/lib/python$pyver/site-packages/pytriton/tritonserver"
     echo "libraries of the stub and the server (python, and any not found):"
     ldd "$t/python_backend_stubs/$pyver/triton_python_backend_stub" "$t/bin/tritonserver" \
@@ -165,7 +175,8 @@ export -f gr
 # -- build ------------------------------------------------------------------------------------
 if [ "$mode" = "gpu" ]; then
     instances=(--gpu-instances 1 --cpu-instances 0)
-    bench_models=cnn_python,cnn_fp16_python,tfm_python,tfm_fp16_python,cnnc
+    bench_models=cnn_python,cnn_fp16_python,tfm_python,tfm_fp16_python
+    [[ "$skip" == *",build-cnn-compiled,"* ]] || bench_models="$bench_models,cnnc"
     bench_args=(--quick --instances 1,2 --no-floor)
     tune_minutes=1
 else
@@ -185,7 +196,7 @@ step build-cnn-fp16 300 gr build "${cnn[@]}" --name cnn_fp16 --dtype float16 --v
 step build-tfm 300 gr build "${tfm[@]}" --name tfm --variants "$variants" "${common[@]}"
 step build-tfm-fp16 300 gr build "${tfm[@]}" --name tfm_fp16 --dtype float16 --variants python "${common[@]}"
 if [ "$mode" = "gpu" ]; then
-    step build-cnn-compiled 300 gr build "${cnn[@]}" --name cnnc --variants python-compile,python-aoti "${common[@]}"
+    step build-cnn-compiled 300 gr build "${cnn[@]}" --name cnnc --variants python-compile "${common[@]}"
 fi
 find "$repo" -name config.pbtxt -exec sh -c 'echo "== $1"; cat "$1"' _ {} \; > "$out/logs/configs.txt" 2>&1
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,29 @@ class CheckResult:
     # {memory format: {threads: {batch: ms}}} when the job asked for them (formats whose answers
     # match eager only)
     thread_timings: dict | None = None
+
+
+CRASH_TIP = ("A process killed by {signal} while it loads or runs an artifact crashed inside"
+             " PyTorch's native code for this kind of artifact (errors in a model's Python code"
+             " raise exceptions, not signals). The other variants are not affected: build"
+             " without this one (--variants), or try another torch version.")
+OOM_TIP = ("SIGKILL while loading or running the artifacts is most often the kernel's"
+           " out-of-memory killer: free memory (or build on a larger machine) and build again.")
+
+
+def worker_crash(returncode: int, output: str) -> tuple[str, str]:
+    """(what ended the check worker, the tip) for a worker that exited abnormally: a signal
+    (a negative return code) is named, with a tip that fits it; else the exit code and the last
+    lines it printed."""
+    last = " ".join(output.strip().splitlines()[-3:])[:400]
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        tip = OOM_TIP if name == "SIGKILL" else CRASH_TIP.format(signal=name)
+        return f"the check process was killed by {name}" + (f" ({last})" if last else ""), tip
+    return f"worker exited {returncode}: {last}", LOAD_TIP
 
 
 def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
@@ -95,10 +119,9 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                                   cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=TIMEOUT_S)
             crashed = None if proc.returncode in (0, 3) else \
-                f"worker exited {proc.returncode}: " + \
-                " ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])[:400]
+                worker_crash(proc.returncode, proc.stderr or proc.stdout)
         except subprocess.TimeoutExpired:
-            crashed = f"loading/running the artifacts took over {TIMEOUT_S} s"
+            crashed = (f"loading/running the artifacts took over {TIMEOUT_S} s", LOAD_TIP)
         return [_result(spec, wj, cases, references, crashed, block) for wj in worker_jobs]
 
 
@@ -112,8 +135,9 @@ def _result(spec, wj, cases, references, crashed, block) -> CheckResult:
                            notes=notes)
     missing = [c for c in wj["cases"] if not Path(c["out"]).is_file()]
     if missing:
-        return CheckResult(False, f"fails in a fresh process: {crashed or 'no output'}", {},
-                           tip=LOAD_TIP, notes=notes)
+        detail, tip = crashed or ("no output", LOAD_TIP)
+        return CheckResult(False, f"fails in a fresh process: {detail}", {}, tip=tip,
+                           notes=notes)
     comparisons = {case.name: compare(load_npz(Path(c["out"])), references[case.name],
                                       spec.atol, spec.rtol)
                    for case, c in zip(cases, wj["cases"])}

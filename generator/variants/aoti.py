@@ -12,12 +12,21 @@ import shutil
 from pathlib import Path
 
 from ..build.config import Engine
+from ..errors import ExportError
 from ..runtime.model import sha256_of
 from .aoti_export import ARTIFACT, compiled_package
 from .base import Artifact, ExportContext, Variant
 
 
 def copy_package(ctx: ExportContext, version_dir: Path) -> dict[str, str]:
+    if ctx.spec.gpu_instances:
+        raise ExportError(
+            "the AOTInductor package is compiled for the CPU (gen-repo compiles .pt2 files for"
+            " the CPU only), and a CPU package cannot serve the KIND_GPU instances of"
+            f" --gpu-instances {ctx.spec.gpu_instances}.",
+            "Serve the model on GPUs with the python or python-compile variant (torch.compile"
+            " compiles for the GPU when its instance loads), or build the AOTInductor variants"
+            " for CPU instances only (--gpu-instances 0).")
     path = version_dir / ARTIFACT
     shutil.copyfile(compiled_package(ctx), path)
     return {"artifact": ARTIFACT, "loader": "aoti", "artifact_sha256": sha256_of(path)}

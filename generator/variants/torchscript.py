@@ -163,6 +163,13 @@ def _make(ctx: ExportContext) -> TorchScript:
                                [], [], matched=False)
     suspects, notes = tracer_warnings.suspects(warned), _benign_note(warned)
     bad = _mismatch(ts, ctx)
+    baked = baked_devices(ts) if ctx.spec.gpu_instances else []
+    if bad is None and baked:
+        return _script_instead(
+            ctx, "the trace baked in the device it ran on (the GPU instances run on another):"
+            f" {'; '.join(baked)}", "the trace baked in its device", suspects, notes,
+            matched=False, tip="Create tensors on the device of an input (`device=x.device`),"
+            " which torch.jit.script keeps, or serve on CPU instances only.")
     if bad is None:
         if not suspects:
             return TorchScript(ts, "trace", "", notes)
@@ -184,19 +191,38 @@ def _make(ctx: ExportContext) -> TorchScript:
 
 
 def _script_instead(ctx: ExportContext, trace_error: str, why: str, suspects: list,
-                    notes: list[str], matched: bool) -> TorchScript:
+                    notes: list[str], matched: bool, tip: str = "") -> TorchScript:
     """torch.jit.script in place of a trace that cannot ship; it compiles the control flow that
-    tracing bakes in. Refused when it does not compile or does not match eager."""
+    tracing bakes in. Refused when it does not compile or does not match eager (``tip``: how to
+    fix the model, when the trace's problem is not one the tracer warns about)."""
+    tip = (tip + " The python variant serves the eager model (--variants python).") if tip \
+        else _refusal_tip(suspects, matched)
     try:
         ts = _script(ctx)
     except Exception as e:
         raise ExportError(f"{trace_error}; torch.jit.script failed too: {_first_line(e)}",
-                          _refusal_tip(suspects, matched)) from e
+                          tip) from e
     bad = _mismatch(ts, ctx)
     if bad:
-        raise ExportError(f"{trace_error}; the scripted model also {bad}.",
-                          _refusal_tip(suspects, matched))
+        raise ExportError(f"{trace_error}; the scripted model also {bad}.", tip)
     return TorchScript(ts, "script", why, notes + [f"fell back to torch.jit.script: {trace_error}"])
+
+
+def baked_devices(ts) -> list[str]:
+    """Where a traced module uses a device constant: the trace records the device a tensor was
+    created on (``torch.arange(n)``, ``torch.zeros(..., device=x.device)`` alike) as a constant,
+    so on a GPU instance it creates that tensor on the CPU. One "op at file(line)" per use, the
+    line being the first frame outside torch's own code."""
+    found = []
+    for node in ts.inlined_graph.nodes():
+        if node.kind() != "prim::Constant" or node.output().type().kind() != "DeviceObjType":
+            continue
+        for use in node.output().uses():
+            frames = [f.strip() for f in use.user.sourceRange().splitlines() if f.strip()]
+            own = [f for f in frames if "/torch/" not in f and "gen_repo_wrapper" not in f]
+            site = (own or frames or ["an unknown line"])[0].split(": ")[0]
+            found.append(f"{use.user.kind()} at {site}")
+    return list(dict.fromkeys(found))
 
 
 def _benign_note(warned: list) -> list[str]:
