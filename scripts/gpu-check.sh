@@ -3,7 +3,7 @@
 # from the kit of scripts/gpu-kit.sh (nothing is installed from a network).
 #
 #   bash scripts/gpu-check.sh [--dry] [--kit DIR] [--out DIR] [--python PY] [--budget-s S]
-#                             [--skip STEP,...]
+#                             [--skip STEP,...] [--ports HTTP,GRPC,METRICS]
 #
 # Steps, each logged to OUT/logs/STEP.log with its exit code and time in OUT/summary.md:
 #   facts    GPU, driver, Python, torch, CUDA; whether the stub finds its libpython
@@ -33,6 +33,7 @@ out="${OUT:-$here/gpu-check-out}"
 base_py="python3"
 budget_s=420
 skip=","
+ports="18000,18001,18002"
 while [ $# -gt 0 ]; do
     case "$1" in
         --dry) mode="dry"; shift ;;
@@ -41,6 +42,7 @@ while [ $# -gt 0 ]; do
         --python) base_py="$2"; shift 2 ;;
         --budget-s) budget_s="$2"; shift 2 ;;
         --skip) skip=",$2,"; shift 2 ;;
+        --ports) ports="$2"; shift 2 ;;
         -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu-check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -181,8 +183,8 @@ if [ "$mode" = "gpu" ]; then
     tune_minutes=1
 else
     instances=(--cpu-instances 1)
-    bench_models=cnn,tfm_fp16
-    bench_args=(--quick --instances 1 --ceiling-seconds 0.2)
+    bench_models=cnn_python,tfm_fp16_python
+    bench_args=(--quick --instances 1 --ceiling-seconds 0.2 --no-floor)
     tune_minutes=0.3
 fi
 variants="python,python-ts"
@@ -201,8 +203,10 @@ fi
 find "$repo" -name config.pbtxt -exec sh -c 'echo "== $1"; cat "$1"' _ {} \; > "$out/logs/configs.txt" 2>&1
 
 # -- serve + verify ---------------------------------------------------------------------------
+IFS=, read -r http_port grpc_port metrics_port <<< "$ports"
 serve_and_verify() {
-    "$env_dir/bin/gen-repo" serve --repo "$repo" --http-port 18000 --grpc-port 18001 --metrics-port 18002 > "$out/logs/serve.log" 2>&1 &
+    "$env_dir/bin/gen-repo" serve --repo "$repo" --http-port "$http_port" --grpc-port "$grpc_port" \
+        --metrics-port "$metrics_port" > "$out/logs/serve.log" 2>&1 &
     local pid=$! t0=$SECONDS rc=0
     while ! grep -q '^serving ' "$out/logs/serve.log"; do
         if ! kill -0 "$pid" 2>/dev/null; then echo "gen-repo serve ended:"; cat "$out/logs/serve.log"; return 1; fi
@@ -215,7 +219,7 @@ serve_and_verify() {
         nvidia-smi > "$out/logs/nvidia-smi.txt" 2>&1
         ps -eo pid,rss,args | grep -E 'triton_python_backend_stub|tritonserver' | grep -v grep > "$out/logs/processes.txt"
     fi
-    gr verify --repo "$repo" --http-url localhost:18000 --grpc-url localhost:18001 || rc=$?
+    gr verify --repo "$repo" --http-url "localhost:$http_port" --grpc-url "localhost:$grpc_port" || rc=$?
     kill -INT "$pid"
     for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     if kill -0 "$pid" 2>/dev/null; then echo "gen-repo serve did not stop within 60 s of Ctrl-C"; kill -KILL "$pid"; rc=1; fi

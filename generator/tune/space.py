@@ -3,7 +3,7 @@ resolved from the flags and from what the model was built for.
 
     instances  1, 2, 4 ... up to the cores for KIND_CPU; 1, 2 per GPU for KIND_GPU (--instances)
     threads    1, 2, 4 ... up to cores / instances, never more threads than cores in all
-               (--threads)
+               (--threads); KIND_GPU: the build's count only, unless --threads is given
     batching   the dynamic batcher off, and on with each queue delay (--queue-delays-us, default
                off,0,100,1000,5000), at each max batch size (the build's, and half of it while it
                still holds the stored sample batches; --max-batch-sizes), with and without a
@@ -103,7 +103,13 @@ def _settings(model: BuiltModel, space: Space, default: Candidate, n_cores: int)
     out = [(default.instances, default.threads)]
     for i in counts:
         top = max(1, n_cores // i)
-        threads = [t for t in (space.threads or powers_of_two(top)) if t * i <= max(n_cores, i)]
+        if gpu and not space.threads:
+            # A GPU instance computes on its device: its CPU threads are not searched (the GPU
+            # check measured 1 vs 16 within the noise of its windows), unless --threads asks.
+            threads = [default.threads]
+        else:
+            threads = [t for t in (space.threads or powers_of_two(top))
+                       if t * i <= max(n_cores, i)]
         for t in sorted(set(threads or [1]), reverse=True):
             if (i, t) not in out:
                 out.append((i, t))
