@@ -219,7 +219,7 @@ serve_and_verify() {
         nvidia-smi > "$out/logs/nvidia-smi.txt" 2>&1
         ps -eo pid,rss,args | grep -E 'triton_python_backend_stub|tritonserver' | grep -v grep > "$out/logs/processes.txt"
     fi
-    gr verify --repo "$repo" --http-url "localhost:$http_port" --grpc-url "localhost:$grpc_port" || rc=$?
+    gr verify --repo "$repo" --http-url "127.0.0.1:$http_port" --grpc-url "127.0.0.1:$grpc_port" || rc=$?
     kill -INT "$pid"
     for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
     if kill -0 "$pid" 2>/dev/null; then echo "gen-repo serve did not stop within 60 s of Ctrl-C"; kill -KILL "$pid"; rc=1; fi

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import ServerError, SpecError
+from ..serve import control
 from ..serve.protocols import Protocol
 from ..serve.server import FAILED, READY, EmbeddedServer, ModelStatus, Ports, free_ports
 from . import workspace
@@ -129,7 +130,16 @@ class RemoteServer:
         return None
 
     def ready_models(self) -> list[str]:
-        index = self._client.get_model_repository_index()
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            index = self._client.get_model_repository_index(
+                headers=control.headers_for(self._url, self.protocol) or None)
+        except InferenceServerException as e:
+            raise ServerError(f"the server at {self._url} does not list its models to this"
+                              f" client: {e.message() or e}.",
+                              "Name the models to measure with --models (its repository index"
+                              " is restricted to gen-repo serve's control key).") from e
         if not isinstance(index, list):  # gRPC protobuf
             index = [{"name": m.name, "state": m.state} for m in index.models]
         return [m["name"] for m in index if m.get("state") == "READY"]

@@ -12,6 +12,7 @@ import sys
 
 from .. import progress, table
 from ..errors import ServerError, SpecError
+from ..serve import control
 from ..serve.server import FAILED, READY, EmbeddedServer, Ports
 from ..serve.triton_install import BACKEND_DIRS_ENV
 from ..ship.s3 import is_s3_url
@@ -31,6 +32,10 @@ def add_parser(sub) -> None:
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT")
     p.add_argument("--metrics-port", type=int, default=8002, metavar="PORT")
+    p.add_argument("--listen", default=control.LOOPBACK, metavar="ADDRESS",
+                   help="address the server listens on: 127.0.0.1 = this machine only; 0.0.0.0"
+                        " = every interface (other hosts can reach it: inference, health and"
+                        " metadata are open to them, model control needs the key)")
     add_backend_dir_arg(p)
     p.add_argument("--log-file", default=None, metavar="FILE",
                    help="server log (default: ~/.cache/gen-repo/logs/tritonserver-*.log)")
@@ -52,7 +57,8 @@ def add_parser(sub) -> None:
 
 
 def make_server(args, ports: Ports):
-    common = dict(log_path=args.log_file, start_timeout=args.start_timeout)
+    common = dict(log_path=args.log_file, start_timeout=args.start_timeout,
+                  listen=control.check_address(args.listen))
     if is_s3_url(args.repo):  # the server reads the bucket with our credentials
         from ..ship.s3 import triton_env
 
@@ -87,6 +93,16 @@ def print_statuses(statuses) -> None:
             label = "ERROR" if s.state == FAILED else "NOTE"
             print(f"{label}: {s.name} is {s.state}: {s.reason}.\nTIP: {s.tip}", file=sys.stderr,
                   flush=True)
+
+
+def listening_note(server) -> str:
+    """Where the server listens and who may control it."""
+    where = ("this machine only" if server.listen == control.LOOPBACK else
+             "every interface: other hosts can reach it" if server.listen in ("0.0.0.0", "::")
+             else "that interface")
+    return (f"listening on {server.listen} ({where}); inference, health and metadata are open,"
+            f" model control ({', '.join(control.RESTRICTED_APIS)}) needs the header"
+            f" {control.HEADER} with the key in {server.key_path} (readable by you only)")
 
 
 @contextmanager
@@ -189,6 +205,7 @@ def run(args) -> int:
         print(f"serving {sum(s.state == READY for s in statuses)} of {len(statuses)} models:"
               f" HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
               flush=True)
+        print(listening_note(server), flush=True)
         print(f"server log: {server.log_path}", flush=True)
         print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
               f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)

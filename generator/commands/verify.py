@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
                     " server first with gen-repo serve.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_repo_args(p)
-    p.add_argument("--http-url", default="localhost:8000", metavar="HOST:PORT")
-    p.add_argument("--grpc-url", default="localhost:8001", metavar="HOST:PORT")
+    p.add_argument("--http-url", default="127.0.0.1:8000", metavar="HOST:PORT")
+    p.add_argument("--grpc-url", default="127.0.0.1:8001", metavar="HOST:PORT")
     p.add_argument("--protocols", default=",".join(PROTOCOLS), metavar="LIST",
                    help="protocols to check: http, grpc or both")
     p.add_argument("--concurrency", type=int, default=32, metavar="N",

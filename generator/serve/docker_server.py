@@ -21,6 +21,7 @@ from .. import progress
 from ..errors import ServerError, SpecError, ToolError
 from ..build.layout import PACKED_ENV_PARAM
 from ..ship.s3 import is_s3_url
+from . import control
 from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = the embedded server (2.51.0)
@@ -79,11 +80,15 @@ def device_requests(gpus: str | None) -> list:
 
 
 def run_kwargs(repo: str | Path, ports: Ports, options: DockerOptions, name: str,
-               env: dict[str, str] | None = None) -> dict:
+               env: dict[str, str] | None = None, *, listen: str = control.LOOPBACK,
+               control_key: str | None = None) -> dict:
     """Keyword arguments of ``docker.containers.run`` for a tritonserver serving ``repo``.
 
     A local repository is mounted read-only at /models; an s3:// one is read by the server itself
     (``env`` carries its credentials). ``env`` and then ``options.env`` form the environment.
+    The server is reachable at ``listen`` only: on the host network it binds that address; on a
+    bridge it binds the container's interfaces and each port is published on ``listen``. Its
+    model control needs ``control_key`` (a new random one when None).
     """
     if options.network not in NETWORKS:
         raise SpecError(f"--docker-network '{options.network}' is not one of"
@@ -94,11 +99,15 @@ def run_kwargs(repo: str | Path, ports: Ports, options: DockerOptions, name: str
     if options.pull not in PULL:
         raise SpecError(f"--pull '{options.pull}' is not one of {', '.join(PULL)}.",
                         "Use missing (pull when the engine lacks the image) or never.")
-    inside = ports if options.network == "host" else Ports()
+    host_network = options.network == "host"
+    inside = ports if host_network else Ports()
+    bind = listen if host_network else "0.0.0.0"  # a bridge: the container's own interfaces
     remote = is_s3_url(repo)
     kwargs = dict(
         image=options.image,
-        command=["tritonserver", *server_args(str(repo) if remote else CONTAINER_REPO, inside)],
+        command=["tritonserver", *server_args(str(repo) if remote else CONTAINER_REPO, inside,
+                                              listen=bind,
+                                              control_key=control_key or control.new_key())],
         name=name,
         detach=True,
         auto_remove=False,  # removed by us after its log is saved
@@ -112,8 +121,9 @@ def run_kwargs(repo: str | Path, ports: Ports, options: DockerOptions, name: str
     if options.network == "host":
         kwargs["network_mode"] = "host"
     else:
-        kwargs["ports"] = {f"{inside.http}/tcp": ports.http, f"{inside.grpc}/tcp": ports.grpc,
-                           f"{inside.metrics}/tcp": ports.metrics}
+        kwargs["ports"] = {f"{inside.http}/tcp": (listen, ports.http),
+                           f"{inside.grpc}/tcp": (listen, ports.grpc),
+                           f"{inside.metrics}/tcp": (listen, ports.metrics)}
     return kwargs
 
 
@@ -195,8 +205,9 @@ class DockerServer(TritonServer):
         self.options = options
         self.release = image_release(options.image)
         self.name = f"gen-repo-triton-{ports.http}-{int(time.time())}"
-        self._kwargs = run_kwargs(self.repo, ports, options, self.name,
-                                  self.env)  # validate early
+        self._kwargs = run_kwargs(self.repo, ports, options, self.name, self.env,
+                                  listen=self.listen,
+                                  control_key=self.control_key)  # validate early
         self._engine = None
         self._container = None
         self._log_thread: threading.Thread | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ServerError
+from . import control
 
 PROTOCOLS = ("http", "grpc")
 # A gRPC error message travels as metadata, which a default channel caps (above 8 KB it refuses
@@ -78,7 +79,11 @@ class Protocol:
         return cfg.get("config", cfg) if self.kind == "grpc" else cfg
 
     def index(self, client) -> dict[str, dict]:
-        idx = self._json(client, "get_model_repository_index")
+        """The server's repository index. A restricted API (control.py): the key of a server
+        gen-repo started here as this user is sent; elsewhere the server may refuse it."""
+        kwargs = {"as_json": True} if self.kind == "grpc" else {}
+        idx = client.get_model_repository_index(headers=control.headers_for(self.url, self.kind) or None,
+                                                **kwargs)
         entries = idx if isinstance(idx, list) else idx.get("models", [])
         return {e["name"]: e for e in entries}
 

@@ -32,6 +32,7 @@ from ..machine import cores
 from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
                       ToolError, log_tail)
 from ..ship.s3 import is_s3_url
+from . import control
 from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, TritonInstall, backends_in,
                              bundled_backend_dir, cache_dir, default_backend_dirs,
                              links_this_torch, merged_backend_dir, server_env, torch_lib_dir)
@@ -194,11 +195,18 @@ class TritonServer:
 
     def __init__(self, repo: str | Path, ports: Ports = Ports(), log_path: str | Path | None = None,
                  start_timeout: float = 120.0, load_timeout: float = 600.0,
-                 stop_timeout: float = EXIT_TIMEOUT_S + 10.0, env: dict[str, str] | None = None):
+                 stop_timeout: float = EXIT_TIMEOUT_S + 10.0, env: dict[str, str] | None = None,
+                 listen: str = control.LOOPBACK):
+        """``listen``: the address the server binds (HTTP, gRPC, metrics); the default is
+        reachable from this machine only. Its model-control APIs need the key of this start
+        (control.py), which gen-repo's own calls send."""
         # A local directory, or an s3:// URL that tritonserver reads itself (generator.ship.s3).
         self.repo: str | Path = str(repo) if is_s3_url(repo) else Path(repo).resolve()
         self.env = dict(env or {})  # extra environment for the server, e.g. S3 credentials
         self.ports = ports
+        self.listen = control.check_address(listen)
+        self.control_key = control.new_key()
+        self.control_headers = control.headers(self.control_key, "http")  # for _client()
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_path = Path(log_path) if log_path else \
             cache_dir() / "logs" / f"tritonserver-{stamp}-{ports.http}.log"
@@ -268,19 +276,25 @@ class TritonServer:
     # -- lifecycle -----------------------------------------------------------------------------
     @property
     def http_url(self) -> str:
-        return f"localhost:{self.ports.http}"
+        return f"{control.client_host(self.listen)}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.ports.grpc}"
+        return f"{control.client_host(self.listen)}:{self.ports.grpc}"
 
     @property
     def metrics_url(self) -> str:
-        return f"http://localhost:{self.ports.metrics}/metrics"
+        return f"http://{control.client_host(self.listen)}:{self.ports.metrics}/metrics"
+
+    @property
+    def key_path(self) -> Path:
+        """The file holding the model-control key (readable by this user only) while it runs."""
+        return control.key_path(self.ports.http)
 
     def __enter__(self) -> "TritonServer":
         self.ports.check_free()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        control.write_key(self.control_key, (self.ports.http, self.ports.grpc))
         self._boot("starting")
         return self
 
@@ -303,6 +317,7 @@ class TritonServer:
             self._started = False
             with progress.step(f"stopping {self.kind}"):
                 self._stop()
+            control.remove_key(self.control_key, (self.ports.http, self.ports.grpc))
 
     def log_tail(self, lines: int = 25) -> str:
         return log_tail(self.log_path, lines)
@@ -398,7 +413,7 @@ class TritonServer:
         start = time.perf_counter()
         progress.info(f"loading {model.name} ...")
         try:
-            client.load_model(model.name, config=config)
+            client.load_model(model.name, config=config, headers=self.control_headers)
             status = ModelStatus(model.name, backend, READY)
             self._loaded[model.name] = model
             self._stubs[model.name] = self._stubs_of(model.name)
@@ -422,7 +437,7 @@ class TritonServer:
         self._stubs.pop(name, None)
         client = self._client(self.load_timeout)
         try:
-            client.unload_model(name)
+            client.unload_model(name, headers=self.control_headers)
         finally:
             client.close()
 
@@ -461,12 +476,21 @@ class TritonServer:
         statuses = []
         if not dead:
             return statuses
+        from tritonclient.utils import InferenceServerException
+
         client = self._client(self.load_timeout)
         try:
             for name in dead:
+                if not self._still_loaded(client, name):
+                    continue
                 progress.warn(f"a Python-backend process of {name} died (Triton does not restart"
                               f" it); loading {name} again")
-                config = client.get_model_config(name)
+                try:
+                    config = client.get_model_config(name)
+                except InferenceServerException:  # unloaded meanwhile
+                    if not self._still_loaded(client, name):
+                        continue
+                    raise
                 config.setdefault("parameters", {})["gen_repo_revived"] = {
                     "string_value": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 statuses.append(self._load_one(client, self._loaded[name], json.dumps(config)))
@@ -475,16 +499,41 @@ class TritonServer:
         return statuses
 
 
+    def _still_loaded(self, client, name: str) -> bool:
+        """Whether the server still has model ``name`` loaded. A model that someone unloaded
+        through the model-control API (which needs the control key) is reported and forgotten:
+        its processes ended because it was unloaded, not because they died."""
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            index = client.get_model_repository_index(headers=self.control_headers)
+        except InferenceServerException:
+            return True  # the server does not say: try to reload
+        state = next((m.get("state") for m in index if m.get("name") == name), None)
+        if state in ("READY", "LOADING"):
+            return True
+        progress.warn(f"{name} was unloaded by a model-control request (it is {state or 'gone'}"
+                      " on the server); gen-repo serve does not load it again, the other models"
+                      " keep serving")
+        self._stubs.pop(name, None)
+        self._loaded.pop(name, None)
+        return False
+
+
 # ---------------------------------------------------------------------------------------------
 # the tritonserver bundled with nvidia-pytriton
 
 
-def server_args(repo: str, ports: Ports, backend_dir: str | None = None) -> list[str]:
-    """tritonserver flags (without the binary), shared by the embedded server and the container."""
+def server_args(repo: str, ports: Ports, backend_dir: str | None = None, *, listen: str,
+                control_key: str) -> list[str]:
+    """tritonserver flags (without the binary), shared by the embedded server and the container:
+    explicit model control, restricted to requests that carry ``control_key``; HTTP, gRPC and
+    metrics bound to ``listen``."""
     args = [f"--model-repository={repo}"]
     if backend_dir:
         args.append(f"--backend-directory={backend_dir}")
-    return args + ["--model-control-mode=explicit",
+    return args + ["--model-control-mode=explicit", *control.server_flags(control_key),
+                   *control.address_flags(listen),
                    f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
                    f"--metrics-port={ports.metrics}", "--log-verbose=0",
                    f"--exit-timeout-secs={EXIT_TIMEOUT_S}"]
@@ -516,8 +565,9 @@ class EmbeddedServer(TritonServer):
         self._log = None
 
     def command(self) -> list[str]:
-        return [str(self.install.binary), *server_args(str(self.repo), self.ports,
-                                                       str(self.backend_dir))]
+        return [str(self.install.binary), *server_args(
+            str(self.repo), self.ports, str(self.backend_dir), listen=self.listen,
+            control_key=self.control_key)]
 
     def missing_backend_reason(self, backend: str) -> str | None:
         if backend in self.backends:

@@ -313,10 +313,18 @@ def check_bad_requests(proto: Protocol, client, target: Target,
 
 def _not_ready(proto: Protocol, client, model, repo_hint: str) -> Result | None:
     """None when the model is ready; else its SKIPPED / FAIL result from the repository index."""
+    from tritonclient.utils import InferenceServerException
+
     if client.is_model_ready(model.name):
         return None
-    entry = proto.index(client).get(model.name)
     backend = model.backend
+    try:
+        entry = proto.index(client).get(model.name)
+    except InferenceServerException as e:  # a restricted index, on a server started elsewhere
+        return Result(model.name, backend, proto.label, FAIL,
+                      "not ready, and the server does not say why: its repository index is"
+                      f" restricted ({error_message(e)[:200]}); the log of its gen-repo serve"
+                      " has each model's status")
     if entry is None:
         return Result(model.name, backend, proto.label, FAIL,
                       f"the server does not know this model: is it serving {repo_hint}?")
@@ -387,8 +395,8 @@ def load_target(model) -> Target:
     return Target(model.name, model.backend, model.spec, cases)
 
 
-def verify_repository(models: list, http_url: str = "localhost:8000",
-                      grpc_url: str = "localhost:8001", options: VerifyOptions = VerifyOptions(),
+def verify_repository(models: list, http_url: str = "127.0.0.1:8000",
+                      grpc_url: str = "127.0.0.1:8001", options: VerifyOptions = VerifyOptions(),
                       repo_hint: str = "this repository") -> VerifyReport:
     """Verify each model (a layout.BuiltModel) over each protocol of ``options``."""
     urls = {"http": http_url, "grpc": grpc_url}

@@ -320,7 +320,8 @@ def test_serve_cli_serves_until_ctrl_c_and_leaves_no_process(repo, tmp_path):
                 if line.split() and line.split()[0] in ("tiny_mlp_python", BROKEN, LIBTORCH)}
         assert rows == {"tiny_mlp_python": READY, BROKEN: FAILED,
                         LIBTORCH: READY if PYTORCH_BACKEND else SKIPPED}
-        assert f"localhost:{h}" in out and f"localhost:{g}" in out and str(log) in out
+        assert f"127.0.0.1:{h}" in out and f"127.0.0.1:{g}" in out and str(log) in out
+        assert "listening on 127.0.0.1 (this machine only)" in out
         procs = descendants(proc.pid)
         assert any(p.name() == "tritonserver" for p in procs)
         assert any("stub" in p.name() for p in procs)

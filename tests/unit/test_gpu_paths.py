@@ -6,8 +6,8 @@ The paths themselves ran on a GPU with scripts/gpu-check.sh (README, "The GPU ch
 
 from __future__ import annotations
 
+import importlib.util
 import signal
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,8 +21,19 @@ from generator.tune.space import Space, _settings
 from generator.variants.torchscript import baked_devices
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "examples" / "gpu_check"))
-import models as gpu_models  # noqa: E402  (examples/gpu_check/models.py)
+
+
+def _example_models():
+    """examples/gpu_check/models.py under a name of its own (a module named `models` would
+    shadow the test fixtures' file of that name in this process)."""
+    spec = importlib.util.spec_from_file_location("gpu_check_models",
+                                                  ROOT / "examples" / "gpu_check" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_models = _example_models()
 
 Group = model_config_pb2.ModelInstanceGroup
 

@@ -228,6 +228,13 @@ def test_run_kwargs_host_network(tmp_path):
     assert {"--model-repository=/models", "--model-control-mode=explicit", "--http-port=9000",
             "--grpc-port=9001", "--metrics-port=9002"} <= set(kw["command"])
     assert not any(a.startswith("--backend-directory") for a in kw["command"])
+    assert {"--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1"} <= set(kw["command"])
+    restricted = [a for a in kw["command"] if a.startswith(("--http-restricted-api=",
+                                                            "--grpc-restricted-protocol="))]
+    assert len(restricted) == 2 and all(
+        "model-repository,shared-memory,trace,logging:gen-repo-control-key=" in a
+        for a in restricted)
     assert kw["shm_size"] == "1g" and kw["detach"] and kw["name"] == "c1"
     assert kw["device_requests"] == []
 
@@ -235,7 +242,9 @@ def test_run_kwargs_host_network(tmp_path):
 def test_run_kwargs_bridge_publishes_ports_and_gpus(tmp_path):
     opts = DockerOptions(image="img:1", gpus="0,1", shm_size="2g", network="bridge")
     kw = run_kwargs(tmp_path, srv.Ports(9000, 9001, 9002), opts, "c2")
-    assert kw["ports"] == {"8000/tcp": 9000, "8001/tcp": 9001, "8002/tcp": 9002}
+    assert kw["ports"] == {"8000/tcp": ("127.0.0.1", 9000), "8001/tcp": ("127.0.0.1", 9001),
+                           "8002/tcp": ("127.0.0.1", 9002)}
+    assert "--http-address=0.0.0.0" in kw["command"]  # inside the container; published on 127.0.0.1
     assert "--http-port=8000" in kw["command"] and "network_mode" not in kw
     (req,) = kw["device_requests"]
     assert req["DeviceIDs"] == ["0", "1"] and req["Capabilities"] == [["gpu"]]
