@@ -37,9 +37,9 @@ def _restore_sys_path():
 # loadfile). xdist hands out the files with the most tests first; these take minutes each (in
 # this order), so they go first instead: a worker left alone with one at the end would idle the
 # others (longest first). Only the order of the work changes.
-SLOWEST_FILES = ("test_coverage.py", "test_reliability.py", "test_gpu_kit.py", "test_tune.py",
-                 "test_bench.py", "test_row_shapes.py", "test_compiled_variants.py",
-                 "test_docker.py", "test_serve_signals.py")
+SLOWEST_FILES = ("test_coverage.py", "test_reliability.py", "test_gpu_kit.py",
+                 "test_serve_faults.py", "test_tune.py", "test_bench.py", "test_row_shapes.py",
+                 "test_compiled_variants.py", "test_docker.py", "test_serve_signals.py")
 
 
 def pytest_xdist_make_scheduler(config, log):

@@ -358,6 +358,12 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
         raise RepositoryError(
             f"'{out}' already holds {', '.join(taken)}; gen-repo does not overwrite models.",
             "Pass --force to replace them, or choose another --name or --out.")
+    foreign = [name for name in taken if not (out / name / layout.RECORD).is_file()]
+    if foreign:
+        raise RepositoryError(
+            f"'{out}' holds {', '.join(foreign)}, which gen-repo did not write (no"
+            f" {layout.RECORD} in it): --force replaces only models gen-repo built.",
+            "Move or delete it yourself, or choose another --name or --out.")
     if out.parent.is_dir():
         for p in layout.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted build")

@@ -14,17 +14,17 @@ def add_parser(sub) -> None:
         description="Export one model into side-by-side variants (TorchScript on the PyTorch"
                     " backend, the eager model on the Python backend), write each config.pbtxt,"
                     " and check every artifact against the eager model in a fresh process."
-                    " Every flag is also a key of the --config spec file (TOML).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    " Every flag is also a key of the --config spec file (TOML).")
     p.add_argument("source", nargs="?", default=None, metavar="SOURCE",
                    help=f"model source (default: {specmod.DEFAULT_SOURCE})")
     p.add_argument("--config", metavar="FILE", help="spec file (TOML) with any of the flags as keys")
     for opt in specmod.OPTIONS:
         if opt.key == "source":
             continue
+        # Each flag's default is the spec's (argparse's is None: "not given on the command line")
         if opt.kind == "bool":
             p.add_argument(opt.flag, dest=opt.key, action=argparse.BooleanOptionalAction,
-                           default=None, help=f"{opt.help} (default: {opt.default})")
+                           default=None, help=_with_default(opt.help, opt.default))
         elif opt.kind == "inputs":
             p.add_argument(opt.flag, dest=opt.key, action="append", default=None,
                            metavar=opt.metavar, help=opt.help)
@@ -32,8 +32,15 @@ def add_parser(sub) -> None:
             default = ",".join(map(str, opt.default)) if isinstance(opt.default, tuple) \
                 else opt.default
             p.add_argument(opt.flag, dest=opt.key, default=None, metavar=opt.metavar,
-                           help=f"{opt.help} (default: {default})")
+                           help=_with_default(opt.help, default))
     p.set_defaults(run=run)
+
+
+def _with_default(text: str, default) -> str:
+    """The help text, with the spec's default unless there is none or the text gives it."""
+    if default is None or default == "" or "(default" in text:
+        return text
+    return f"{text} (default: {default})"
 
 
 def spec_from_args(args) -> specmod.ModelSpec:

@@ -158,25 +158,39 @@ RESTARTS, RESTART_WINDOW_S = 3, 300.0  # a server that dies more often than this
 
 def _watch(server) -> None:
     """Serve until Ctrl-C: load again a model whose Python-backend stub died, and start the
-    server again when it died itself (at most RESTARTS times within RESTART_WINDOW_S)."""
+    server again when it died or stopped answering (at most RESTARTS times within
+    RESTART_WINDOW_S). Whatever the server does, this loop reports it and goes on; only the
+    restart limit ends it."""
     restarts: list[float] = []
     while True:
         time.sleep(0.5)
         try:
             server.check_running()
-        except ServerError as e:
-            now = time.monotonic()
-            restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
-            if len(restarts) > RESTARTS:
-                raise ServerError(f"{e.message}\nIt died {len(restarts)} times within"
-                                  f" {RESTART_WINDOW_S:.0f} s, so gen-repo serve stops.",
-                                  e.tip) from e
-            progress.warn(f"{e.message.splitlines()[0]} Starting it again and loading its"
-                          " models (in-flight requests failed).")
-            print_statuses(server.restart())
+            for status in server.revive():  # a Python-backend process died: reload
+                print_statuses([status])
             continue
-        for status in server.revive():  # a Python-backend process died: reload
-            print_statuses([status])
+        except Exception as e:  # a dead, dying or hung server; any error of a reload
+            if server.is_live():
+                progress.warn(f"reloading a model failed ({_first_line(e)}); the server is"
+                              " live, its other models keep serving")
+                server.forget_dead_stubs()
+                continue
+            why = _first_line(e)
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(restarts) > RESTARTS:
+            raise ServerError(f"{server.kind} stopped working ({why}).\nIt failed"
+                              f" {len(restarts)} times within {RESTART_WINDOW_S:.0f} s, so gen-repo"
+                              " serve stops.", f"Read its log at {server.log_path}.")
+        progress.warn(f"{server.kind} stopped working ({why}). Starting it again and loading"
+                      " its models (in-flight requests failed).")
+        print_statuses(server.restart())
+
+
+def _first_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e) or type(e).__name__
+    first = str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
+    return f"{type(e).__name__}: {first}" if not isinstance(e, ServerError) else first
 
 
 def run(args) -> int:

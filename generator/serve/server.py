@@ -32,7 +32,8 @@ from ..machine import cores
 from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
                       ToolError, log_tail)
 from ..ship.s3 import is_s3_url
-from . import control
+from . import control, logs
+from .logs import CappedLog
 from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, TritonInstall, backends_in,
                              bundled_backend_dir, cache_dir, default_backend_dirs,
                              links_this_torch, merged_backend_dir, server_env, torch_lib_dir)
@@ -323,9 +324,11 @@ class TritonServer:
         return log_tail(self.log_path, lines)
 
     def _died(self, during: str) -> ServerError:
+        tail = self.log_tail().strip()
         return ServerError(
-            f"{self.kind} exited with status {self.exit_code()} {during}. Last lines of its log"
-            f" ({self.log_path}):\n{self.log_tail()}",
+            f"{self.kind} exited with status {self.exit_code()} {during}. " + (
+                f"Last lines of its log ({self.log_path}):\n{tail}" if tail else
+                f"Its log ({self.log_path}) is empty."),
             f"Read the full log at {self.log_path}.")
 
     def _client(self, timeout: float):
@@ -446,6 +449,18 @@ class TritonServer:
         if self.exit_code() is not None:
             raise self._died("unexpectedly")
 
+    def is_live(self, timeout: float = 3.0) -> bool:
+        """Whether the server answers its liveness check within ``timeout`` seconds."""
+        if self.exit_code() is not None:
+            return False
+        client = self._client(timeout)
+        try:
+            return bool(client.is_server_live())
+        except Exception:  # refused, reset, timed out: not answering
+            return False
+        finally:
+            client.close()
+
     def restart(self) -> list[ModelStatus]:
         """Start the server again after it died on its own, and load again the models it had
         loaded; their statuses.
@@ -498,6 +513,13 @@ class TritonServer:
             client.close()
         return statuses
 
+
+    def forget_dead_stubs(self) -> None:
+        """Stop watching the models whose stubs died and could not be loaded again (revive
+        would otherwise try them every half second); they stay as the server has them."""
+        for name, procs in list(self._stubs.items()):
+            if not all(_running(p) for p in procs):
+                self._stubs.pop(name)
 
     def _still_loaded(self, client, name: str) -> bool:
         """Whether the server still has model ``name`` loaded. A model that someone unloaded
@@ -562,7 +584,7 @@ class EmbeddedServer(TritonServer):
             links_this_torch(path.resolve()) for path in found.values()) else []
         self._proc: subprocess.Popen | None = None
         self._spawned: threading.Event | None = None  # set once the spawn has returned
-        self._log = None
+        self._log: CappedLog | None = None
 
     def command(self) -> list[str]:
         return [str(self.install.binary), *server_args(
@@ -581,14 +603,15 @@ class EmbeddedServer(TritonServer):
     def _start(self) -> None:
         command = self.command()
         env = {**server_env(self.install, library_dirs=self.library_dirs), **self.env}
-        self._log = open(self.log_path, "ab")
+        if self.log_path.parent == cache_dir() / "logs":  # gen-repo's own folder, not a user's
+            logs.prune(self.log_path.parent)
         failed: list[BaseException] = []
         spawned = self._spawned = threading.Event()
 
         def spawn():
             try:
                 self._proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL,
-                                              stdout=self._log, stderr=subprocess.STDOUT,
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                               start_new_session=True)
             except BaseException as e:  # raised again below, in the calling thread
                 failed.append(e)
@@ -601,12 +624,29 @@ class EmbeddedServer(TritonServer):
         # spawn first (on an Event: an interrupted Thread.join can mark a running thread done).
         threading.Thread(target=spawn, name="tritonserver-start", daemon=True).start()
         spawned.wait()
+        if self._proc is not None and not failed:
+            self._log = CappedLog(self.log_path)
+            self._log.follow(self._proc.stdout)
+            threading.Thread(target=self._kill_group_when_it_dies, args=(self._proc,),
+                             name="tritonserver-guard", daemon=True).start()
         if failed:
-            self._log.close()
             if isinstance(failed[0], OSError):
                 raise ToolError(f"could not run {self.install.binary}: {failed[0]}.",
                                 "Reinstall nvidia-pytriton (bash scripts/setup.sh).") from failed[0]
             raise failed[0]
+
+    def _kill_group_when_it_dies(self, proc: subprocess.Popen) -> None:
+        """When the server exits on its own, kill its process group at once: its Python-backend
+        stubs would live on as orphans holding the server's sockets, so a client call in flight
+        (a reload) would wait out its whole timeout instead of failing."""
+        while self._proc is proc:
+            if _wait_exit_unreaped(proc.pid, 0.5, reaped=False):
+                if self._proc is proc:  # not a stop of ours (that kills the group itself)
+                    try:  # the leader is an unreaped zombie: its group id is still its own
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                return
 
     @property
     def pid(self) -> int | None:
@@ -651,8 +691,6 @@ class EmbeddedServer(TritonServer):
             self._spawned.wait(timeout=30)
         proc, self._proc = self._proc, None
         if proc is None:
-            if self._log:
-                self._log.close()
             return
         helpers = _descendants(proc.pid)  # the Python-backend stubs
         try:
@@ -670,8 +708,8 @@ class EmbeddedServer(TritonServer):
                 pass
             proc.wait()
             _wait_gone(helpers, 10.0)
-            if self._log:
-                self._log.close()
+            if self._log:  # its pipe closes once the server and its stubs are gone
+                self._log.wait(10.0)
 
 
 def _descendants(pid: int) -> list:
@@ -708,14 +746,15 @@ def _wait_gone(procs: list, timeout: float) -> None:
             time.sleep(0.02)
 
 
-def _wait_exit_unreaped(pid: int, timeout: float) -> bool:
-    """Wait until child ``pid`` has exited, leaving it unreaped (a zombie). True if it exited."""
+def _wait_exit_unreaped(pid: int, timeout: float, reaped: bool = True) -> bool:
+    """Wait until child ``pid`` has exited, leaving it unreaped (a zombie). True if it exited;
+    one already reaped counts as exited when ``reaped``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
                 return True
         except ChildProcessError:
-            return True
+            return reaped
         time.sleep(0.05)
     return False

@@ -79,6 +79,17 @@ def test_existing_model_needs_force(resnet_repo, run_cli):
     assert sha256_of(resnet_repo / "resnet18_python/1/model.package") == before
 
 
+def test_force_never_deletes_a_folder_gen_repo_did_not_write(tmp_path, run_cli):
+    mine = tmp_path / "repo" / "tiny_mlp_python"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("the user's own file")
+    code, out, err = run_cli("build", f"{ROOT}/tests/fixtures/models.py:tiny_mlp", "--input",
+                             "x:float32:16", "--variants", "python", "--force", "--out",
+                             tmp_path / "repo")
+    _assert_clean_error(code, err, "gen-repo did not write")
+    assert (mine / "notes.txt").read_text() == "the user's own file"
+
+
 def test_user_file_model_two_inputs_dict_output_hermetic(tmp_path, run_cli):
     """The package must load where the user's source is not importable."""
     out = tmp_path / "repo"
