@@ -189,7 +189,7 @@ else
 fi
 variants="python,python-ts"
 [ -n "${GEN_REPO_BACKEND_DIRECTORY:-}" ] && variants="libtorch,$variants"
-models="$work/gen-repo/examples/gpu_check/models.py"
+models="$work/gen-repo/examples/gpu_check/gpu_models.py"
 common=(--out "$repo" --threads 1 --max-batch-size 8 "${instances[@]}")
 cnn=("$models:small_cnn" --input input:float32:3x64x64)
 tfm=("$models:tiny_transformer" --input tokens:int64:-1:0..999)

@@ -20,7 +20,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.integration
 
 KIT_LIMIT = 60 * 2**20
-MODELS = ROOT / "examples" / "gpu_check" / "models.py"
+MODELS = ROOT / "examples" / "gpu_check" / "gpu_models.py"
 LOCAL_PY = "%d.%d" % sys.version_info[:2]
 
 
@@ -86,7 +86,7 @@ def test_a_trace_that_baked_in_its_device_is_scripted_for_gpu_instances(tmp_path
     out = capsys.readouterr().out
     assert code == 0, out
     assert "script (the trace baked in its device)" in out
-    assert "aten::arange at " in out and "models.py(45)" in out
+    assert "aten::arange at " in out and "gpu_models.py(45)" in out
 
 
 def test_aoti_is_refused_for_gpu_instances_with_the_route(tmp_path, capsys):

@@ -24,10 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _example_models():
-    """examples/gpu_check/models.py under a name of its own (a module named `models` would
-    shadow the test fixtures' file of that name in this process)."""
+    """examples/gpu_check/gpu_models.py, loaded from its file (examples are not a package)."""
     spec = importlib.util.spec_from_file_location("gpu_check_models",
-                                                  ROOT / "examples" / "gpu_check" / "models.py")
+                                                  ROOT / "examples" / "gpu_check" / "gpu_models.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -72,7 +71,7 @@ def test_a_trace_that_created_a_tensor_on_its_own_device_is_found_with_the_users
                              check_trace=False)
     found = baked_devices(traced)
     assert len(found) == 1 and found[0].startswith("aten::arange at ")
-    assert found[0].endswith("models.py(45)"), found  # `positions = torch.arange(...)`
+    assert found[0].endswith("gpu_models.py(45)"), found  # `positions = torch.arange(...)`
     cnn = torch.jit.trace(gpu_models.small_cnn(), (torch.randn(2, 3, 64, 64),))
     assert baked_devices(cnn) == []
     scripted = torch.jit.script(gpu_models.tiny_transformer())

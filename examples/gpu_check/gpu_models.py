@@ -3,8 +3,8 @@
 Random init (nothing is downloaded); small enough to build in seconds on a CPU, large enough that
 a GPU instance does real work per request.
 
-    gen-repo build examples/gpu_check/models.py:small_cnn --input input:float32:3x64x64
-    gen-repo build examples/gpu_check/models.py:tiny_transformer --input tokens:int64:-1:0..999
+    gen-repo build examples/gpu_check/gpu_models.py:small_cnn --input input:float32:3x64x64
+    gen-repo build examples/gpu_check/gpu_models.py:tiny_transformer --input tokens:int64:-1:0..999
 """
 
 import torch
