@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/faults.py [--out faults.md] [--stop-seconds 30] [--kills 5]
 
-Builds tests/fixtures/models.py:tiny_mlp as two models (tiny_mlp_python and other_python), starts
+Builds tests/fixtures/faulty.py:faulty (row-wise sum and max over a dynamic axis) as two models
+(faulty_python and other_python), starts
 the real `gen-repo serve` on free ports, and applies each fault in turn: a stub SIGKILLed, a stub
 SIGSTOPped then SIGCONTed, the server SIGKILLed, the server SIGTERMed, a model unloaded through
 model control (with the control key), and repeated gRPC requests that abort a stub. After each,
@@ -27,16 +28,17 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL, OTHER = "tiny_mlp_python", "other_python"
+MODEL, OTHER = "faulty_python", "other_python"
 STUB, SERVER = "triton_python_backend_stub", "tritonserver"
 ROW = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 16)
 
 
 def build(repo: Path) -> None:
-    """tiny_mlp (python) as MODEL and OTHER in ``repo``."""
+    """The faulty fixture (python) as MODEL and OTHER in ``repo``: a dynamic axis, which the
+    stub-aborting gRPC request needs."""
     for name in (MODEL, OTHER):
         subprocess.run([sys.executable, "-m", "generator.cli", "-q", "build",
-                        f"{ROOT}/tests/fixtures/models.py:tiny_mlp", "--input", "x:float32:16",
+                        f"{ROOT}/tests/fixtures/faulty.py:faulty", "--input", "x:float32:-1",
                         "--variants", "python", "--name", name.removesuffix("_python"),
                         "--threads", "1", "--out", str(repo)], check=True, cwd=ROOT)
 
@@ -202,7 +204,9 @@ def inject(served: Served, fault: str, stop_seconds: float = 30, kills: int = 5,
         times = []
         for _ in range(kills):
             t = time.monotonic()
-            grpc_abort_stub(served.grpc, MODEL)
+            error = grpc_abort_stub(served.grpc, MODEL)
+            if "not healthy" not in error:
+                return Outcome(fault, False, None, f"the request did not abort the stub: {error!r}")
             took = served.wait_recovered(t, both, timeout)
             if took is None:
                 return Outcome(fault, False, None, f"not recovered after {len(times)} kills")
