@@ -14,7 +14,7 @@ import traceback
 from . import __version__, progress
 from .commands import bench, build, demo, deploy, pack_env, push, serve, tune, verify
 from .commands.parser import command_parser
-from .errors import GenRepoError
+from .errors import GenRepoError, os_error
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: say so plainly, keep the traceback behind -v
         if args.verbose:
             traceback.print_exc()
+        state = os_error(e)  # unless it is the machine's state (a full disk, a read-only folder)
+        if state is not None:
+            # objects the failed write left half-closed (a zip archive) complain again when
+            # they are collected: not news
+            sys.unraisablehook = lambda unraisable: None
+            print(f"ERROR: {state.message}\nTIP: {state.tip}", file=sys.stderr)
+            return EXIT_FAIL
         print(f"ERROR: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         print("TIP: this is a gen-repo bug; rerun with -v for the traceback and report it.",
               file=sys.stderr)

@@ -8,6 +8,7 @@ Every error carries a one-paragraph ``message`` (what went wrong, naming the fie
 from __future__ import annotations
 
 import difflib
+import errno
 from pathlib import Path
 from typing import Iterable
 
@@ -84,3 +85,41 @@ def log_tail(path: Path, lines: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+# What the operating system said, as an ERROR/TIP pair: a full disk or a read-only folder is the
+# machine's state, not a gen-repo bug.
+_OS_ERRORS = {
+    "EROFS": ("the file system is read-only", "Write somewhere writable (e.g. --out DIR)."),
+    "EACCES": ("permission denied", "Use a folder you may write to (--out DIR), or fix the"
+               " folder's permissions."),
+    "EPERM": ("the operation is not permitted", "Use a folder you may write to (--out DIR)."),
+    "ENOSPC": ("no space is left on the device", "Free space there or write elsewhere (--out"
+               " DIR): a build needs about the model's size per variant, twice while staging."),
+    "EDQUOT": ("the disk quota is exceeded", "Free space within your quota or write elsewhere."),
+    "EFBIG": ("a file grew past this process's file-size limit (ulimit -f)", "Raise the limit"
+              " (ulimit -f unlimited) and run again."),
+    "ENAMETOOLONG": ("a file name is too long", "Use a shorter --name (each model directory is"
+                     " <name>_<variant>) or a shorter --out path."),
+    "EXDEV": ("a rename crossed two file systems", "Write the repository within one file"
+              " system (--out DIR)."),
+}
+# torch.save reports a failed write from C++ as a RuntimeError, without an errno.
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing file", "file write failed")
+
+
+def os_error(e: BaseException) -> GenRepoError | None:
+    """The machine-state error ``e`` is (an OSError by its errno, or torch.save's failed write),
+    as one ERROR/TIP; None for any other exception."""
+    if isinstance(e, OSError) and e.errno is not None:
+        name = errno.errorcode.get(e.errno, "")
+        if name in _OS_ERRORS:
+            what, tip = _OS_ERRORS[name]
+            where = f" {e.filename}" if e.filename else " a file"
+            return GenRepoError(f"could not write{where}: {what} ({e.strerror}).", tip)
+    if isinstance(e, RuntimeError) and any(s in str(e) for s in _TORCH_WRITE_FAILED):
+        first = str(e).strip().splitlines()[0][:200]
+        return GenRepoError(f"torch.save could not write a file ({first}): the disk is full, or"
+                            " a file-size limit (ulimit -f) was reached.",
+                            "Free space or raise the limit, or write elsewhere (--out DIR).")
+    return None

@@ -62,3 +62,35 @@ def peak_memory_note() -> str:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return f"peak memory of this build: {_gb(own)} (checks in fresh processes: {_gb(children)})"
+
+
+def _size(n: float) -> str:
+    return _gb(n) if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def check_disk(weights: int, variants: int, out) -> None:
+    """Refuse a build whose artifacts cannot fit where they go: about the weights' size per
+    variant, twice while a replaced model is staged beside the old one, against the free space
+    of ``out``'s file system and this process's file-size limit (ulimit -f)."""
+    import shutil
+    from pathlib import Path
+
+    from ..errors import RepositoryError
+
+    need = 2 * weights * variants
+    where = Path(out)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise RepositoryError(
+            f"{where} has {_size(free)} free, and the {variants} variant(s) of this model need"
+            f" about {_size(need)} ({_size(weights)} of weights each, twice while staging).",
+            "Free space there, write elsewhere (--out DIR), or build fewer variants"
+            " (--variants).")
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and weights > limit:
+        raise RepositoryError(
+            f"this process may write files of at most {_size(limit)} (ulimit -f), and one"
+            f" artifact holds about {_size(weights)} of weights.",
+            "Raise the limit (ulimit -f unlimited) and build again.")

@@ -368,6 +368,7 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
         for p in layout.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted build")
     ctx, notes = prepare(spec)
+    capacity.check_disk(capacity.model_bytes(ctx.model), len(spec.variants), out)
     python_variants = sum(registry.get(v).engine.value == "python" for v in spec.variants)
     for line in capacity.estimate(capacity.model_bytes(ctx.model), ctx.spec, python_variants,
                                   len(spec.variants) - python_variants):

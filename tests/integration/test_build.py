@@ -1,6 +1,7 @@
 """gen-repo build end to end: real exports, fresh-process parity, configs, errors, atomicity."""
 
 import json
+import resource
 import subprocess
 import sys
 import textwrap
@@ -232,3 +233,40 @@ def test_demo_stops_at_a_build_error_with_its_message(tmp_path, run_cli):
     assert "internal error" not in err
     assert not (tmp_path / "bench").exists()
     assert not out.exists() or not any(out.iterdir())
+
+
+def _tiny(out, *extra):
+    return ["build", f"{ROOT}/tests/fixtures/models.py:tiny_mlp", "--input", "x:float32:16",
+            "--variants", "python", "--threads", "1", "--out", out, *extra]
+
+
+def test_a_name_too_long_for_the_file_system_is_one_clear_error(tmp_path, run_cli):
+    code, out, err = run_cli(*_tiny(tmp_path / "repo", "--name", "m" * 300))
+    _assert_clean_error(code, err, "a file name is too long")
+    assert "shorter --name" in err and "internal error" not in err
+    assert not (tmp_path / "repo").exists() or not list((tmp_path / "repo").iterdir())
+    assert _no_staging_left(tmp_path / "repo")
+
+
+def test_a_full_disk_and_a_file_size_limit_are_refused_before_writing(tmp_path, run_cli):
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        code, out, err = run_cli("build", "torchvision:resnet18", "--variants", "python",
+                                 "--threads", "1", "--out", small / "repo")
+        _assert_clean_error(code, err, f"{small} has ")
+        assert "free" in err and "--out DIR" in err
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+    limited = subprocess.run(
+        [sys.executable, "-m", "generator.cli", "build", "torchvision:resnet18", "--variants",
+         "python", "--threads", "1", "--out", str(tmp_path / "repo")], cwd=ROOT,
+        capture_output=True, text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
+    assert limited.returncode == 1, limited.stderr
+    assert "ulimit -f" in limited.stderr and "Traceback" not in limited.stderr
