@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -53,14 +54,57 @@ def link_or_copy(src, dst) -> None:
         shutil.copy2(src, dst)
 
 
-def staging_dir(out: Path, model_name: str) -> Path:
-    """A fresh staging directory beside the repository ``out`` (same file system, so the
-    finished directory is renamed into place), named after this process so that a later run
-    can tell it was left by a killed one."""
-    out = out.resolve()  # absolute: the check runs in another working directory
+LOCK = ".gen-repo-build.lock"  # in a repository while a build writes it
+
+
+@contextlib.contextmanager
+def build_lock(out: Path):
+    """Hold ``out`` for one build: a second build into the same repository at the same time is
+    refused (both would pass the check for existing models, and one would silently replace the
+    other's). A repository this lock had to create is removed again if the build left it empty."""
+    import fcntl
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise RepositoryError(f"another gen-repo build is writing {out} ({holder}).",
+                              "Wait for it to finish, or build into another --out.") from e
+    f.seek(0)
+    f.truncate()
+    f.write(f"gen-repo build, pid {os.getpid()}\n")
+    f.flush()
+    try:
+        yield
+    finally:
+        if created and [p.name for p in out.iterdir()] == [LOCK]:
+            path.unlink()
+            out.rmdir()
+        f.close()  # releases the lock
+
+
+def _staging_parent(out: Path) -> Path:
+    """Where ``out``'s staging directories go: beside it, or inside it when ``out`` is a mount
+    point (the finished directory is renamed into place, which works within one file system)."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir() and os.stat(out).st_dev != os.stat(out.parent).st_dev:
+        return out
+    return out.parent
+
+
+def staging_dir(out: Path, model_name: str) -> Path:
+    """A fresh staging directory on the file system of the repository ``out``, named after this
+    process so that a later run can tell it was left by a killed one."""
+    out = out.resolve()  # absolute: the check runs in another working directory
     return Path(tempfile.mkdtemp(
-        prefix=f"{STAGING_PREFIX}{out.name}-{model_name}-pid{os.getpid()}-", dir=out.parent))
+        prefix=f"{STAGING_PREFIX}{out.name}-{model_name}-pid{os.getpid()}-",
+        dir=_staging_parent(out)))
 
 
 def clean_stale_staging(out: Path) -> list[Path]:
@@ -68,7 +112,9 @@ def clean_stale_staging(out: Path) -> list[Path]:
     import psutil
 
     removed = []
-    for p in out.parent.glob(f"{STAGING_PREFIX}*"):
+    out = out.resolve()
+    places = [out.parent] + ([out] if out.is_dir() else [])
+    for p in [p for place in places for p in place.glob(f"{STAGING_PREFIX}*")]:
         pid = next((int(part[3:]) for part in p.name.split("-")
                     if part.startswith("pid") and part[3:].isdigit()), None)
         if p.is_dir() and (pid is None or not psutil.pid_exists(pid)):
@@ -84,7 +130,7 @@ def swap_in(staging: Path, final: Path) -> None:
     trash = None
     if final.exists():
         trash = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}old-pid{os.getpid()}-",
-                                      dir=final.parent.parent))
+                                      dir=staging.parent))  # its file system
         os.replace(final, trash / final.name)
     os.replace(staging, final)
     if trash is not None:
@@ -184,6 +230,18 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
                               "Rebuild the model with gen-repo build.") from e
 
 
+def outside_link(path: Path, root: Path) -> None:
+    """Refuse ``path`` (inside ``root``) when a symbolic link on its way leads out of ``root``:
+    serving or uploading it would serve or upload whatever the link points to."""
+    root = Path(root).resolve()
+    if not path.resolve().is_relative_to(root):
+        link = next((p for p in [path, *path.parents] if p.is_symlink()), path)
+        raise RepositoryError(
+            f"{link} is a symbolic link to {os.readlink(link)}, outside the repository {root}:"
+            " gen-repo serves and uploads only what lies inside a repository.",
+            "Copy the model (or file) into the repository instead of linking to it.")
+
+
 def list_models(repo: str | Path) -> list[BuiltModel]:
     """Model directories (those holding config.pbtxt) of a local repository, sorted by name."""
     root = Path(repo)
@@ -192,6 +250,8 @@ def list_models(repo: str | Path) -> list[BuiltModel]:
                               "Build one first: gen-repo build (or pass --repo DIR).")
     models = [BuiltModel(p) for p in sorted(root.iterdir())
               if p.is_dir() and not p.name.startswith(".") and (p / CONFIG).is_file()]
+    for model in models:
+        outside_link(model.path, root)
     if not models:
         raise RepositoryError(f"model repository '{root}' holds no models (no */config.pbtxt).",
                               "Build one first: gen-repo build --out " + str(root))

@@ -353,6 +353,11 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
     if out.exists() and not out.is_dir():
         raise RepositoryError(f"output '{out}' exists and is not a directory.",
                               "Choose another --out.")
+    with layout.build_lock(out):
+        return _build_locked(spec, out, command)
+
+
+def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None) -> BuildReport:
     taken = [spec.model_dir_name(v) for v in spec.variants if (out / spec.model_dir_name(v)).exists()]
     if taken and not spec.force:
         raise RepositoryError(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import progress, table
 from ..errors import RepositoryError
-from ..build.layout import CONFIG
+from ..build.layout import CONFIG, outside_link
 from .s3 import RemoteObject, S3Location, check_segments, list_objects, storage_error
 
 UPLOADED, UNCHANGED, PLANNED = "UPLOADED", "UNCHANGED", "PLANNED"
@@ -76,6 +76,7 @@ def model_files(model_dir: Path, part_bytes: int = PART_BYTES) -> list[LocalFile
         if not p.is_file() or any(s.startswith(".") or s == "__pycache__" for s in rel.split("/")):
             continue
         check_segments(f"{model_dir.name}/{rel}", f"local repository {model_dir.parent}")
+        outside_link(p, model_dir)
         sha, etag = digests(p, part_bytes)
         files.append(LocalFile(rel, p, p.stat().st_size, sha, etag))
     return sorted(files, key=lambda f: (f.rel == CONFIG, f.rel))

@@ -258,7 +258,7 @@ def test_a_full_disk_and_a_file_size_limit_are_refused_before_writing(tmp_path, 
     try:
         code, out, err = run_cli("build", "torchvision:resnet18", "--variants", "python",
                                  "--threads", "1", "--out", small / "repo")
-        _assert_clean_error(code, err, f"{small} has ")
+        _assert_clean_error(code, err, f"{small / 'repo'} has ")
         assert "free" in err and "--out DIR" in err
         assert list(small.iterdir()) == []
     finally:
@@ -270,3 +270,61 @@ def test_a_full_disk_and_a_file_size_limit_are_refused_before_writing(tmp_path, 
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)))
     assert limited.returncode == 1, limited.stderr
     assert "ulimit -f" in limited.stderr and "Traceback" not in limited.stderr
+
+
+def test_a_mount_point_as_out_builds_on_its_own_file_system(tmp_path, run_cli):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        code, out, err = run_cli(*_tiny(mnt))
+        assert code == 0, err
+        assert (mnt / "tiny_mlp_python" / "config.pbtxt").is_file()
+        code, out, err = run_cli(*_tiny(mnt, "--force"))  # the replaced model's trash too
+        assert code == 0, err
+        assert sorted(p.name for p in mnt.iterdir()) == [layout.LOCK, "tiny_mlp_python"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_serve_and_push_refuse_links_that_leave_the_repository(tmp_path, run_cli):
+    code, out, err = run_cli(*_tiny(tmp_path / "elsewhere"))
+    assert code == 0, err
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "linked_python").symlink_to(tmp_path / "elsewhere" / "tiny_mlp_python")
+    code, out, err = run_cli("verify", "--repo", repo, "--http-url", "127.0.0.1:1",
+                             "--grpc-url", "127.0.0.1:2")
+    _assert_clean_error(code, err, "is a symbolic link to")
+    assert "linked_python" in err
+    from generator.ship.push import model_files
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for upload")
+    model = tmp_path / "elsewhere" / "tiny_mlp_python"
+    (model / "1" / "notes.txt").symlink_to(secret)
+    with pytest.raises(layout.RepositoryError, match="notes.txt is a symbolic link"):
+        model_files(model)
+
+
+def test_two_builds_into_one_repository_at_once_the_second_is_refused(tmp_path, run_cli):
+    import time
+
+    repo = tmp_path / "repo"
+    first = subprocess.Popen([sys.executable, "-m", "generator.cli", *map(str, _tiny(repo))],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = repo / layout.LOCK
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and lock.read_text().strip()):
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
+    code, out, err = run_cli(*_tiny(repo, "--name", "second"))
+    _assert_clean_error(code, err, "another gen-repo build is writing")
+    assert f"pid {first.pid}" in err
+    assert first.wait(300) == 0, first.communicate()
+    code, out, err = run_cli(*_tiny(repo, "--name", "second"))  # free again once it is done
+    assert code == 0, err
+    assert (repo / "tiny_mlp_python").is_dir() and (repo / "second_python").is_dir()
