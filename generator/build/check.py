@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,30 @@ OOM_TIP = ("SIGKILL while loading or running the artifacts is most often the ker
            " out-of-memory killer: free memory (or build on a larger machine) and build again.")
 
 
+CHECK_PREFIX = "gen-repo-check-"  # + pid<N>-: the build that made the folder
+
+
+def die_with_parent() -> None:
+    """preexec_fn of a worker: the kernel kills it (SIGKILL) when the build that started it
+    dies, whatever killed the build (Linux's parent-death signal; elsewhere nothing)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _clean_stale_check_dirs() -> None:
+    """Remove the check folders of builds that were killed (their process is gone)."""
+    import psutil
+
+    for p in Path(tempfile.gettempdir()).glob(f"{CHECK_PREFIX}pid*"):
+        pid = p.name[len(CHECK_PREFIX) + 3:].split("-")[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def worker_crash(returncode: int, output: str) -> tuple[str, str]:
     """(what ended the check worker, the tip) for a worker that exited abnormally: a signal
     (a negative return code) is named, with a tip that fits it; else the exit code and the last
@@ -90,7 +115,8 @@ def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
 def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                     block: list[str]) -> list[CheckResult]:
     """Run every artifact on every case in one fresh process; compare with the references."""
-    with tempfile.TemporaryDirectory(prefix="gen-repo-check-") as tmp:
+    _clean_stale_check_dirs()
+    with tempfile.TemporaryDirectory(prefix=f"{CHECK_PREFIX}pid{os.getpid()}-") as tmp:
         tmp = Path(tmp)
         inputs = {}
         for case in cases:
@@ -116,8 +142,8 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
             # By path, not -m: the worker imports nothing of gen-repo, so the check runs this
             # checkout's worker even where another checkout is the installed one.
             proc = subprocess.run([sys.executable, "-I", "-B", str(WORKER), str(tmp / "job.json")],
-                                  cwd=tmp, env=env,
-                                  capture_output=True, text=True, timeout=TIMEOUT_S)
+                                  cwd=tmp, env=env, capture_output=True, text=True,
+                                  timeout=TIMEOUT_S, preexec_fn=die_with_parent)
             crashed = None if proc.returncode in (0, 3) else \
                 worker_crash(proc.returncode, proc.stderr or proc.stdout)
         except subprocess.TimeoutExpired:

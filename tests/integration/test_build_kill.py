@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,8 @@ def _assert_only_complete_models(repo):
     if not repo.exists():
         return
     for d in repo.iterdir():
+        if d.name == layout.LOCK:  # the build lock's file
+            continue
         assert d.is_dir() and (d / layout.CONFIG).is_file(), f"half-written model {d}"
         m = layout.BuiltModel(d)
         params = m.record["load_params"]
@@ -73,3 +76,36 @@ def test_sigkill_mid_build_leaves_only_complete_models(tmp_path, built, point):
 
     clean_stale_staging(repo)
     assert not list(tmp_path.glob(f"{layout.STAGING_PREFIX}*"))
+
+
+def test_the_check_worker_dies_with_its_build_and_its_folder_is_cleaned(tmp_path):
+    import tempfile
+
+    import psutil
+
+    from generator.build.check import CHECK_PREFIX
+
+    cmd = [sys.executable, "-m", "generator.cli", "build", fixture_source("tiny_mlp"), "--input",
+           "x:float32:16", "--variants", "python"]
+    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "a")], stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:
+        if "in a fresh process ..." in line:
+            break
+        assert time.monotonic() < deadline
+    workers = []
+    while not workers and time.monotonic() < deadline:
+        workers = [c for c in psutil.Process(proc.pid).children()
+                   if "check_worker.py" in " ".join(c.cmdline())]
+        time.sleep(0.05)
+    assert workers, "no check worker started"
+    folders = list(Path(tempfile.gettempdir()).glob(f"{CHECK_PREFIX}pid{proc.pid}-*"))
+    assert folders
+    proc.kill()  # the build alone, not its process group
+    proc.wait(timeout=30)
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "the check worker outlived its build"
+    done = subprocess.run([*cmd, "--out", str(tmp_path / "b")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not any(f.exists() for f in folders)  # the killed build's folder is cleaned
