@@ -61,7 +61,8 @@ LOCK = ".gen-repo-build.lock"  # in a repository while a build writes it
 def build_lock(out: Path):
     """Hold ``out`` for one build: a second build into the same repository at the same time is
     refused (both would pass the check for existing models, and one would silently replace the
-    other's). A repository this lock had to create is removed again if the build left it empty."""
+    other's). The lock file is removed when the build ends, and so is a repository this lock
+    had to create if the build left it empty."""
     import fcntl
 
     created = not out.exists()
@@ -70,7 +71,9 @@ def build_lock(out: Path):
     f = open(path, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as e:
+        if os.fstat(f.fileno()).st_ino != os.stat(path).st_ino:
+            raise BlockingIOError  # locked a file the build before removed as it ended
+    except (BlockingIOError, FileNotFoundError) as e:
         f.seek(0)
         holder = f.read().strip() or "another process"
         f.close()
@@ -83,8 +86,8 @@ def build_lock(out: Path):
     try:
         yield
     finally:
-        if created and [p.name for p in out.iterdir()] == [LOCK]:
-            path.unlink()
+        path.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
             out.rmdir()
         f.close()  # releases the lock
 

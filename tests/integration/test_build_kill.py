@@ -28,7 +28,7 @@ def _assert_only_complete_models(repo):
     if not repo.exists():
         return
     for d in repo.iterdir():
-        if d.name == layout.LOCK:  # the build lock's file
+        if d.name == layout.LOCK:  # a killed build's lock file (no lock: its process is gone)
             continue
         assert d.is_dir() and (d / layout.CONFIG).is_file(), f"half-written model {d}"
         m = layout.BuiltModel(d)
