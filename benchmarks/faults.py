@@ -3,13 +3,13 @@
     .venv/bin/python benchmarks/faults.py [--out faults.md] [--stop-seconds 30] [--kills 5]
 
 Builds tests/fixtures/faulty.py:faulty (row-wise sum and max over a dynamic axis) as two models
-(faulty_python and other_python), starts
-the real `gen-repo serve` on free ports, and applies each fault in turn: a stub SIGKILLed, a stub
-SIGSTOPped then SIGCONTed, the server SIGKILLed, the server SIGTERMed, a model unloaded through
-model control (with the control key), and repeated gRPC requests that abort a stub. After each,
-both models are asked every 0.2 s (HTTP, 2 s timeout) until they answer as before; the recovery
-time is from the fault to that answer (an unloaded model is expected to stay unloaded, its
-neighbour to keep answering). serve must never exit. Writes a markdown table (and prints it).
+(faulty_python and other_python), starts the real `gen-repo serve` on free ports, and applies
+each fault in turn: a stub SIGKILLed, a stub SIGSTOPped then SIGCONTed, the server SIGKILLed,
+the server SIGTERMed, the server SIGSTOPped for good (hung), a model unloaded through model
+control (with the control key), and repeated gRPC requests that abort a stub. After each, both
+models are asked every 0.2 s (HTTP, 2 s timeout) until they answer as before; the recovery time
+is from the fault to that answer (an unloaded model is expected to stay unloaded, its neighbour
+to keep answering). serve must never exit. Writes a markdown table (and prints it).
 The same functions drive tests/integration/test_serve_faults.py.
 """
 
@@ -141,7 +141,8 @@ class Served:
             time.sleep(0.5)
 
     def output(self) -> str:
-        self.out.flush()
+        if not self.out.closed:
+            self.out.flush()
         return self.log.with_suffix(".out").read_text()
 
     def right(self, model: str) -> bool:
@@ -190,6 +191,9 @@ def inject(served: Served, fault: str, stop_seconds: float = 30, kills: int = 5,
         t0 = time.monotonic()
     elif fault in ("server SIGKILL", "server SIGTERM"):
         signal_one(served, SERVER, None, signal.SIGKILL if "KILL" in fault else signal.SIGTERM)
+    elif fault == "server SIGSTOP":
+        signal_one(served, SERVER, None, signal.SIGSTOP)  # never continued: a hung server
+        note = "never continued: serve kills the hung server and starts another"
     elif fault == "remote unload":
         import tritonclient.http as httpclient
 
@@ -223,7 +227,7 @@ def inject(served: Served, fault: str, stop_seconds: float = 30, kills: int = 5,
 
 
 FAULTS = ("stub SIGKILL", "stub SIGSTOP/SIGCONT", "server SIGKILL", "server SIGTERM",
-          "remote unload", "gRPC stub kills")
+          "server SIGSTOP", "remote unload", "gRPC stub kills")
 
 
 def table(outcomes: list[Outcome]) -> str:

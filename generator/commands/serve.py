@@ -154,6 +154,9 @@ def _quiet_interrupts_in_gevent_hub() -> None:
 
 
 RESTARTS, RESTART_WINDOW_S = 3, 300.0  # a server that dies more often than this stays down
+# A server that has not answered its liveness check for HUNG_AFTER_S (asked every PROBE_EVERY_S)
+# is hung (stopped, out of descriptors, deadlocked): it is killed and started again.
+PROBE_EVERY_S, HUNG_AFTER_S = 10.0, 30.0
 
 
 def _watch(server) -> None:
@@ -162,19 +165,29 @@ def _watch(server) -> None:
     RESTART_WINDOW_S). Whatever the server does, this loop reports it and goes on; only the
     restart limit ends it."""
     restarts: list[float] = []
+    probed = answered = time.monotonic()
     while True:
         time.sleep(0.5)
+        hung = False
         try:
             server.check_running()
             for status in server.revive():  # a Python-backend process died: reload
                 print_statuses([status])
+            now = time.monotonic()
+            if now - probed >= PROBE_EVERY_S:
+                probed = now
+                if server.is_live(timeout=5.0):
+                    answered = now
+                elif now - answered >= HUNG_AFTER_S:
+                    raise ServerError(f"it has not answered for {now - answered:.0f} s")
             continue
         except Exception as e:  # a dead, dying or hung server; any error of a reload
-            if server.is_live():
+            if not isinstance(e, ServerError) and server.is_live():
                 progress.warn(f"reloading a model failed ({_first_line(e)}); the server is"
                               " live, its other models keep serving")
                 server.forget_dead_stubs()
                 continue
+            hung = server.exit_code() is None
             why = _first_line(e)
         now = time.monotonic()
         restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
@@ -184,7 +197,8 @@ def _watch(server) -> None:
                               " serve stops.", f"Read its log at {server.log_path}.")
         progress.warn(f"{server.kind} stopped working ({why}). Starting it again and loading"
                       " its models (in-flight requests failed).")
-        print_statuses(server.restart())
+        print_statuses(server.restart(hung=hung))
+        probed = answered = time.monotonic()
 
 
 def _first_line(e: BaseException) -> str:

@@ -226,6 +226,9 @@ class TritonServer:
     def _stop(self) -> None:
         raise NotImplementedError
 
+    def _kill(self) -> None:
+        """Kill the server at once (a hung one); _stop then cleans up."""
+
     def exit_code(self) -> int | None:
         """None while the server runs; its exit status once it has stopped."""
         raise NotImplementedError
@@ -461,15 +464,18 @@ class TritonServer:
         finally:
             client.close()
 
-    def restart(self) -> list[ModelStatus]:
-        """Start the server again after it died on its own, and load again the models it had
-        loaded; their statuses.
+    def restart(self, hung: bool = False) -> list[ModelStatus]:
+        """Start the server again after it died on its own (or, ``hung``, stopped answering:
+        it is killed at once, without a graceful stop it would not perform), and load again the
+        models it had loaded; their statuses.
 
         One gRPC request can abort a whole Triton 24.10 server: a dim below -1 whose byte size
         wraps around to the payload's length passes the core's checks, and the PyTorch backend's
         tensor creation throws where nothing catches it (std::terminate, SIGABRT).
         """
         models = list(self._loaded.values())
+        if hung:
+            self._kill()
         self._stop()  # reap it and whatever it left behind (its stubs)
         self._loaded, self._stubs, self._inter_op_by = {}, {}, None
         self._boot("restarting")
@@ -634,6 +640,13 @@ class EmbeddedServer(TritonServer):
                 raise ToolError(f"could not run {self.install.binary}: {failed[0]}.",
                                 "Reinstall nvidia-pytriton (bash scripts/setup.sh).") from failed[0]
             raise failed[0]
+
+    def _kill(self) -> None:
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _kill_group_when_it_dies(self, proc: subprocess.Popen) -> None:
         """When the server exits on its own, kill its process group at once: its Python-backend
