@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -228,8 +229,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise RepositoryError(f"{path} is missing or unreadable: {e}.",
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # missing, cut, damaged
+        raise RepositoryError(f"{path} is missing or unreadable ({type(e).__name__}: {e}).",
                               "Rebuild the model with gen-repo build.") from e
 
 
