@@ -373,9 +373,10 @@ def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None) -> Buil
         for p in layout.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted build")
     ctx, notes = prepare(spec)
-    capacity.check_disk(capacity.model_bytes(ctx.model), len(spec.variants), out)
+    weights = capacity.model_bytes(ctx.model)
+    capacity.check_disk(weights, len(spec.variants), out)
     python_variants = sum(registry.get(v).engine.value == "python" for v in spec.variants)
-    for line in capacity.estimate(capacity.model_bytes(ctx.model), ctx.spec, python_variants,
+    for line in capacity.estimate(weights, ctx.spec, python_variants,
                                   len(spec.variants) - python_variants):
         (progress.warn if line.startswith("WARNING") else progress.info)(line)
         notes.append(line)

@@ -1,5 +1,6 @@
 """gen-repo build end to end: real exports, fresh-process parity, configs, errors, atomicity."""
 
+import contextlib
 import json
 import resource
 import subprocess
@@ -248,21 +249,27 @@ def test_a_name_too_long_for_the_file_system_is_one_clear_error(tmp_path, run_cl
     assert _no_staging_left(tmp_path / "repo")
 
 
-def test_a_full_disk_and_a_file_size_limit_are_refused_before_writing(tmp_path, run_cli):
-    small = tmp_path / "small"
-    small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)],
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str):
+    """A tmpfs of ``size`` mounted at ``path`` (a new folder) while the block runs. CI runs as
+    root on a machine that mounts one, so a failed mount fails the test."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                              capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    assert mounted.returncode == 0, f"cannot mount a tmpfs: {mounted.stderr.strip()}"
     try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def test_a_full_disk_and_a_file_size_limit_are_refused_before_writing(tmp_path, run_cli):
+    with _tmpfs(tmp_path / "small", "256k") as small:
         code, out, err = run_cli("build", "torchvision:resnet18", "--variants", "python",
                                  "--threads", "1", "--out", small / "repo")
         _assert_clean_error(code, err, f"{small / 'repo'} has ")
         assert "free" in err and "--out DIR" in err
         assert list(small.iterdir()) == []
-    finally:
-        subprocess.run(["umount", str(small)], check=False)
     limited = subprocess.run(
         [sys.executable, "-m", "generator.cli", "build", "torchvision:resnet18", "--variants",
          "python", "--threads", "1", "--out", str(tmp_path / "repo")], cwd=ROOT,
@@ -273,21 +280,13 @@ def test_a_full_disk_and_a_file_size_limit_are_refused_before_writing(tmp_path, 
 
 
 def test_a_mount_point_as_out_builds_on_its_own_file_system(tmp_path, run_cli):
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with _tmpfs(tmp_path / "mnt", "64m") as mnt:
         code, out, err = run_cli(*_tiny(mnt))
         assert code == 0, err
         assert (mnt / "tiny_mlp_python" / "config.pbtxt").is_file()
         code, out, err = run_cli(*_tiny(mnt, "--force"))  # the replaced model's trash too
         assert code == 0, err
         assert sorted(p.name for p in mnt.iterdir()) == ["tiny_mlp_python"]
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
 
 
 def test_serve_and_push_refuse_links_that_leave_the_repository(tmp_path, run_cli):
