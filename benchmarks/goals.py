@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 from generator import progress  # noqa: E402
 from generator.bench import analysis  # noqa: E402
 from generator.bench.results import Results  # noqa: E402
-from generator.build import layout  # noqa: E402
+from generator.repository import layout  # noqa: E402
 from generator.cli import main as gen_repo  # noqa: E402
 from generator.serve.triton_install import (BACKEND_DIRS_ENV, backends_in,  # noqa: E402
                                             default_backend_dirs)

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from generator import progress  # noqa: E402
-from generator.build.layout import list_models  # noqa: E402
+from generator.repository.layout import list_models  # noqa: E402
 from generator.cli import main as gen_repo  # noqa: E402
 from generator.tune.objective import Objective  # noqa: E402
 from generator.tune.results import MEASURED  # noqa: E402

@@ -4,6 +4,7 @@ use it without pulling torch in."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def cores() -> int:
@@ -12,3 +13,9 @@ def cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def cache_dir() -> Path:
+    """Where gen-repo keeps what it downloads, builds once and logs ($XDG_CACHE_HOME/gen-repo)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gen-repo"

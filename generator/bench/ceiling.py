@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import progress
-from ..build.layout import write_atomic
+from ..repository.layout import write_atomic
 from ..errors import ToolError
 from .workspace import config_parameters
 
@@ -184,7 +184,7 @@ def worker(job: dict) -> list[dict]:
 
 
 def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
-    from ..build.layout import BuiltModel
+    from ..repository.layout import BuiltModel
 
     built = BuiltModel(Path(a.path))
     samples = built.samples()  # as clients send them

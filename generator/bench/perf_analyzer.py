@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ToolError
-from ..serve.server import cache_dir
+from ..machine import cache_dir
 
 BINARY = "perf_analyzer"
 LIB_TIP = ("Install the two libraries perf_analyzer links: `apt-get install libb64-0d` and"

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build.layout import write_atomic
+from ..repository.layout import write_atomic
 from . import analysis, plots
 from .results import FAILED, UNSTABLE, Results, busy_at_start
 

@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from ..errors import RepositoryError
 from ..machine import cores
-from ..build.layout import write_atomic
+from ..repository.layout import write_atomic
 
 SCHEMA = "gen-repo-bench/1"
 OK, UNSTABLE, FAILED = "ok", "unstable", "failed"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import GenRepoError, SpecError
-from ..build.layout import BuiltModel
+from ..repository.layout import BuiltModel
 from . import ceiling, perf_analyzer as pa, workspace
 from .report import write_report
 from .results import (FAILED, Results, busy_at_start, finish_machine, machine_info, now,

@@ -16,9 +16,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..build import layout
+from ..repository import layout
 from ..errors import RepositoryError
-from ..build.layout import BuiltModel
+from ..repository.layout import BuiltModel
 
 LIBTORCH, PYTHON, PYTHON_TS, FLOOR = "libtorch", "python", "python-ts", "floor"
 DERIVED_NOTE = "derived by gen-repo bench from {src}"

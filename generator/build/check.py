@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .compare import Comparison, compare
-from .config import tensor_entries
+from ..repository.compare import Comparison, compare
+from ..repository.config import tensor_entries
 from .samples import load_npz, save_npz
 from ..spec import ModelSpec
 from ..variants.base import RUNTIME_MODEL

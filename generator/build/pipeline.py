@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress
-from . import capacity, layout, rows, threads
+from . import capacity, rows
+from ..repository import layout
+from ..variants import threads
 from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
-from .compare import compare
-from .config import render
+from ..repository.compare import compare
+from ..repository.config import render
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import ExportError
-from .compare import compare
+from ..repository.compare import compare
 from .samples import Case
 from ..spec import ModelSpec
 

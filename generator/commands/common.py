@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ..errors import SpecError, did_you_mean
 from ..serve.triton_install import BACKEND_DIRS_ENV
-from ..build.layout import BuiltModel, list_models
-from ..ship.s3 import is_s3_url
+from ..repository.layout import BuiltModel, list_models
+from ..repository.s3 import is_s3_url
 
 DEFAULT_REPO = "model_repository"
 
@@ -30,7 +30,7 @@ def add_repo_args(p) -> None:
 def select_models(repo: str, names: str | None) -> list[BuiltModel]:
     """The repository's models, or those named by --models (directory name or model name)."""
     if is_s3_url(repo):
-        from ..ship.s3 import S3Location, remote_models
+        from ..repository.s3 import S3Location, remote_models
 
         models = remote_models(S3Location.parse(repo))
     else:

@@ -42,7 +42,7 @@ def _ports() -> Ports:
 
 
 def run(args) -> int:
-    from ..build.layout import list_models
+    from ..repository.layout import list_models
     from .serve import print_statuses
 
     parser = command_parser([build, verify, bench])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..ship.s3 import DEFAULT_REGION, S3Location
+from ..repository.s3 import DEFAULT_REGION, S3Location
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

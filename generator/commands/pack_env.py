@@ -6,7 +6,7 @@ import argparse
 
 from .. import table
 from ..errors import SpecError
-from ..ship.s3 import is_s3_url
+from ..repository.s3 import is_s3_url
 from .common import add_repo_args, select_models
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import SpecError
-from ..ship.s3 import S3Location, is_s3_url
+from ..repository.s3 import S3Location, is_s3_url
 from .common import add_repo_args, select_models
 from .deploy import HelpFormatter
 
@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..ship import s3 as s3mod
+    from ..repository import s3 as s3mod
     from ..ship.push import push
 
     if is_s3_url(args.repo):

@@ -15,7 +15,7 @@ from ..errors import ServerError, SpecError
 from ..serve import control
 from ..serve.server import FAILED, READY, EmbeddedServer, Ports
 from ..serve.triton_install import BACKEND_DIRS_ENV
-from ..ship.s3 import is_s3_url
+from ..repository.s3 import is_s3_url
 from .common import add_backend_dir_arg, add_repo_args, select_models
 
 
@@ -60,7 +60,7 @@ def make_server(args, ports: Ports):
     common = dict(log_path=args.log_file, start_timeout=args.start_timeout,
                   listen=control.check_address(args.listen))
     if is_s3_url(args.repo):  # the server reads the bucket with our credentials
-        from ..ship.s3 import triton_env
+        from ..repository.s3 import triton_env
 
         common["env"] = triton_env()
     if not args.docker:

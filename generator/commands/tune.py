@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SpecError
-from ..ship.s3 import is_s3_url
+from ..repository.s3 import is_s3_url
 from .common import (DEFAULT_REPO, add_backend_dir_arg, add_repo_args, int_list,
                      measurement_from_args, select_models)
 from .parser import DefaultsHelpFormatter

@@ -19,7 +19,7 @@ import secrets
 from pathlib import Path
 
 from ..errors import SpecError
-from .triton_install import cache_dir
+from ..machine import cache_dir
 
 HEADER = "gen-repo-control-key"
 RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")

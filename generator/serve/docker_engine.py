@@ -34,7 +34,8 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import GenRepoError, ToolError, log_tail
-from .triton_install import TritonInstall, cache_dir
+from ..machine import cache_dir
+from .triton_install import TritonInstall
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = ROOT / "docker"

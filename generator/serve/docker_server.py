@@ -19,8 +19,8 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import ServerError, SpecError, ToolError
-from ..build.layout import PACKED_ENV_PARAM
-from ..ship.s3 import is_s3_url
+from ..repository.layout import PACKED_ENV_PARAM
+from ..repository.s3 import is_s3_url
 from . import control
 from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
 

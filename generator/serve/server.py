@@ -27,15 +27,15 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import progress
-from ..build.layout import PLATFORM_MIN_RELEASE
-from ..machine import cores
+from ..repository.layout import PLATFORM_MIN_RELEASE
+from ..machine import cache_dir, cores
 from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
                       ToolError, log_tail)
-from ..ship.s3 import is_s3_url
+from ..repository.s3 import is_s3_url
 from . import control, logs
 from .logs import CappedLog
 from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, TritonInstall, backends_in,
-                             bundled_backend_dir, cache_dir, default_backend_dirs,
+                             bundled_backend_dir, default_backend_dirs,
                              links_this_torch, merged_backend_dir, server_env, torch_lib_dir)
 
 READY, FAILED, SKIPPED = "READY", "FAILED", "SKIPPED"
@@ -201,7 +201,7 @@ class TritonServer:
         """``listen``: the address the server binds (HTTP, gRPC, metrics); the default is
         reachable from this machine only. Its model-control APIs need the key of this start
         (control.py), which gen-repo's own calls send."""
-        # A local directory, or an s3:// URL that tritonserver reads itself (generator.ship.s3).
+        # A local directory, or an s3:// URL that tritonserver reads itself (generator.repository.s3).
         self.repo: str | Path = str(repo) if is_s3_url(repo) else Path(repo).resolve()
         self.env = dict(env or {})  # extra environment for the server, e.g. S3 credentials
         self.ports = ports

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import SpecError, ToolError
+from ..machine import cache_dir
 
 
 # The default of --backend-directory for serve, bench and demo: directories of extra Triton backends
@@ -48,11 +49,6 @@ def links_this_torch(backend: Path) -> bool:
     torch): the server must find this environment's torch/lib. The NGC image's backend ships
     libtorch.so beside libtriton_pytorch.so, and must keep using its own."""
     return (backend / "libtriton_pytorch.so").is_file() and not (backend / "libtorch.so").exists()
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gen-repo"
 
 
 @dataclass(frozen=True)

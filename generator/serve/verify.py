@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .. import dtypes, progress
-from ..build.compare import Comparison, Mismatch, compare
+from ..repository.compare import Comparison, Mismatch, compare
 from ..errors import GenRepoError
 from .protocols import PROTOCOLS, Protocol, Tensor, error_message
 from .server import SKIPPED, clean_load_error, load_failure

@@ -24,9 +24,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import __version__, progress
-from ..build.config import TEMPLATES, jinja_environment
+from ..repository.config import TEMPLATES, jinja_environment
 from ..errors import GenRepoError, SpecError
-from .s3 import DEFAULT_REGION, S3Location, is_s3_url
+from ..repository.s3 import DEFAULT_REGION, S3Location, is_s3_url
 
 K8S_DIR = TEMPLATES / "k8s"
 KSERVE_SCHEMA = K8S_DIR / "kserve-inferenceservice-v1beta1.schema.json"

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import progress
-from ..build import layout
-from ..build.layout import PACKED_ENV_PARAM as PARAM
+from ..repository import layout
+from ..repository.layout import PACKED_ENV_PARAM as PARAM
 from ..errors import RepositoryError, SpecError, ToolError, log_tail
-from ..serve.triton_install import cache_dir
+from ..machine import cache_dir
 
 ENV_TARBALL = "gen_repo_env.tar.gz"
 ENV_DIR = "gen_repo_env"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 from .. import progress, table
 from ..errors import RepositoryError
-from ..build.layout import CONFIG, outside_link
-from .s3 import RemoteObject, S3Location, check_segments, list_objects, storage_error
+from ..repository.layout import CONFIG, outside_link
+from ..repository.s3 import RemoteObject, S3Location, check_segments, list_objects, storage_error
 
 UPLOADED, UNCHANGED, PLANNED = "UPLOADED", "UNCHANGED", "PLANNED"
 SHA_KEY = "gen-repo-sha256"  # user metadata: x-amz-meta-gen-repo-sha256

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..bench.workspace import configure_instances
-from ..build.layout import BuiltModel
+from ..repository.layout import BuiltModel
 from ..machine import cores
 from ..spec import ModelSpec
 

@@ -19,8 +19,8 @@ from ..bench import perf_analyzer as pa
 from ..bench.results import FAILED as POINT_FAILED
 from ..bench.sweep import Plan, measure_point, summary
 from ..bench.workspace import BenchModel
-from ..build import layout
-from ..build.layout import BuiltModel
+from ..repository import layout
+from ..repository.layout import BuiltModel
 from ..serve.server import READY
 from .candidate import Candidate, config_text, configure
 from .results import FAILED, MEASURED, TunePoint, TuneResults

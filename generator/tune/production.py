@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import progress
-from ..build import layout
-from ..build.layout import BuiltModel
+from ..repository import layout
+from ..repository.layout import BuiltModel
 from ..errors import RepositoryError, VerifyError
 from ..serve.server import READY, EmbeddedServer, Ports, free_ports
 from ..serve.verify import OK, VerifyOptions, verify_repository

@@ -20,7 +20,7 @@ from ..bench.results import finish_machine, machine_info, now, package_versions,
 from ..bench.runner import OWNED_OUTPUTS, clear_outputs, stopped
 from ..bench.targets import ManagedServer
 from ..bench.workspace import BenchModel, copy_models
-from ..build.layout import BuiltModel
+from ..repository.layout import BuiltModel
 from ..errors import GenRepoError, RepositoryError
 from . import decision, production
 from .measure import Measurer

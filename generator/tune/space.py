@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..build.layout import BuiltModel
+from ..repository.layout import BuiltModel
 from ..errors import SpecError
 from ..machine import cores
 from .candidate import Batching, Candidate, default_of, is_gpu

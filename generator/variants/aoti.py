@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from ..errors import ExportError
 from ..runtime.model import sha256_of
 from .aoti_export import ARTIFACT, compiled_package

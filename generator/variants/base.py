@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from ..errors import ExportError
 from ..spec import ModelSpec
 

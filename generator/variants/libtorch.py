@@ -19,7 +19,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from ..runtime.model import sha256_of, threads_for
 from .base import Artifact, ExportContext, Variant
 from .torchscript import TorchScript, make_torchscript

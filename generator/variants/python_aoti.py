@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from .aoti import copy_package
 from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
 

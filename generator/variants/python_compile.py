@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from .base import Artifact, ExportContext, Variant
 from .python_package import PythonPackageVariant
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from ..runtime.model import sha256_of
 from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
 from .packaging import export_package

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..build.config import Engine
+from ..repository.config import Engine
 from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
 from .libtorch import ARTIFACT, save_torchscript
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..build import threads
-from ..build.compare import compare
-from ..build.threads import CONTIGUOUS
+from ..variants import threads
+from ..repository.compare import compare
+from ..variants.threads import CONTIGUOUS
 from ..errors import ExportError
 from ..runtime.model import CHANNELS_LAST, has_conv_weights, time_forward
 from ..spec import OPTION_BY_KEY

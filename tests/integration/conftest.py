@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.cli import main
 from generator.serve.server import EmbeddedServer, Ports, free_ports
 from generator.serve.triton_install import BACKEND_DIRS_ENV, backends_in, default_backend_dirs

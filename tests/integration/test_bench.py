@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.bench import perf_analyzer as pa
 from generator.bench.results import SCHEMA, Results
 from generator.runtime.model import threads_for

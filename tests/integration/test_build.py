@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.runtime.model import sha256_of
 from tests.conftest import ROOT, fixture_source
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.runtime.model import sha256_of
 from tests.conftest import fixture_source
 
@@ -72,7 +72,7 @@ def test_sigkill_mid_build_leaves_only_complete_models(tmp_path, built, point):
     if not point.endswith("done"):
         assert sha256_of(python_model) == before  # the old model is intact
     # Staging debris lives outside the repository and the next build clears it.
-    from generator.build.layout import clean_stale_staging
+    from generator.repository.layout import clean_stale_staging
 
     clean_stale_staging(repo)
     assert not list(tmp_path.glob(f"{layout.STAGING_PREFIX}*"))

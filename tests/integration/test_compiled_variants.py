@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import fixture_source
 from tests.integration.conftest import embedded_server

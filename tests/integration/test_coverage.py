@@ -13,7 +13,7 @@ import pytest
 from generator.build.pipeline import build_repository
 from generator.cli import make_parser
 from generator.commands.build import spec_from_args
-from generator.build import layout
+from generator.repository import layout
 from generator.errors import GenRepoError
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source

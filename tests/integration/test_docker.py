@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.bench.results import Results
 from generator.cli import main
 from generator.serve.docker_server import DockerOptions, DockerServer

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator.build import layout
+from generator.repository import layout
 from generator.cli import main
 from generator.serve.protocols import Protocol
 from generator.serve.verify import VerifyOptions, verify_repository

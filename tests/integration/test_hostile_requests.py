@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from generator import dtypes
-from generator.build import layout
+from generator.repository import layout
 from generator.runtime.model import load_model, run_batch
 from generator.serve.server import READY
 from tests.integration.conftest import (build_fixture, embedded_server, models_named,

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.commands.serve import print_statuses
 from generator.serve import server as server_module
 from generator.serve.server import FAILED, READY

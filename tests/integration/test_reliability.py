@@ -26,7 +26,7 @@ import psutil
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from generator.build import layout
+from generator.repository import layout
 from generator.cli import main
 from generator.serve.protocols import Protocol, error_message
 from generator.runtime.model import load_model

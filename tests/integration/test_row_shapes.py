@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from generator.bench import ceiling
 from generator.bench.ceiling import _input_entry
-from generator.build import layout
+from generator.repository import layout
 from generator.cli import main
 from generator.runtime import model as runtime
 from generator.serve.protocols import PROTOCOLS, Protocol

@@ -22,7 +22,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.ship import push, s3
 from generator.ship.push import SHA_KEY, digests
 from generator.serve.server import READY, SKIPPED, EmbeddedServer, Ports, free_ports

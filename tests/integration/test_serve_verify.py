@@ -16,7 +16,7 @@ import psutil
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from generator.build import layout
+from generator.repository import layout
 from generator.serve.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
 from generator.errors import PortInUseError, ServerError, ServerTimeoutError
 from generator.serve.server import FAILED, READY, SKIPPED, EmbeddedServer, Ports, free_ports

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.tune.candidate import Candidate
 from generator.tune.results import SCHEMA, TuneResults
 from tests.conftest import ROOT

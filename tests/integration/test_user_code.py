@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.cli import main
 from tests.conftest import ROOT, fixture_source
 from tests.integration.conftest import embedded_server

@@ -14,7 +14,7 @@ from generator.bench import analysis, perf_analyzer as pa, plots, workspace
 from generator.bench.report import write_report
 from generator.bench.results import FAILED, OK, SCHEMA, UNSTABLE, Point, Results
 from generator.errors import RepositoryError, SpecError, ToolError
-from generator.build.layout import BuiltModel
+from generator.repository.layout import BuiltModel
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data" / "perf_analyzer"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator.build.compare import compare
+from generator.repository.compare import compare
 from generator.errors import ExportError
 from generator.build.outputs import output_paths
 

@@ -1,6 +1,6 @@
 import pytest
 
-from generator.build.config import Engine, render
+from generator.repository.config import Engine, render
 from generator.spec import ModelSpec, TensorSpec
 
 

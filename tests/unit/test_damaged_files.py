@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generator.build import layout
+from generator.repository import layout
 from generator.errors import RepositoryError
 
 

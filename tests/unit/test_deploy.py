@@ -18,7 +18,7 @@ import yaml
 
 from generator.ship import deploy as dep
 from generator.errors import SpecError
-from generator.ship.s3 import S3Location
+from generator.repository.s3 import S3Location
 
 K8S = "1.30"
 REPO = "s3://minio.minio.svc:9000/models/prod"

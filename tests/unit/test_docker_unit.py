@@ -121,7 +121,7 @@ def test_set_parameter_appends_one_block_and_removes_it_again():
 
 
 def test_set_parameter_set_by_hand_goes_through_the_protobuf():
-    from generator.build.layout import parse_config
+    from generator.repository.layout import parse_config
 
     by_hand = CONFIG + 'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "/x" } }\n'
     out = set_parameter(by_hand, PARAM, "$$TRITON_MODEL_DIRECTORY/e.tar.gz")

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from generator.errors import RepositoryError, SpecError
 from generator.ship.push import digests, model_files
-from generator.ship.s3 import RemoteObject, S3Location, model_names, storage_error
+from generator.repository.s3 import RemoteObject, S3Location, model_names, storage_error
 
 
 @pytest.mark.parametrize("url, endpoint, triton, storage, endpoint_url", [

@@ -7,7 +7,7 @@ import torch
 
 from generator.build import rows
 from generator.build.arguments import bind_inputs
-from generator.build.config import Engine, render
+from generator.repository.config import Engine, render
 from generator.build.outputs import output_paths
 from generator.build.samples import Case
 from generator.build.wrapper import make_wrapper

@@ -356,7 +356,7 @@ def test_bad_requests_without_batching_change_a_fixed_dim():
 
 
 def test_verify_without_a_server(run_cli, tmp_path):
-    from generator.build.layout import CONFIG
+    from generator.repository.layout import CONFIG
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')
@@ -376,7 +376,7 @@ def test_verify_without_a_server(run_cli, tmp_path):
     (["verify", "--concurrency", "0"], "--concurrency"),
 ])
 def test_bad_flags_are_usage_errors(run_cli, tmp_path, args, match):
-    from generator.build.layout import CONFIG
+    from generator.repository.layout import CONFIG
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')
@@ -385,7 +385,7 @@ def test_bad_flags_are_usage_errors(run_cli, tmp_path, args, match):
 
 
 def test_models_filter_names_unknown_models(run_cli, tmp_path):
-    from generator.build.layout import CONFIG
+    from generator.repository.layout import CONFIG
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from generator.build import threads
+from generator.variants import threads
 from generator.runtime.model import CHANNELS_LAST, MEASURED_THREADS, MEMORY_FORMAT, threads_for
 from generator.spec import ModelSpec
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.build.config import render
-from generator.build.layout import BuiltModel
+from generator.repository.config import render
+from generator.repository.layout import BuiltModel
 from generator.errors import BudgetError, SpecError
 from generator.spec import ModelSpec, TensorSpec
 from generator.tune import objective as obj

@@ -276,8 +276,8 @@ def remote_models(location: S3Location, cache: Path | None = None, region: str |
     """
     from botocore import exceptions as bx
 
-    from ..build import layout
-    from ..serve.triton_install import cache_dir
+    from ..repository import layout
+    from ..machine import cache_dir
 
     s3 = client(location, region)
     objects = list_objects(s3, location)
