@@ -1,6 +1,7 @@
-"""The package has no import circle: stages import downwards only (spec/errors/... at the bottom,
-build → variants → serve → bench → tune, ship, cli and commands on top). Every import counts, also the
-ones inside functions, and importing ``a.b.c`` counts as importing the packages ``a.b`` and ``a``."""
+"""The package has no import circle, and its packages import downwards only, in ``LAYERS`` order
+(the foundation modules -- errors, spec, dtypes, machine, progress, table, runtime -- at the
+bottom). Every import counts, also the ones inside functions, and importing ``a.b.c`` counts as
+importing the packages ``a.b`` and ``a``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 PACKAGE = ROOT / "generator"
+# Bottom to top: a module may import its own layer and the layers below it.
+LAYERS = ("repository", "variants", "build", "serve", "bench", "tune", "ship", "commands", "cli")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -94,7 +97,33 @@ def test_the_walk_finds_a_circle():
     assert any("generator.spec" in c for c in cycles(graph))
 
 
+def layer(module: str) -> int:
+    """The module's index in LAYERS; -1 for the foundation (the package's loose modules but cli)."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else -1
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} imports {b}" for a, deps in graph.items() for b in deps
+                  if layer(b) > layer(a))
+
+
+def test_packages_import_only_downwards():
+    graph = import_graph()
+    assert {layer(m) for m in graph} == set(range(-1, len(LAYERS))), "a layer has no module"
+    assert upward_imports(graph) == []
+
+
+def test_the_walk_finds_an_upward_import():
+    """The check can fail: serve importing ship (what serve/server.py once did) is found."""
+    graph = {k: set(v) for k, v in import_graph().items()}
+    graph["generator.serve.server"].add("generator.ship.push")
+    graph["generator.spec"].add("generator.repository.layout")
+    assert upward_imports(graph) == ["generator.serve.server imports generator.ship.push",
+                                     "generator.spec imports generator.repository.layout"]
+
+
 def test_every_stage_says_what_it_takes_and_gives():
-    for stage in ("build", "variants", "serve", "bench", "tune", "ship", "commands"):
+    for stage in LAYERS[:-1]:
         doc = ast.get_docstring(ast.parse((PACKAGE / stage / "__init__.py").read_text()))
         assert doc and len(doc) > 80, stage
