@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..repository.staging import remove_orphans
 from ..repository.compare import Comparison, compare
 from ..repository.config import tensor_entries
 from .samples import load_npz, save_npz
@@ -75,16 +75,6 @@ def die_with_parent() -> None:
         pass
 
 
-def _clean_stale_check_dirs() -> None:
-    """Remove the check folders of builds that were killed (their process is gone)."""
-    import psutil
-
-    for p in Path(tempfile.gettempdir()).glob(f"{CHECK_PREFIX}pid*"):
-        pid = p.name[len(CHECK_PREFIX) + 3:].split("-")[0]
-        if pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def worker_crash(returncode: int, output: str) -> tuple[str, str]:
     """(what ended the check worker, the tip) for a worker that exited abnormally: a signal
     (a negative return code) is named, with a tip that fits it; else the exit code and the last
@@ -115,7 +105,7 @@ def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
 def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                     block: list[str]) -> list[CheckResult]:
     """Run every artifact on every case in one fresh process; compare with the references."""
-    _clean_stale_check_dirs()
+    remove_orphans(Path(tempfile.gettempdir()).glob(f"{CHECK_PREFIX}pid*"))
     with tempfile.TemporaryDirectory(prefix=f"{CHECK_PREFIX}pid{os.getpid()}-") as tmp:
         tmp = Path(tmp)
         inputs = {}

@@ -20,6 +20,7 @@ import numpy as np
 from .. import __version__, progress
 from . import capacity, rows
 from ..repository import layout
+from ..repository import staging as stage_dirs
 from ..variants import threads
 from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
@@ -266,7 +267,7 @@ def stage_variant(ctx: ExportContext, variant_name: str) -> Staged | VariantResu
     variant = registry.get(variant_name)
     model_name = spec.model_dir_name(variant_name)
     start = time.perf_counter()
-    staging = layout.staging_dir(Path(spec.out), model_name)
+    staging = stage_dirs.staging_dir(Path(spec.out), model_name)
     try:
         version_dir = staging / layout.VERSION
         version_dir.mkdir()
@@ -319,7 +320,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
         (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
         text, _ = render(served, variant.name, staged.model_name, variant.engine, parameters)
         (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
-        layout.swap_in(staged.staging, Path(spec.out) / staged.model_name)
+        stage_dirs.swap_in(staged.staging, Path(spec.out) / staged.model_name)
         detail = (f"{artifact.method}; " if artifact.method else "") \
             + f"export {staged.export_s:.1f} s; " + check.detail
         return VariantResult(variant.name, staged.model_name, "OK",
@@ -355,7 +356,7 @@ def build_repository(spec: ModelSpec, command: list[str] | None = None) -> Build
     if out.exists() and not out.is_dir():
         raise RepositoryError(f"output '{out}' exists and is not a directory.",
                               "Choose another --out.")
-    with layout.build_lock(out):
+    with stage_dirs.build_lock(out):
         return _build_locked(spec, out, command)
 
 
@@ -372,7 +373,7 @@ def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None) -> Buil
             f" {layout.RECORD} in it): --force replaces only models gen-repo built.",
             "Move or delete it yourself, or choose another --name or --out.")
     if out.parent.is_dir():
-        for p in layout.clean_stale_staging(out):
+        for p in stage_dirs.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted build")
     ctx, notes = prepare(spec)
     weights = capacity.model_bytes(ctx.model)

@@ -20,6 +20,7 @@ from typing import Sequence
 
 from .. import progress
 from ..repository import layout
+from ..repository import staging as stage_dirs
 from ..repository.layout import BuiltModel
 from ..errors import RepositoryError, VerifyError
 from ..serve.server import READY, EmbeddedServer, Ports, free_ports
@@ -80,9 +81,9 @@ def write(winners: list[tuple[str, BuiltModel, Candidate, dict]], out: Path,
     """Stage, verify and swap in each (name, source, candidate, tune record)."""
     out = Path(out)
     if out.parent.is_dir():
-        for p in layout.clean_stale_staging(out):
+        for p in stage_dirs.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted run")
-    staging = layout.staging_dir(out, "tune")
+    staging = stage_dirs.staging_dir(out, "tune")
     written: list[Written] = []
     try:
         staged = [(name, c, stage_model(source, c, name, staging, record))
@@ -96,7 +97,7 @@ def write(winners: list[tuple[str, BuiltModel, Candidate, dict]], out: Path,
                     f" {detail}", f"It was not written. The server log is {log_path}; the"
                     " search's results stay in the results directory.")))
                 continue
-            layout.swap_in(model.path, out / name)
+            stage_dirs.swap_in(model.path, out / name)
             written.append(Written(name, c, out / name, detail))
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.repository import layout
+from generator.repository import layout, staging
 from generator.runtime.model import sha256_of
 from tests.conftest import ROOT, fixture_source
 
@@ -24,7 +24,7 @@ def _assert_clean_error(code, err, fragment):
 
 
 def _no_staging_left(out: Path):
-    return not list(out.parent.glob(f"{layout.STAGING_PREFIX}*"))
+    return not list(out.parent.glob(f"{staging.STAGING_PREFIX}*"))
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +315,7 @@ def test_two_builds_into_one_repository_at_once_the_second_is_refused(tmp_path, 
     repo = tmp_path / "repo"
     first = subprocess.Popen([sys.executable, "-m", "generator.cli", *map(str, _tiny(repo))],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lock = repo / layout.LOCK
+    lock = repo / staging.LOCK
     deadline = time.monotonic() + 120
     while not (lock.is_file() and lock.read_text().strip()):
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.repository import layout
+from generator.repository import layout, staging
 from generator.runtime.model import sha256_of
 from tests.conftest import fixture_source
 
@@ -28,7 +28,7 @@ def _assert_only_complete_models(repo):
     if not repo.exists():
         return
     for d in repo.iterdir():
-        if d.name == layout.LOCK:  # a killed build's lock file (no lock: its process is gone)
+        if d.name == staging.LOCK:  # a killed build's lock file (no lock: its process is gone)
             continue
         assert d.is_dir() and (d / layout.CONFIG).is_file(), f"half-written model {d}"
         m = layout.BuiltModel(d)
@@ -72,10 +72,10 @@ def test_sigkill_mid_build_leaves_only_complete_models(tmp_path, built, point):
     if not point.endswith("done"):
         assert sha256_of(python_model) == before  # the old model is intact
     # Staging debris lives outside the repository and the next build clears it.
-    from generator.repository.layout import clean_stale_staging
+    from generator.repository.staging import clean_stale_staging
 
     clean_stale_staging(repo)
-    assert not list(tmp_path.glob(f"{layout.STAGING_PREFIX}*"))
+    assert not list(tmp_path.glob(f"{staging.STAGING_PREFIX}*"))
 
 
 def test_the_check_worker_dies_with_its_build_and_its_folder_is_cleaned(tmp_path):

@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from generator.bench import ceiling
 from generator.bench.ceiling import _input_entry
-from generator.repository import layout
+from generator.repository import layout, staging
 from generator.cli import main
 from generator.runtime import model as runtime
 from generator.serve.protocols import PROTOCOLS, Protocol
@@ -207,7 +207,7 @@ def test_a_model_mixing_its_batch_is_refused_with_the_route(tmp_path, run_cli):
     assert "dynamic batcher merges the requests of different clients" in err
     assert "TIP: Build with --max-batch-size 0" in err and "--input x:float32:-1x6" in err
     assert "Traceback" not in err and not out.exists()
-    assert not list(tmp_path.glob(f"{layout.STAGING_PREFIX}*"))
+    assert not list(tmp_path.glob(f"{staging.STAGING_PREFIX}*"))
 
 
 def test_rows_that_differ_only_by_rounding_with_the_batch_size_still_batch(tmp_path, run_cli):

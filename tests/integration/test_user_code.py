@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.repository import layout
+from generator.repository import layout, staging
 from generator.cli import main
 from tests.conftest import ROOT, fixture_source
 from tests.integration.conftest import embedded_server
@@ -42,8 +42,8 @@ def one_error(err: str) -> tuple[str, str]:
 
 
 def nothing_written(out: Path) -> bool:
-    staging = list(out.parent.glob(f"{layout.STAGING_PREFIX}*"))
-    return not staging and (not out.exists() or not any(out.iterdir()))
+    left = list(out.parent.glob(f"{staging.STAGING_PREFIX}*"))
+    return not left and (not out.exists() or not any(out.iterdir()))
 
 
 # ---------------------------------------------------------------------------------------------
