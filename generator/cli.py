@@ -16,7 +16,7 @@ from .commands import bench, build, demo, deploy, pack_env, push, serve, tune, v
 from .commands.parser import command_parser
 from .errors import GenRepoError, os_error
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 COMMANDS = [build, serve, verify, bench, tune, demo, push, deploy, pack_env]

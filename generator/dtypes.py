@@ -35,8 +35,6 @@ ALIASES = {"fp32": "float32", "float": "float32", "fp16": "float16", "half": "fl
 
 BY_NAME = {d.name: d for d in _TABLE}
 BY_TORCH = {d.torch_name: d for d in _TABLE}
-BY_WIRE = {d.wire: d for d in _TABLE}
-BY_TRITON = {d.triton: d for d in _TABLE}
 
 
 def lookup(name: str) -> DType:

@@ -41,10 +41,6 @@ class ExportError(GenRepoError, RuntimeError):
     """A variant could not be exported (trace, script, package)."""
 
 
-class ParityError(GenRepoError, AssertionError):
-    """An artifact does not answer like the eager model."""
-
-
 class RepositoryError(GenRepoError, OSError):
     """The output repository is missing, empty, or would be overwritten."""
 

@@ -11,9 +11,9 @@ import dataclasses
 import keyword
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import dtypes
 from .errors import SpecError, did_you_mean
@@ -174,7 +174,6 @@ class ModelSpec:
     rtol: float = 1e-4
     seed: int = 0
     force: bool = False
-    extra: dict = field(default_factory=dict, compare=False)  # reserved for variant options
 
     # -- derived facts -----------------------------------------------------------------------
     @property
@@ -189,7 +188,6 @@ class ModelSpec:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.pop("extra")
         d["inputs"] = [t.to_dict() for t in self.inputs]
         d["outputs"] = [t.to_dict() for t in self.outputs]
         return d
@@ -456,8 +454,3 @@ def merge_values(file_values: dict[str, Any], cli_values: dict[str, Any]) -> dic
     merged = dict(file_values)
     merged.update({k: v for k, v in cli_values.items() if v is not None})
     return merged
-
-
-def iter_option_help() -> Iterable[str]:
-    for o in OPTIONS:
-        yield f"{o.key:24} {o.help}"

@@ -21,7 +21,6 @@ from ..bench.results import FAILED, Point
 from .candidate import Candidate
 
 MAX_THROUGHPUT, MIN_LATENCY = "max-throughput", "min-latency"
-OBJECTIVES = (MAX_THROUGHPUT, MIN_LATENCY)
 TIE = 0.03  # within 3% of the best is a tie (the simpler config wins)
 KEEP = 0.85  # the staged search drops what reaches less than 85% of the incumbent
 GIB = 2**30

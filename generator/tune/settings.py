@@ -12,7 +12,6 @@ from .objective import Objective
 from .space import Space
 
 STAGED, GRID = "staged", "grid"
-STRATEGIES = (STAGED, GRID)
 # Windows of 1 s, a point stable when its last 3 windows agree within 20%; a noisy one is
 # measured again with 2 s windows at 1000% and marked unstable (bench --quick's threshold: on a
 # shared machine a rough figure serves the search better than none). Bench's rules with shorter

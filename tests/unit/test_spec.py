@@ -105,3 +105,11 @@ def test_lower_precision_widens_default_tolerances_only():
     assert specmod.build_spec({"dtype": "fp16"}).atol == 2e-2
     assert specmod.build_spec({"dtype": "fp16", "atol": 1e-3}).atol == 1e-3
     assert specmod.build_spec({}).atol == 1e-4
+
+
+def test_spec_record_round_trips_and_old_keys_are_ignored():
+    spec = specmod.ModelSpec(name="m", inputs=(specmod.TensorSpec("x", "float32", (3,)),))
+    d = spec.to_dict()
+    assert specmod.ModelSpec.from_dict(d) == spec
+    # records written by older versions carry an "extra" key (a field since removed)
+    assert specmod.ModelSpec.from_dict({**d, "extra": {}}) == spec
