@@ -47,7 +47,7 @@ from generator import progress  # noqa: E402
 from generator.repository.layout import list_models  # noqa: E402
 from generator.cli import main as gen_repo  # noqa: E402
 from generator.tune.objective import Objective  # noqa: E402
-from generator.tune.results import MEASURED  # noqa: E402
+from generator.status import CANDIDATE_MEASURED  # noqa: E402
 from generator.tune.runner import TuneOptions, run_tune  # noqa: E402
 from generator.tune.settings import GRID, STAGED, Settings  # noqa: E402
 from generator.tune.space import OFF, Space  # noqa: E402
@@ -69,7 +69,7 @@ def _best(results, base: str) -> dict | None:
 def _figure(results, key: str) -> float | None:
     """The throughput a run measured for one candidate (under the objective)."""
     record = results.record(key)
-    if not record or record.get("state") != MEASURED:
+    if not record or record.get("state") != CANDIDATE_MEASURED:
         return None
     score = Settings.from_dict(results.search).objective.score(results.points_of(key))
     return score.throughput if score else None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .results import UNSTABLE, Point, Results
+from ..status import POINT_UNSTABLE
+from .results import Point, Results
 
 EAGER_VARIANT = "python"
 FLOOR_VARIANT = "floor"  # the Python backend's own cost (bench/workspace.py derive_floor)
@@ -147,7 +148,7 @@ def floor_shares(results: Results, base: str, batch: int, inst: int,
             model, variant, batch, inst, hi, lo, _ratio(v_hi.throughput, f_hi.throughput),
             _ratio(v_lo.get("p50_us"), f_lo.get("p50_us")), (f_lo.get("p50_us") or 0) / 1000,
             (v_lo.get("p50_us") or 0) / 1000, forward[0] if forward else None,
-            any(p.status == UNSTABLE for p in (f_hi, v_hi, f_lo, v_lo))))
+            any(p.status == POINT_UNSTABLE for p in (f_hi, v_hi, f_lo, v_lo))))
     return out
 
 
@@ -184,7 +185,7 @@ def compare(results: Results, base: str, batch: int, inst: int,
     c.throughput_ratio = _ratio(e.throughput, t.throughput)
     e1, t1 = _at(results, c.eager, batch, inst, lo), _at(results, c.torchscript, batch, inst, lo)
     c.p50_ratio = _ratio(e1.get("p50_us"), t1.get("p50_us"))
-    c.unstable = any(p.status == UNSTABLE for p in (e, t, e1, t1))
+    c.unstable = any(p.status == POINT_UNSTABLE for p in (e, t, e1, t1))
     return c
 
 

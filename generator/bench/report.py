@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..repository.layout import write_atomic
+from ..status import FAILED, POINT_FAILED, POINT_UNSTABLE, SKIPPED
 from . import analysis, plots
-from .results import FAILED, UNSTABLE, Results, busy_at_start
+from .results import Results, busy_at_start
 
 MD, HTML = "report.md", "report.html"
 
@@ -61,8 +62,8 @@ def _context(results: Results) -> list[Block]:
 def not_measured(results: Results) -> list[str]:
     """The planned points with no record, e.g. ["tiny_mlp_python x1 b1: c4, c8, c16"]."""
     s = results.settings
-    skipped = {e["model"] for e in results.loads if e["state"] == "SKIPPED"}
-    failed = {(e["model"], e["instances"]) for e in results.loads if e["state"] == "FAILED"}
+    skipped = {e["model"] for e in results.loads if e["state"] == SKIPPED}
+    failed = {(e["model"], e["instances"]) for e in results.loads if e["state"] == FAILED}
     done = {(p.model, p.instances, p.batch_size, p.concurrency) for p in results.points}
     out = []
     for m in results.models:
@@ -100,8 +101,8 @@ def _points_table(results: Results, base: str) -> Block:
     rows = []
     for p in sorted((p for p in results.points if p.base == base),
                     key=lambda p: (p.variant, p.instances, p.batch_size, p.concurrency)):
-        status = p.status if p.status != UNSTABLE else f"unstable (±{p.stability:g}%)"
-        if p.status == FAILED:
+        status = p.status if p.status != POINT_UNSTABLE else f"unstable (±{p.stability:g}%)"
+        if p.status == POINT_FAILED:
             status = f"failed: {p.error[:120]}"
         rows.append([p.variant, str(p.instances), str(p.threads or ""), str(p.batch_size),
                      str(p.concurrency), status,

@@ -15,9 +15,10 @@ from pathlib import Path
 from .. import progress
 from ..errors import GenRepoError, SpecError
 from ..repository.layout import BuiltModel
+from ..status import FAILED, POINT_FAILED
 from . import ceiling, perf_analyzer as pa, workspace
 from .report import write_report
-from .results import (FAILED, Results, busy_at_start, finish_machine, machine_info, now,
+from .results import (Results, busy_at_start, finish_machine, machine_info, now,
                       package_versions)
 from .sweep import Plan, Sweep
 from .targets import ManagedServer, RemoteServer
@@ -66,8 +67,8 @@ class BenchOutcome:
             return 130
         if not r.measured():
             return 1
-        failed = any(p.status == FAILED for p in r.points) or \
-            any(entry["state"] == "FAILED" for entry in r.loads)
+        failed = any(p.status == POINT_FAILED for p in r.points) or \
+            any(entry["state"] == FAILED for entry in r.loads)
         return 3 if failed or self.error else 0
 
 

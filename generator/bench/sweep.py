@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import progress
-from ..serve.server import READY
+from ..status import POINT_FAILED, POINT_OK, POINT_UNSTABLE, READY, SKIPPED
 from . import perf_analyzer as pa
-from .results import FAILED, OK, UNSTABLE, Point, Results
+from .results import Point, Results
 from .workspace import FLOOR, BenchModel, config_parameters, instances_of
 
 
@@ -114,8 +114,8 @@ class Sweep:
         for m in models:
             reason = self.target.missing_backend_reason(m.built.backend)
             if reason:
-                self._record_load(m, None, "SKIPPED", reason, 0.0)
-                progress.info(f"{m.name}: SKIPPED ({reason.split(':')[0]})")
+                self._record_load(m, None, SKIPPED, reason, 0.0)
+                progress.info(f"{m.name}: {SKIPPED} ({reason.split(':')[0]})")
             else:
                 runnable.append(m)
         self._total = sum(self.plan.points_of(m) for m in runnable)
@@ -182,7 +182,7 @@ class Sweep:
         self._point_s.append(point.seconds)
         progress.info(f"[{self._done}/{self._total}] {model.name} x{instances} b{batch_size}"
                       f" c{concurrency}: {summary(point)}; {self._eta()} left")
-        if point.status == FAILED:
+        if point.status == POINT_FAILED:
             self.target.check_running()
 
 
@@ -200,9 +200,10 @@ def measure_point(server, tool: pa.PerfAnalyzer, plan: Plan, model: BenchModel,
     row = next((r for r in outcome.rows if r.get("concurrency") == concurrency),
                outcome.rows[0] if outcome.rows else None)
     if row is None:
-        status, error = FAILED, _failure(outcome)
+        status, error = POINT_FAILED, _failure(outcome)
     else:
-        status = OK if outcome.stability <= plan.measurement.stability else UNSTABLE
+        status = (POINT_OK if outcome.stability <= plan.measurement.stability
+                  else POINT_UNSTABLE)
         error = ""
         row.update(_executions(before, after))
     return point_class(model.name, model.base_name, model.variant, instances, threads,
@@ -231,10 +232,10 @@ def _failure(outcome: pa.RunOutcome) -> str:
 
 def summary(p: Point) -> str:
     """One point in a few words: throughput and latencies, or why it failed."""
-    if p.status == FAILED:
+    if p.status == POINT_FAILED:
         return f"FAILED ({p.error[:160]})"
     text = (f"{p.get('throughput', 0):.1f} infer/s, p50 {p.get('p50_us', 0) / 1000:.1f} ms,"
             f" p99 {p.get('p99_us', 0) / 1000:.1f} ms")
-    if p.status == UNSTABLE:
+    if p.status == POINT_UNSTABLE:
         text += f" (unstable: windows within {p.stability:g}% only)"
     return text

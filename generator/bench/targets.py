@@ -14,7 +14,8 @@ from typing import Sequence
 from ..errors import ServerError, SpecError
 from ..serve import control
 from ..serve.protocols import Protocol
-from ..serve.server import FAILED, READY, EmbeddedServer, ModelStatus, Ports, free_ports
+from ..serve.server import EmbeddedServer, ModelStatus, Ports, free_ports
+from ..status import FAILED, READY
 from . import workspace
 from .workspace import BenchModel
 
@@ -142,7 +143,7 @@ class RemoteServer:
                               " is restricted to gen-repo serve's control key).") from e
         if not isinstance(index, list):  # gRPC protobuf
             index = [{"name": m.name, "state": m.state} for m in index.models]
-        return [m["name"] for m in index if m.get("state") == "READY"]
+        return [m["name"] for m in index if m.get("state") == READY]  # Triton's word too
 
     def model_config(self, name: str) -> dict:
         """The server's config of a model, as JSON."""

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .. import spec as specmod
+from ..status import OK
 
 
 def add_parser(sub) -> None:
@@ -60,7 +61,7 @@ def run(args) -> int:
     report = build_repository(spec, command=["gen-repo", *sys.argv[1:]])
     print(report.table())
     for r in report.results:  # each refusal: one paragraph, what went wrong and what to do
-        if r.status != "OK":
+        if r.status != OK:
             print(f"ERROR: variant {r.variant} refused: {r.detail}", file=sys.stderr)
             if r.tip:
                 print(f"TIP: {r.tip}", file=sys.stderr)

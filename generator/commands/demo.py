@@ -12,9 +12,10 @@ from .. import progress
 from . import bench, build, verify
 from .common import add_backend_dir_arg
 from .parser import command_parser
-from ..serve.server import READY, EmbeddedServer, Ports, free_ports, port_is_free
+from ..serve.server import EmbeddedServer, Ports, free_ports, port_is_free
 from ..serve.triton_install import BACKEND_DIRS_ENV
 from ..spec import DEFAULT_SOURCE
+from ..status import READY
 
 
 def add_parser(sub) -> None:

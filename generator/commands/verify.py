@@ -7,6 +7,7 @@ import argparse
 from .. import table
 from ..errors import SpecError, VerifyError
 from ..serve.verify import PROTOCOLS, VerifyOptions, verify_repository
+from ..status import FAIL, OK, SKIPPED
 from .common import add_repo_args, select_models
 
 
@@ -49,8 +50,8 @@ def report_table(report) -> str:
              "-" if r.max_abs is None else f"{r.max_abs:.1e}", r.detail) for r in report.results]
     lines = [table.render(("MODEL", "PROTOCOL", "STATUS", "MAX ERR", "DETAIL"), rows)]
     lines += [f"  note: {n}" for n in report.notes]
-    counts = {s: sum(r.status == s for r in report.results) for s in ("OK", "FAIL", "SKIPPED")}
-    lines.append(f"{counts['OK']} OK, {counts['FAIL']} FAIL, {counts['SKIPPED']} SKIPPED")
+    counts = {s: sum(r.status == s for r in report.results) for s in (OK, FAIL, SKIPPED)}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..bench.results import FAILED, Point
+from ..bench.results import Point
+from ..status import POINT_FAILED
 from .candidate import Candidate
 
 MAX_THROUGHPUT, MIN_LATENCY = "max-throughput", "min-latency"
@@ -89,11 +90,11 @@ class Objective:
 
     def score(self, points: list[Point]) -> Score | None:
         """The candidate's score from its measured points; None when none counts."""
-        ok = [p for p in points if p.status != FAILED and p.throughput]
+        ok = [p for p in points if p.status != POINT_FAILED and p.throughput]
         if not ok:
             return None
         if self.kind == MIN_LATENCY:
-            if any(p.status == FAILED for p in points):
+            if any(p.status == POINT_FAILED for p in points):
                 return None
             worst = max(ok, key=lambda p: p.get("p99_us") or 0)
             if not self.within_budget(worst) or not worst.get("p99_us"):
@@ -109,7 +110,7 @@ class Objective:
         """Why the higher concurrency levels of a candidate need not be measured (they are
         measured in ascending order and p99 grows with the requests in flight), or None."""
         last = points[-1] if points else None
-        if last is None or last.status == FAILED:
+        if last is None or last.status == POINT_FAILED:
             return None
         p99 = (last.get("p99_us") or 0) / 1000
         if self.p99_budget_ms and p99 > self.p99_budget_ms:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from ..bench import plots
 from ..bench.report import Block, write_blocks
-from ..bench.results import FAILED, UNSTABLE, busy_at_start
+from ..bench.results import busy_at_start
+from ..status import CANDIDATE_MEASURED, POINT_FAILED, POINT_UNSTABLE
 from .candidate import Candidate
 from .objective import MIN_LATENCY, TIE, Objective, pareto_front
-from .results import MEASURED, TuneResults
+from .results import TuneResults
 from .settings import Settings
 
 MIB = 2**20
@@ -41,7 +42,7 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
     excluded = {e["key"]: e["reason"] for e in decision.get("excluded", [])}
     records = [r for r in results.candidates if r.get("base") == base]
     scores = {r["key"]: objective.score(results.points_of(r["key"])) for r in records
-              if r.get("state") == MEASURED}
+              if r.get("state") == CANDIDATE_MEASURED}
     top = max((s for k, s in scores.items() if s and k in ranking), default=None,
               key=lambda s: s.goodness)
     order = {k: i for i, k in enumerate(ranking)}
@@ -59,11 +60,11 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
             note.append(excluded[r["key"]])
         if r.get("stopped_early"):
             note.append(f"stopped early: {r['stopped_early']}")
-        if r.get("state") != MEASURED:
+        if r.get("state") != CANDIDATE_MEASURED:
             note.append(f"failed: {(r.get('reason') or '')[:160]}")
         elif score is None:
             note.append("no point counts under the objective")
-        if any(p.status == UNSTABLE for p in points):
+        if any(p.status == POINT_UNSTABLE for p in points):
             note.append("unstable points")
         p = score.point if score else None
         rank = str(order[c.key] + 1) if c.key in order else ""
@@ -89,7 +90,7 @@ def _ms(us) -> str:
 def tradeoff_plot(results: TuneResults, base: str, path: Path) -> Path | None:
     """Throughput against p99 of every measured point, a colour per variant, the Pareto front
     as a line, the winner and the default config marked."""
-    points = [p for p in results.points if p.base == base and p.status != FAILED
+    points = [p for p in results.points if p.base == base and p.status != POINT_FAILED
               and p.throughput and p.get("p99_us")]
     if not points:
         return None

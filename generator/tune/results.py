@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..bench.results import Point, Results
+from ..status import CANDIDATE_FAILED, CANDIDATE_MEASURED
 
 SCHEMA = "gen-repo-tune/1"
-MEASURED, FAILED = "measured", "failed"  # a candidate's state: it has points, or none
+# tune/measure.py still imports these names; the words are in generator.status
+MEASURED, FAILED = CANDIDATE_MEASURED, CANDIDATE_FAILED
 
 
 @dataclass

@@ -22,6 +22,7 @@ from ..bench.targets import ManagedServer
 from ..bench.workspace import BenchModel, copy_models
 from ..repository.layout import BuiltModel
 from ..errors import GenRepoError, RepositoryError
+from ..status import SKIPPED
 from . import decision, production
 from .measure import Measurer
 from .report import write_report
@@ -151,9 +152,9 @@ def _outcomes(server: ManagedServer, groups: dict[str, list[BuiltModel]],
         for m in models:
             reason = server.cannot_load_reason(copies[m.name])
             if reason:
-                results.loads.append({"model": m.name, "instances": None, "state": "SKIPPED",
+                results.loads.append({"model": m.name, "instances": None, "state": SKIPPED,
                                       "reason": reason, "seconds": 0.0})
-                progress.info(f"{m.name}: SKIPPED ({reason.split(':')[0]})")
+                progress.info(f"{m.name}: {SKIPPED} ({reason.split(':')[0]})")
                 continue
             spaces.append(model_space(m, settings.space, settings.batch_size))
         if spaces:

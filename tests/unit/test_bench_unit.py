@@ -12,7 +12,8 @@ import pytest
 
 from generator.bench import analysis, perf_analyzer as pa, plots, workspace
 from generator.bench.report import write_report
-from generator.bench.results import FAILED, OK, SCHEMA, UNSTABLE, Point, Results
+from generator.bench.results import SCHEMA, Point, Results
+from generator.status import POINT_FAILED, POINT_OK, POINT_UNSTABLE
 from generator.errors import RepositoryError, SpecError, ToolError
 from generator.repository.layout import BuiltModel
 from tests.conftest import ROOT
@@ -175,7 +176,7 @@ def test_derive_python_ts_needs_torchscript_load_parameters(tmp_path):
 # results, analysis and the report, on synthetic results
 
 
-def _point(model, variant, conc, thr, inst=1, batch=1, status=OK, **extra):
+def _point(model, variant, conc, thr, inst=1, batch=1, status=POINT_OK, **extra):
     metrics = {"concurrency": conc, "throughput": thr, "p50_us": 1e6 / thr * conc,
                "p90_us": 1.2e6 / thr * conc, "p99_us": 1.5e6 / thr * conc,
                "server_queue_us": 50.0 * conc, "server_compute_input_us": 20,
@@ -183,9 +184,9 @@ def _point(model, variant, conc, thr, inst=1, batch=1, status=OK, **extra):
                "network_us": 100}
     metrics.update(extra)
     return Point(model, "mlp", variant, inst, 2 // inst, batch, conc, "grpc", status,
-                 10.0 if status == OK else 50.0, metrics if status != FAILED else {},
+                 10.0 if status == POINT_OK else 50.0, metrics if status != POINT_FAILED else {},
                  f"csv/{model}/i{inst}_b{batch}_c{conc}.csv", ["perf_analyzer", "-m", model],
-                 2.0, "boom" if status == FAILED else "")
+                 2.0, "boom" if status == POINT_FAILED else "")
 
 
 def synthetic_results() -> Results:
@@ -211,7 +212,7 @@ def synthetic_results() -> Results:
                      _point("mlp_python", "python", 8, 900 * scale, inst),
                      _point("mlp_python_ts", "python-ts", 1, 1000 * scale, inst),
                      _point("mlp_python_ts", "python-ts", 8, 1200 * scale, inst)]
-    r.points.append(_point("mlp_python", "python", 4, 1, status=FAILED))
+    r.points.append(_point("mlp_python", "python", 4, 1, status=POINT_FAILED))
     r.ceiling = [{"model": "mlp", "kind": "eager", "source": "mlp_python", "batch_size": 1,
                   "threads": 2, "throughput": 3000.0, "p50_ms": 0.33, "iterations": 9000},
                  {"model": "mlp", "kind": "torchscript", "source": "mlp_python_ts",
@@ -360,7 +361,7 @@ def test_report_warns_when_the_machine_was_busy(tmp_path):
 
 def test_unstable_points_are_labelled(tmp_path):
     r = synthetic_results()
-    r.points[0].status = UNSTABLE
+    r.points[0].status = POINT_UNSTABLE
     r.points[0].stability = 50.0
     md, _ = write_report(r, tmp_path)
     text = md.read_text()

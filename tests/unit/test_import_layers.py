@@ -1,6 +1,6 @@
 """The package has no import circle, and its packages import downwards only, in ``LAYERS`` order
-(the foundation modules -- errors, spec, dtypes, machine, progress, table, runtime -- at the
-bottom). Every import counts, also the ones inside functions, and importing ``a.b.c`` counts as
+(the foundation modules -- errors, spec, dtypes, machine, progress, status, table, runtime -- at
+the bottom). Every import counts, also the ones inside functions, and importing ``a.b.c`` counts as
 importing the packages ``a.b`` and ``a``."""
 
 from __future__ import annotations
@@ -88,6 +88,10 @@ def test_the_package_has_no_import_circle():
     graph = import_graph()
     assert "generator.build.pipeline" in graph and graph["generator.cli"], "the walk found nothing"
     assert cycles(graph) == []
+
+
+def test_the_status_words_import_nothing_from_the_package():
+    assert import_graph()["generator.status"] == set()
 
 
 def test_the_walk_finds_a_circle():
