@@ -12,14 +12,14 @@ import sys
 import traceback
 
 from . import __version__, progress
-from .commands import bench, build, demo, deploy, pack_env, push, serve, tune, verify
+from .commands import bench, build, demo, deploy, pack_env, push, seal, serve, tune, verify
 from .commands.parser import command_parser
 from .errors import GenRepoError, os_error
 
 EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-COMMANDS = [build, serve, verify, bench, tune, demo, push, deploy, pack_env]
+COMMANDS = [build, serve, verify, bench, tune, demo, push, deploy, pack_env, seal]
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .. import progress
-from ..repository.layout import write_atomic
+from ..repository.files import write_atomic
 from ..errors import ToolError
 from .workspace import config_parameters
 

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..repository.layout import write_atomic
+from ..repository.files import write_atomic
 from ..status import FAILED, POINT_FAILED, POINT_UNSTABLE, SKIPPED
 from . import analysis, plots
 from .results import Results, busy_at_start

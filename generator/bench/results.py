@@ -27,7 +27,7 @@ from typing import ClassVar
 
 from ..errors import RepositoryError
 from ..machine import cores
-from ..repository.layout import write_atomic
+from ..repository.files import write_atomic
 from ..status import POINT_FAILED
 
 SCHEMA = "gen-repo-bench/1"

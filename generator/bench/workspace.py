@@ -16,8 +16,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..repository import layout
 from ..errors import RepositoryError
+from ..repository import layout, manifest
+from ..repository.config import write_config
+from ..repository.files import link_or_copy
 from ..repository.layout import BuiltModel
 
 LIBTORCH, PYTHON, PYTHON_TS, FLOOR = "libtorch", "python", "python-ts", "floor"
@@ -63,7 +65,7 @@ def copy_models(models: list[BuiltModel], dest: Path) -> list[BuiltModel]:
         target = dest / m.name
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(m.path, target, copy_function=layout.link_or_copy,
+        shutil.copytree(m.path, target, copy_function=link_or_copy,
                         ignore=shutil.ignore_patterns("__pycache__"))
         out.append(BuiltModel(target))
     return out
@@ -73,19 +75,18 @@ def _derive(source: BuiltModel, dest: Path, name: str, model_py: Path,
             parameters: dict[str, str], record: dict, links: tuple[str, ...] = ()) -> BuiltModel:
     """Write ``dest/name``: a Python-backend model with ``source``'s inputs, outputs, batching and
     instance groups, ``model_py`` as its 1/model.py, ``parameters`` as its config parameters, the
-    source's stored samples and references, and the version-dir files ``links`` (hard links)."""
-    from google.protobuf import text_format
-
+    source's stored samples and references, and the version-dir files ``links`` (hard links);
+    its files recorded in a new gen_repo.sha256."""
     target = dest / name
     if target.exists():
         shutil.rmtree(target)
     version = target / layout.VERSION
     version.mkdir(parents=True)
     for f in links:
-        layout.link_or_copy(source.path / layout.VERSION / f, version / f)
+        link_or_copy(source.path / layout.VERSION / f, version / f)
     shutil.copyfile(model_py, version / "model.py")
     for f in source.path.glob("gen_repo_*.npz"):
-        layout.link_or_copy(f, target / f.name)
+        link_or_copy(f, target / f.name)
     config = source.config.__class__()
     config.CopyFrom(source.config)
     config.name = name
@@ -96,8 +97,8 @@ def _derive(source: BuiltModel, dest: Path, name: str, model_py: Path,
         config.parameters[key].string_value = value
     (target / layout.RECORD).write_text(json.dumps(dict(record, model_name=name,
                                                         derived_from=source.name), indent=1))
-    layout.write_atomic(target / layout.CONFIG, f"# {DERIVED_NOTE.format(src=source.name)}\n"
-                        + text_format.MessageToString(config))
+    write_config(target, config, DERIVED_NOTE.format(src=source.name))
+    manifest.write(target)
     return BuiltModel(target)
 
 
@@ -197,11 +198,9 @@ def set_instances(model: BuiltModel, count: int) -> None:
     thread count is process-wide in the PyTorch backend, so a count set for one instance count
     would otherwise stay for the next).
     """
-    from google.protobuf import text_format
-
     config = model.config
     configure_instances(model, config, count)
-    layout.write_atomic(model.path / layout.CONFIG, text_format.MessageToString(config))
+    write_config(model.path, config, f"Rewritten by gen-repo bench: {count} instance(s) per group.")
     model.__dict__.pop("config", None)  # drop the cached parse
 
 
@@ -244,12 +243,12 @@ def instances_of(model: BuiltModel) -> int:
 def stub_from_server(name: str, config: dict, dest: Path) -> BuiltModel:
     """A config-only model directory from a running server's model config (JSON), for a model
     bench measures on a server but has no local copy of (no samples, no ceiling)."""
-    from google.protobuf import json_format, text_format
+    from google.protobuf import json_format
     from tritonclient.grpc import model_config_pb2
 
     proto = json_format.ParseDict(config, model_config_pb2.ModelConfig(),
                                   ignore_unknown_fields=True)
     target = dest / name
     target.mkdir(parents=True, exist_ok=True)
-    layout.write_atomic(target / layout.CONFIG, text_format.MessageToString(proto))
+    write_config(target, proto, f"The config {name} reported on a running server (gen-repo bench).")
     return BuiltModel(target)

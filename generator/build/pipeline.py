@@ -1,7 +1,8 @@
 """gen-repo build: model -> checked variants -> model directories swapped in atomically.
 
 Each variant is built in a staging directory beside the repository, checked in a fresh process,
-given its config.pbtxt last, and renamed into place; a failing variant leaves nothing behind and
+given its config.pbtxt and the SHA-256 of each of its files (gen_repo.sha256), and renamed into
+place; a failing variant leaves nothing behind and
 does not stop the others (model_navigator style: every step gets a status).
 """
 
@@ -25,7 +26,8 @@ from ..variants import threads
 from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
 from ..repository.compare import compare
-from ..repository.config import render
+from ..repository import manifest
+from ..repository.config import build_header, model_config, write_config
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
@@ -318,8 +320,9 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
             "notes": shared_notes + notes,
         }
         (staged.staging / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        text, _ = render(served, variant.name, staged.model_name, variant.engine, parameters)
-        (staged.staging / layout.CONFIG).write_text(text)  # last: a dir without it is no model
+        write_config(staged.staging, model_config(served, staged.model_name, variant.engine,
+                                                  parameters), build_header(variant.name))
+        manifest.write(staged.staging)
         stage_dirs.swap_in(staged.staging, Path(spec.out) / staged.model_name)
         detail = (f"{artifact.method}; " if artifact.method else "") \
             + f"export {staged.export_s:.1f} s; " + check.detail

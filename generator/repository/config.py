@@ -1,20 +1,24 @@
-"""config.pbtxt: rendered from templates/config.pbtxt.j2, then parsed into Triton's ModelConfig.
+"""config.pbtxt: made as Triton's ModelConfig protobuf, and written by one function.
 
-The protobuf parse is the schema check: a config the parser rejects is a gen-repo bug caught
-here, never by the server.
+``model_config`` makes a variant's config from its spec (the dict is Triton's JSON model config,
+parsed into the protobuf: the parse is the schema check). ``write_config`` is the only writer of
+config.pbtxt -- build, bench's copies, tune's candidates and winners and pack-env all go through
+it: the text is the protobuf's text format under one comment line, parsed back before it is
+written, and the model's file hashes (gen_repo.sha256) are brought up to date with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from .. import __version__, dtypes
-from .layout import parse_config
+from ..errors import RepositoryError
 from ..spec import ModelSpec
+from . import manifest
+from .files import write_atomic
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+CONFIG = "config.pbtxt"
 
 
 @dataclass(frozen=True)
@@ -25,19 +29,8 @@ class Engine:
     value: str
 
 
-def jinja_environment(folder: Path):
-    """How every template of the project is rendered: undefined names are errors, block tags
-    leave no blank lines, nothing is HTML-escaped."""
-    import jinja2
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(folder)),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
-
-
-@lru_cache(maxsize=1)
-def _template():
-    return jinja_environment(TEMPLATES).get_template("config.pbtxt.j2")
+def build_header(variant: str) -> str:
+    return f'Written by gen-repo {__version__} for variant "{variant}". Rebuild instead of editing.'
 
 
 def instance_groups(spec: ModelSpec) -> list[dict]:
@@ -47,40 +40,90 @@ def instance_groups(spec: ModelSpec) -> list[dict]:
                        "count": spec.gpu_instances, "gpus": list(spec.gpus)})
     if spec.cpu_instances:
         groups.append({"name": f"{spec.name}_cpu", "kind": "KIND_CPU",
-                       "count": spec.cpu_instances, "gpus": []})
+                       "count": spec.cpu_instances})
     return groups
 
 
 def tensor_entries(tensors, batching: bool) -> list[dict]:
-    """The config.pbtxt entries of inputs or outputs: name, data type, dims and reshape (None:
+    """The config.pbtxt entries of inputs or outputs: name, data type, dims and reshape (absent:
     no reshape), as Triton's JSON model config spells them."""
     out = []
     for t in tensors:
+        entry = {"name": t.name, "data_type": dtypes.lookup(t.dtype).triton,
+                 "dims": list(t.api_dims)}
         reshape = t.reshape(batching)
-        out.append({"name": t.name, "data_type": dtypes.lookup(t.dtype).triton,
-                    "dims": list(t.api_dims),
-                    "reshape": None if reshape is None else {"shape": list(reshape)}})
+        if reshape is not None:
+            entry["reshape"] = {"shape": list(reshape)}
+        out.append(entry)
     return out
 
 
-def render(spec: ModelSpec, variant: str, model_name: str, engine: Engine,
-           parameters: dict[str, str]):
-    """Return (text, ModelConfig) for one variant's config.pbtxt."""
-    dynamic = None
-    if spec.batching and spec.dynamic_batching:
-        policy = None
-        if spec.max_queue_size or spec.queue_timeout_us:
-            policy = {"max_queue_size": spec.max_queue_size, "timeout_us": spec.queue_timeout_us}
-        dynamic = {"preferred_batch_sizes": list(spec.preferred_batch_sizes),
-                   "max_queue_delay_us": spec.max_queue_delay_us, "queue_policy": policy}
-    for key, value in parameters.items():
-        if '"' in value or "\\" in value or "\n" in value:
-            raise ValueError(f"config parameter {key}={value!r} needs escaping")  # a bug
-    text = _template().render(
-        gen_repo_version=__version__, variant=variant, name=model_name,
-        engine_key=engine.key, engine=engine.value, max_batch_size=spec.max_batch_size,
-        inputs=tensor_entries(spec.inputs, spec.batching),
-        outputs=tensor_entries(spec.outputs, spec.batching),
-        instance_groups=instance_groups(spec), dynamic_batching=dynamic,
-        parameters=sorted(parameters.items()))
-    return text, parse_config(text, f"generated config of {model_name}")
+def _dynamic_batching(spec: ModelSpec) -> dict | None:
+    if not (spec.batching and spec.dynamic_batching):
+        return None
+    batcher = {"preferred_batch_size": list(spec.preferred_batch_sizes),
+               "max_queue_delay_microseconds": spec.max_queue_delay_us}
+    if spec.max_queue_size or spec.queue_timeout_us:
+        batcher["default_queue_policy"] = {
+            "max_queue_size": spec.max_queue_size,
+            "default_timeout_microseconds": spec.queue_timeout_us, "timeout_action": "REJECT"}
+    return batcher
+
+
+def model_config(spec: ModelSpec, model_name: str, engine: Engine, parameters: dict[str, str]):
+    """A variant's ModelConfig: ``spec``'s tensors, batching and instance groups, run by
+    ``engine``, with ``parameters`` (string values)."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    d = {"name": model_name, engine.key: engine.value, "max_batch_size": spec.max_batch_size,
+         "input": tensor_entries(spec.inputs, spec.batching),
+         "output": tensor_entries(spec.outputs, spec.batching),
+         "instance_group": instance_groups(spec),
+         "parameters": {k: {"string_value": v} for k, v in sorted(parameters.items())}}
+    batcher = _dynamic_batching(spec)
+    if batcher is not None:
+        d["dynamic_batching"] = batcher
+    config = model_config_pb2.ModelConfig()
+    try:
+        json_format.ParseDict(d, config)
+    except json_format.ParseError as e:  # pragma: no cover - a gen-repo bug
+        raise RepositoryError(f"the config of {model_name} is not a valid ModelConfig: {e}.",
+                              "Report this gen-repo bug.") from e
+    return config
+
+
+def parse_config(text: str, where: str = CONFIG):
+    """Parse config.pbtxt text into Triton's ModelConfig protobuf (the schema validator)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as e:
+        raise RepositoryError(f"{where} is not a valid Triton ModelConfig: {e}.",
+                              "Rebuild the model with gen-repo build.") from e
+    return config
+
+
+def config_text(config, header: str) -> str:
+    """``config`` as config.pbtxt text: one ``# header`` line, then the protobuf text format."""
+    from google.protobuf import text_format
+
+    if "\n" in header:
+        raise ValueError(f"a config header is one line: {header!r}")  # a bug
+    text = f"# {header}\n" + text_format.MessageToString(config)
+    if parse_config(text, f"the config of {config.name}") != config:  # pragma: no cover
+        raise RepositoryError(f"the config of {config.name} does not read back as written.",
+                              "Report this gen-repo bug; nothing was written.")
+    return text
+
+
+def write_config(model_dir: Path, config, header: str) -> str:
+    """Write ``model_dir``/config.pbtxt (atomically) and its hash in the model's
+    gen_repo.sha256, if it has one; return the text."""
+    text = config_text(config, header)
+    write_atomic(Path(model_dir) / CONFIG, text)
+    manifest.update(model_dir, CONFIG)
+    return text

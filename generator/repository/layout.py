@@ -9,13 +9,14 @@
                                      clients receive them (a per-row scalar is [B, 1])
         gen_repo_samples_b.npz       a second case: another batch size and other lengths for
         gen_repo_reference_b.npz     the dynamic axes (so verify checks two lengths)
+        gen_repo.sha256              the SHA-256 of every other file (manifest.py), checked
+                                     before a server loads the model
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import zipfile
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,8 +26,9 @@ import numpy as np
 
 from ..errors import RepositoryError
 from ..spec import ModelSpec
+from . import manifest
+from .config import CONFIG, parse_config
 
-CONFIG = "config.pbtxt"
 RECORD = "gen_repo.json"
 SAMPLES = "gen_repo_samples.npz"
 REFERENCE = "gen_repo_reference.npz"
@@ -37,21 +39,6 @@ PLATFORM_MIN_RELEASE = {"torch_aoti": "26.03"}
 PACKED_ENV_PARAM = "EXECUTION_ENV_PATH"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def link_or_copy(src, dst) -> None:
-    """Hard-link ``src`` to ``dst``; copy it where they are on different file systems."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def case_files(case: str) -> tuple[str, str]:
     """(samples file, reference file) of a sample case ("a" keeps the historical names)."""
     if case == "a":
@@ -59,23 +46,12 @@ def case_files(case: str) -> tuple[str, str]:
     return f"gen_repo_samples_{case}.npz", f"gen_repo_reference_{case}.npz"
 
 
-def parse_config(text: str, where: str = "config.pbtxt"):
-    """Parse config.pbtxt text into Triton's ModelConfig protobuf (the schema validator)."""
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    config = model_config_pb2.ModelConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as e:
-        raise RepositoryError(f"{where} is not a valid Triton ModelConfig: {e}.",
-                              "Rebuild the model with gen-repo build.") from e
-    return config
-
-
 @dataclass
 class BuiltModel:
     path: Path
+    # a model of an S3 repository: {file: the SHA-256 its push recorded, or None}; ``path`` is
+    # then a local mirror of its top-level files (s3.remote_models)
+    remote_digests: dict[str, str | None] | None = None
 
     @property
     def name(self) -> str:
@@ -105,6 +81,10 @@ class BuiltModel:
     @property
     def variant(self) -> str:
         return self.record.get("variant", "")
+
+    def file_problems(self) -> list[str]:
+        """What differs between the model's files and its gen_repo.sha256 ([] when all match)."""
+        return manifest.problems(self.path, self.remote_digests)
 
     @cached_property
     def config(self):

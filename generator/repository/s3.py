@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from ..errors import RepositoryError, SpecError
 
 DEFAULT_REGION = "us-east-1"
+SHA_KEY = "gen-repo-sha256"  # what push records with each object: x-amz-meta-gen-repo-sha256
 BUCKET_RE = re.compile(r"[0-9a-z][0-9a-z.\-]{1,61}[0-9a-z]")
 SEGMENT_RE = re.compile(r"[0-9a-zA-Z._\-]+")
 HOST_PORT_RE = re.compile(r"([0-9a-zA-Z\-.]+):([0-9]+)")
@@ -270,9 +271,10 @@ def model_names(objects: dict[str, RemoteObject], config: str = "config.pbtxt") 
 def remote_models(location: S3Location, cache: Path | None = None, region: str | None = None):
     """The models of an S3 repository as ``layout.BuiltModel`` objects, for serve and verify.
 
-    Each model's config.pbtxt and top-level gen_repo_* files (record, samples, references: a few
-    kB) are mirrored into a local cache directory; the artifacts under the version directories
-    stay in the bucket, where the server reads them.
+    Each model's config.pbtxt and top-level gen_repo_* files (record, samples, references, file
+    hashes: a few kB) are mirrored into a local cache directory, where they are hashed; the
+    artifacts under the version directories stay in the bucket, where the server reads them: their
+    SHA-256 is the one gen-repo push recorded with each object (read back with a HEAD request).
     """
     from botocore import exceptions as bx
 
@@ -309,4 +311,24 @@ def remote_models(location: S3Location, cache: Path | None = None, region: str |
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return [layout.BuiltModel(root / name) for name in names]
+    return [layout.BuiltModel(root / name, _recorded_digests(s3, location, objects, name))
+            for name in names]
+
+
+def _recorded_digests(s3, location: S3Location, objects: dict[str, RemoteObject],
+                      model: str) -> dict[str, str | None]:
+    """{file: the SHA-256 push recorded with its object, or None} for each object of ``model``
+    under its version directories (its top-level files are mirrored and hashed locally)."""
+    from botocore import exceptions as bx
+
+    out = {}
+    for rel in sorted(objects):
+        name = rel[len(model) + 1:]
+        if not rel.startswith(model + "/") or "/" not in name:
+            continue
+        try:
+            head = s3.head_object(Bucket=location.bucket, Key=location.key(rel))
+        except (bx.BotoCoreError, bx.ClientError) as e:
+            raise storage_error(e, location, f"read the metadata of {rel}") from e
+        out[name] = head.get("Metadata", {}).get(SHA_KEY)
+    return out

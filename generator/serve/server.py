@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .. import progress
+from ..repository import manifest
 from ..repository.layout import PLATFORM_MIN_RELEASE
 from ..machine import cache_dir, cores
 from ..errors import (GenRepoError, PortInUseError, ServerError, ServerTimeoutError, SpecError,
@@ -416,6 +417,9 @@ class TritonServer:
         from tritonclient.utils import InferenceServerException
 
         backend = model.backend
+        found = model.file_problems()
+        if found:  # changed, added, missing or unrecorded files: not loaded
+            return ModelStatus(model.name, backend, FAILED, *manifest.refusal(model, found))
         start = time.perf_counter()
         progress.info(f"loading {model.name} ...")
         try:

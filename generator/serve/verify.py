@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .. import dtypes, progress
+from ..repository import manifest
 from ..repository.compare import Comparison, Mismatch, compare
 from ..errors import GenRepoError
 from .protocols import PROTOCOLS, Protocol, Tensor, error_message
@@ -398,7 +399,8 @@ def load_target(model) -> Target:
 def verify_repository(models: list, http_url: str = "127.0.0.1:8000",
                       grpc_url: str = "127.0.0.1:8001", options: VerifyOptions = VerifyOptions(),
                       repo_hint: str = "this repository") -> VerifyReport:
-    """Verify each model (a layout.BuiltModel) over each protocol of ``options``."""
+    """Verify each model (a layout.BuiltModel) over each protocol of ``options``; a model whose
+    files do not match its gen_repo.sha256 fails without a request."""
     urls = {"http": http_url, "grpc": grpc_url}
     protocols = [Protocol(k, urls[k], options.timeout) for k in options.protocols]
     report = VerifyReport([])
@@ -407,6 +409,12 @@ def verify_repository(models: list, http_url: str = "127.0.0.1:8000",
         if note:
             report.notes.append(note)
     for model in models:
+        found = model.file_problems()
+        if found:  # what is served is not what was built (or cannot be told)
+            reason, _ = manifest.refusal(model, found)
+            report.results += [Result(model.name, _backend(model), proto.label, FAIL, reason)
+                               for proto in protocols]
+            continue
         try:
             target = load_target(model)
         except GenRepoError as e:

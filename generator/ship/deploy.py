@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import __version__, progress
-from ..repository.config import TEMPLATES, jinja_environment
+from ..templates import TEMPLATES, jinja_environment
 from ..errors import GenRepoError, SpecError
 from ..repository.s3 import DEFAULT_REGION, S3Location, is_s3_url
 

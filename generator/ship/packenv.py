@@ -23,9 +23,10 @@ the wheel directory and this recipe, so an unchanged environment is built once:
     <model>/config.pbtxt                 + parameters { key: "EXECUTION_ENV_PATH"
                                              value: { string_value: "$$TRITON_MODEL_DIRECTORY/gen_repo_env.tar.gz" } }
 
-config.pbtxt is otherwise written only by ``gen-repo build``: pack-env parses it into Triton's
-ModelConfig protobuf, sets that one parameter, and writes it back atomically (comments at its
-top are kept). A rebuild of the model (``build --force``) drops the environment again.
+pack-env parses config.pbtxt into Triton's ModelConfig protobuf, sets that one parameter and
+writes it back through the one writer of configs (its comment line is kept); the files it adds
+or removes are recorded in the model's gen_repo.sha256. A rebuild of the model (``build
+--force``) drops the environment again.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import progress
-from ..repository import layout
+from ..repository import layout, manifest
+from ..repository.config import write_config
+from ..repository.files import link_or_copy
 from ..repository.layout import PACKED_ENV_PARAM as PARAM
 from ..errors import RepositoryError, SpecError, ToolError, log_tail
 from ..machine import cache_dir
@@ -50,6 +53,7 @@ from ..machine import cache_dir
 ENV_TARBALL = "gen_repo_env.tar.gz"
 ENV_DIR = "gen_repo_env"
 ENV_RECORD = "gen_repo_env.json"
+ENV_FILES = (ENV_TARBALL, ENV_DIR, ENV_RECORD)  # what pack-env adds to a model directory
 FORMATS = ("tar.gz", "dir")
 RECIPE_VERSION = "1"
 GZIP_LEVEL = 1
@@ -236,44 +240,20 @@ def env_value(fmt: str) -> str:
     return "$$TRITON_MODEL_DIRECTORY/" + (ENV_TARBALL if fmt == "tar.gz" else ENV_DIR)
 
 
-MARK = "# gen-repo pack-env: the model runs in its packed Python environment"
-
-
-def _block(key: str, value: str) -> str:
-    return (f"{MARK}\nparameters {{\n  key: \"{key}\"\n"
-            f"  value: {{ string_value: \"{value}\" }}\n}}\n")
-
-
-def set_parameter(text: str, key: str, value: str | None, where: str = "config.pbtxt") -> str:
-    """config.pbtxt text with parameter ``key`` set to ``value`` (None: removed).
-
-    The edit is minimal: a marked block is appended to (or taken off) the text that gen-repo
-    build wrote, so the rest stays as it was. Where the parameter was set otherwise, the config
-    goes through the ModelConfig protobuf and is written back whole. Either way the result is
-    checked: parsed, it equals the original protobuf with only that parameter changed.
-    """
-    from google.protobuf import text_format
-
-    want = layout.parse_config(text, where)
+def set_parameter(model_dir: Path, key: str, value: str | None) -> None:
+    """Set config parameter ``key`` of the model in ``model_dir`` to ``value`` (None: remove it),
+    keeping the config's comment line."""
+    path = Path(model_dir) / layout.CONFIG
+    text = path.read_text()
+    config = layout.parse_config(text, str(path))
     if value is None:
-        if key in want.parameters:
-            del want.parameters[key]
+        if key in config.parameters:
+            del config.parameters[key]
     else:
-        want.parameters[key].string_value = value
-    ours = re.compile(re.escape(MARK) + r"\nparameters \{\n  key: \"" + re.escape(key)
-                      + r"\"\n  value: \{ string_value: \"[^\"\n]*\" \}\n\}\n")
-    base = ours.sub("", text)
-    if not base.endswith("\n"):
-        base += "\n"
-    if key not in layout.parse_config(base, where).parameters:
-        out = base + (_block(key, value) if value is not None else "")
-    else:  # set by hand or by another tool: through the protobuf
-        header = [line for line in text.splitlines() if line.startswith("#")][:1]
-        out = "\n".join(header + [text_format.MessageToString(want).rstrip("\n")]) + "\n"
-    if layout.parse_config(out, where) != want:  # pragma: no cover - a bug in the edit
-        raise RepositoryError(f"editing {where} for {key} changed more than {key}.",
-                              "Report this gen-repo bug; the file was not written.")
-    return out
+        config.parameters[key].string_value = value
+    first = text.splitlines()[0] if text.strip() else ""
+    header = first[1:].strip() if first.startswith("#") else "Edited by gen-repo pack-env."
+    write_config(model_dir, config, header)
 
 
 def _env_cache() -> Path:
@@ -413,7 +393,7 @@ def _place(env: _Env, model, fmt: str) -> Path:
     if fmt == "tar.gz":
         target = mdir / ENV_TARBALL
         tmp = mdir / f".{ENV_TARBALL}.tmp-{os.getpid()}"
-        layout.link_or_copy(env.tarball, tmp)
+        link_or_copy(env.tarball, tmp)
         os.replace(tmp, target)
     else:
         target = mdir / ENV_DIR
@@ -424,8 +404,8 @@ def _place(env: _Env, model, fmt: str) -> Path:
         os.replace(staging, target)
         target.chmod(0o755)
     (mdir / ENV_RECORD).write_text(json.dumps(env.facts, indent=1))
-    cfg = mdir / layout.CONFIG
-    layout.write_atomic(cfg, set_parameter(cfg.read_text(), PARAM, env_value(fmt), str(cfg)))
+    manifest.update(mdir, *ENV_FILES)
+    set_parameter(mdir, PARAM, env_value(fmt))
     return target
 
 
@@ -434,6 +414,7 @@ def _remove_files(mdir: Path) -> None:
         (mdir / name).unlink(missing_ok=True)
     if (mdir / ENV_DIR).exists():
         shutil.rmtree(mdir / ENV_DIR)
+    manifest.update(mdir, *ENV_FILES)
 
 
 def remove_env(model) -> bool:
@@ -442,7 +423,7 @@ def remove_env(model) -> bool:
     had = PARAM in layout.parse_config(cfg.read_text(), str(cfg)).parameters
     _remove_files(model.path)
     if had:
-        layout.write_atomic(cfg, set_parameter(cfg.read_text(), PARAM, None, str(cfg)))
+        set_parameter(model.path, PARAM, None)
     return had
 
 

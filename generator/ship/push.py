@@ -28,11 +28,12 @@ from pathlib import Path
 
 from .. import progress, table
 from ..errors import RepositoryError
+from ..repository import manifest
 from ..repository.layout import CONFIG, outside_link
-from ..repository.s3 import RemoteObject, S3Location, check_segments, list_objects, storage_error
+from ..repository.s3 import (SHA_KEY, RemoteObject, S3Location, check_segments, list_objects,
+                             storage_error)
 
 UPLOADED, UNCHANGED, PLANNED = "UPLOADED", "UNCHANGED", "PLANNED"
-SHA_KEY = "gen-repo-sha256"  # user metadata: x-amz-meta-gen-repo-sha256
 PART_BYTES = 64 * 2**20  # multipart threshold and part size (the ETag of a file depends on it)
 READ_BYTES = 2**20
 LOUD_BYTES = 16 * 2**20  # files at least this big get progress lines while they upload
@@ -69,7 +70,8 @@ def digests(path: Path, part_bytes: int = PART_BYTES) -> tuple[str, str]:
 
 
 def model_files(model_dir: Path, part_bytes: int = PART_BYTES) -> list[LocalFile]:
-    """The files of a model directory (hidden files and __pycache__ left out), config.pbtxt last."""
+    """The files of a model directory (hidden files and __pycache__ left out), gen_repo.sha256
+    and config.pbtxt last."""
     files = []
     for p in sorted(model_dir.rglob("*")):
         rel = p.relative_to(model_dir).as_posix()
@@ -79,14 +81,14 @@ def model_files(model_dir: Path, part_bytes: int = PART_BYTES) -> list[LocalFile
         outside_link(p, model_dir)
         sha, etag = digests(p, part_bytes)
         files.append(LocalFile(rel, p, p.stat().st_size, sha, etag))
-    return sorted(files, key=lambda f: (f.rel == CONFIG, f.rel))
+    return sorted(files, key=lambda f: (f.rel == CONFIG, f.rel == manifest.MANIFEST, f.rel))
 
 
 @dataclass
 class ModelPlan:
     name: str
     files: list[LocalFile]
-    upload: list[LocalFile]  # new or changed; config.pbtxt (if in it) last
+    upload: list[LocalFile]  # new or changed; gen_repo.sha256, then config.pbtxt (if in it) last
     stale: list[str]  # objects of the model (paths inside it) the local model no longer has
     visible: bool  # its config.pbtxt is in the bucket now
 
@@ -96,8 +98,10 @@ class ModelPlan:
 
     @property
     def hide_first(self) -> bool:
-        """Delete config.pbtxt before touching anything else of a visible model."""
-        return self.visible and (bool(self.stale) or any(f.rel != CONFIG for f in self.upload))
+        """Delete config.pbtxt before touching anything else of a visible model (gen_repo.sha256
+        changes with every file, config.pbtxt too: it alone does not hide the model)."""
+        return self.visible and (bool(self.stale) or any(
+            f.rel not in (CONFIG, manifest.MANIFEST) for f in self.upload))
 
     @property
     def upload_bytes(self) -> int:
@@ -307,7 +311,14 @@ class Pusher:
 
 def push(models, location: S3Location, s3, *, create_bucket: bool = False,
          dry_run: bool = False, part_bytes: int = PART_BYTES) -> PushReport:
-    """Upload each model (a layout.BuiltModel) into ``location``; see the module docstring."""
+    """Upload each model (a layout.BuiltModel) into ``location``; see the module docstring.
+    Models whose files do not match their gen_repo.sha256 are refused before anything is sent."""
+    refused = [(m, m.file_problems()) for m in models]
+    refused = [(m, found) for m, found in refused if found]
+    if refused:
+        reason, tip = manifest.refusal(*refused[0])
+        raise RepositoryError(f"not pushed: {', '.join(m.name for m, _ in refused)}:"
+                              f" {refused[0][0].name}'s {reason}.", tip)
     pusher = Pusher(location, s3, part_bytes)
     if create_bucket and not dry_run:
         pusher.create_bucket()

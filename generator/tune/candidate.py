@@ -194,9 +194,3 @@ def configure(model: BuiltModel, c: Candidate, name: str | None = None):
 
         config.parameters[WARMUP_SIZES].string_value = warmup_batch_sizes(served_spec(model, c))
     return config
-
-
-def config_text(config) -> str:
-    from google.protobuf import text_format
-
-    return text_format.MessageToString(config)

@@ -19,10 +19,11 @@ from ..bench import perf_analyzer as pa
 from ..bench.results import FAILED as POINT_FAILED
 from ..bench.sweep import Plan, measure_point, summary
 from ..bench.workspace import BenchModel
-from ..repository import layout
+from ..repository import layout, manifest
+from ..repository.config import write_config
 from ..repository.layout import BuiltModel
 from ..serve.server import READY
-from .candidate import Candidate, config_text, configure
+from .candidate import Candidate, configure
 from .results import FAILED, MEASURED, TunePoint, TuneResults
 
 StopRule = Callable[[list[TunePoint]], "str | None"]
@@ -103,8 +104,8 @@ class Measurer:
             self.results.candidates.append(record)
         start = time.perf_counter()
         previous_s = float(record.get("seconds") or 0.0)  # a run cut short spent this already
-        layout.write_atomic(model.built.path / layout.CONFIG,
-                            config_text(configure(model.built, c)))
+        write_config(model.built.path, configure(model.built, c),
+                     f"Written by gen-repo tune for candidate {c.key}.")
         model.built.__dict__.pop("config", None)  # the parse is cached: read the new file
         if not self.server.wait_for_stubs(0):
             progress.warn("Python-backend processes of an unloaded model are still running:"
@@ -175,14 +176,12 @@ class Measurer:
 
 
 PRIME_MODEL = "gen_repo_prime_pytorch"
-PRIME_CONFIG = """name: "%s"
-platform: "pytorch_libtorch"
-max_batch_size: 0
-input { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 1 ] }
-output { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 1 ] }
-instance_group { kind: KIND_CPU count: 1 }
-parameters { key: "INTRA_OP_THREAD_COUNT" value: { string_value: "1" } }
-"""
+PRIME_CONFIG = {  # Triton's JSON model config; "name" is the model directory's
+    "platform": "pytorch_libtorch", "max_batch_size": 0,
+    "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [1]}],
+    "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [1]}],
+    "instance_group": [{"kind": "KIND_CPU", "count": 1}],
+    "parameters": {"INTRA_OP_THREAD_COUNT": {"string_value": "1"}}}
 
 
 def _identity_torchscript(target: Path) -> BuiltModel:
@@ -190,10 +189,15 @@ def _identity_torchscript(target: Path) -> BuiltModel:
     import warnings
 
     import torch
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
 
     (target / layout.VERSION).mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated"
         torch.jit.script(torch.nn.Identity()).save(str(target / layout.VERSION / "model.pt"))
-    layout.write_atomic(target / layout.CONFIG, PRIME_CONFIG % target.name)
+    config = json_format.ParseDict(dict(PRIME_CONFIG, name=target.name),
+                                   model_config_pb2.ModelConfig())
+    write_config(target, config, "Written by gen-repo tune: primes the PyTorch backend.")
+    manifest.write(target)
     return BuiltModel(target)

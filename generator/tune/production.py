@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Sequence
 
 from .. import progress
-from ..repository import layout
+from ..repository import layout, manifest
 from ..repository import staging as stage_dirs
+from ..repository.config import write_config
+from ..repository.files import link_or_copy
 from ..repository.layout import BuiltModel
 from ..errors import RepositoryError, VerifyError
 from ..serve.server import READY, EmbeddedServer, Ports, free_ports
 from ..serve.verify import OK, VerifyOptions, verify_repository
-from .candidate import Candidate, config_text, configure, served_spec
+from .candidate import Candidate, configure, served_spec
 
 RECORD_KEY = "tune"  # gen_repo.json's entry for what tune did
 
@@ -56,7 +58,7 @@ def stage_model(source: BuiltModel, c: Candidate, name: str, staging: Path,
                 tune_record: dict) -> BuiltModel:
     """The winner as a model directory ``staging/name``, config.pbtxt written last."""
     target = staging / name
-    shutil.copytree(source.path, target, copy_function=layout.link_or_copy,
+    shutil.copytree(source.path, target, copy_function=link_or_copy,
                     ignore=shutil.ignore_patterns("__pycache__", layout.CONFIG, layout.RECORD))
     config = configure(source, c, name=name)
     record = dict(source.record)
@@ -70,9 +72,8 @@ def stage_model(source: BuiltModel, c: Candidate, name: str, staging: Path,
                                   "created": dt.datetime.now(dt.timezone.utc).isoformat(
                                       timespec="seconds")}})
     (target / layout.RECORD).write_text(json.dumps(record, indent=2) + "\n")
-    layout.write_atomic(target / layout.CONFIG,
-                        f"# Written by gen-repo tune: {c.describe()} ({c.key}).\n"
-                        + config_text(config))
+    manifest.update(target, layout.RECORD)
+    write_config(target, config, f"Written by gen-repo tune: {c.describe()} ({c.key}).")
     return BuiltModel(target)
 
 

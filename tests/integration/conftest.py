@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from generator.repository import layout
+from generator.repository import layout, manifest
 from generator.cli import main
 from generator.serve.server import EmbeddedServer, Ports, free_ports
 from generator.serve.triton_install import BACKEND_DIRS_ENV, backends_in, default_backend_dirs
@@ -62,7 +62,18 @@ def copy_model(repo: Path, source: str, name: str) -> Path:
     record = json.loads((dst / layout.RECORD).read_text())
     record["model_name"], record["spec"]["name"] = name, name
     (dst / layout.RECORD).write_text(json.dumps(record))
+    manifest.write(dst)  # a copy made on purpose: its files recorded as they are now
     return dst
+
+
+def edit_config(model_dir: Path, change) -> None:
+    """Change a model's config.pbtxt on purpose: ``change`` edits its ModelConfig in place, and
+    gen-repo's one writer of configs writes it (its recorded hash follows)."""
+    from generator.repository.config import write_config
+
+    config = layout.BuiltModel(model_dir).config
+    change(config)
+    write_config(model_dir, config, "Edited by a test.")
 
 
 def break_model(repo: Path, source: str, name: str) -> Path:

@@ -21,8 +21,8 @@ from generator.commands.serve import print_statuses
 from generator.serve import server as server_module
 from generator.serve.server import FAILED, READY
 from generator.serve.verify import OK, VerifyOptions, verify_repository
-from tests.integration.conftest import (alive, build_fixture, copy_model, embedded_server,
-                                        models_named, needs_pytorch_backend, serve_process)
+from tests.integration.conftest import (alive, build_fixture, copy_model, edit_config,
+                                        embedded_server, models_named, needs_pytorch_backend, serve_process)
 from tests.integration.raw_requests import grpc_infer
 
 pytestmark = [pytest.mark.integration, needs_pytorch_backend]
@@ -31,16 +31,17 @@ MIB = 1 << 20
 
 
 def _add_parameter(model_dir: Path, key: str, value: str) -> None:
-    cfg = model_dir / layout.CONFIG
-    cfg.write_text(cfg.read_text() + f'parameters {{\n  key: "{key}"\n  value: {{ string_value:'
-                                      f' "{value}" }}\n}}\n')
+    def change(config):
+        config.parameters[key].string_value = value
+
+    edit_config(model_dir, change)
 
 
 def _drop_parameter(model_dir: Path, key: str) -> None:
-    cfg = model_dir / layout.CONFIG
-    text = cfg.read_text()
-    start = text.index(f'parameters {{\n  key: "{key}"')
-    cfg.write_text(text[:start] + text[text.index("}\n}\n", start) + 4:])
+    def change(config):
+        del config.parameters[key]
+
+    edit_config(model_dir, change)
 
 
 def test_without_this_torch_on_the_library_path_the_backend_fails_with_a_tip(

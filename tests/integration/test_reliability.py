@@ -26,7 +26,7 @@ import psutil
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from generator.repository import layout
+from generator.repository import layout, manifest
 from generator.cli import main
 from generator.serve.protocols import Protocol, error_message
 from generator.runtime.model import load_model
@@ -34,7 +34,8 @@ from generator.serve.server import FAILED, READY, STUB_PROCESS, EmbeddedServer, 
 from generator.serve.verify import VerifyOptions, settled_stats, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
-from tests.integration.conftest import (PYTORCH_BACKEND, Lines, copy_model, embedded_server,
+from tests.integration.conftest import (PYTORCH_BACKEND, Lines, copy_model, edit_config,
+                                        embedded_server,
                                         models_named, needs_pytorch_backend, serve_process,
                                         wait_for_first_point)
 from tests.integration.raw_requests import grpc_infer
@@ -46,7 +47,8 @@ MLP_LIBTORCH = "tiny_mlp_libtorch"  # the same on the real PyTorch backend, when
 FAULTY = "faulty_python"  # raises / sleeps on marker rows; queue limit 8, queue timeout 1 s
 TRUNCATED = "truncated_python"  # model.package cut in half
 TAMPERED_TS = "tampered_python_ts"  # python-ts model.pt with bytes changed, same length
-UNHASHED = "unhashed_python"  # truncated package, and the recorded hash removed from the config
+RESEALED = "resealed_python"  # truncated package, its files recorded again (gen_repo.sha256)
+UNHASHED = "unhashed_python"  # truncated package, the config's hash removed, files recorded again
 QUEUE_SIZE, QUEUE_TIMEOUT_US = 8, 1_000_000
 
 SOAK_REQUESTS = int(os.environ.get("GEN_REPO_SOAK_REQUESTS", "40000"))
@@ -70,8 +72,12 @@ def damaged_copy(repo: Path, source: str, name: str) -> Path:
     """A copy to damage, with one instance (a load that fails still starts each instance's
     Python process, and one is enough to prove the refusal)."""
     dst = copy_model(repo, source, name)
-    cfg = dst / layout.CONFIG
-    cfg.write_text(cfg.read_text().replace("count: 2", "count: 1"))
+
+    def one_instance(config):
+        for group in config.instance_group:
+            group.count = 1
+
+    edit_config(dst, one_instance)
     return dst
 
 
@@ -94,15 +100,23 @@ def repo(tmp_path_factory) -> Path:
     mid = len(data) // 2
     data[mid:mid + 16] = bytes(b ^ 0xFF for b in data[mid:mid + 16])
     art.write_bytes(bytes(data))
-    # Truncated, and whoever damaged it also removed the recorded hash from config.pbtxt.
+    # Truncated, and whoever damaged it also recorded the files again (gen-repo seal): the
+    # runtime's own check of the artifact against config.pbtxt's hash is left.
+    art = artifact_of(damaged_copy(repo, MLP, RESEALED))
+    art.write_bytes(art.read_bytes()[:4096])
+    manifest.write(art.parent.parent)
+    # Truncated, the hash removed from config.pbtxt, and the files recorded again: nothing
+    # recorded is left to compare with.
     unhashed = damaged_copy(repo, MLP, UNHASHED)
     art = artifact_of(unhashed)
     art.write_bytes(art.read_bytes()[:4096])
-    cfg = unhashed / layout.CONFIG
-    text = cfg.read_text()
-    start = text.index('parameters {\n  key: "artifact_sha256"')
-    cfg.write_text(text[:start] + text[text.index("}\n}\n", start) + 4:])
-    assert "artifact_sha256" not in cfg.read_text()
+
+    def unhash(config):
+        del config.parameters["artifact_sha256"]
+
+    edit_config(unhashed, unhash)
+    manifest.write(unhashed)
+    assert "artifact_sha256" not in (unhashed / layout.CONFIG).read_text()
     return repo
 
 
@@ -528,31 +542,38 @@ def test_an_input_beyond_the_shm_capacity_is_refused_and_the_stub_survives(repo,
 
 def test_truncated_and_tampered_artifacts_are_refused_with_a_clear_error(served, repo, run_cli):
     server = served
-    damaged = models_named(repo, TRUNCATED, TAMPERED_TS, UNHASHED)
+    damaged = models_named(repo, TRUNCATED, TAMPERED_TS, RESEALED, UNHASHED)
     with ThreadPoolExecutor(len(damaged)) as pool:  # the server loads them side by side
         statuses = {s.name: s for (s,) in pool.map(lambda m: server.load([m]), damaged)}
-    for name in (TRUNCATED, TAMPERED_TS):
+    # The file check refuses them before the server sees them, naming the file.
+    for name, artifact in ((TRUNCATED, "1/model.package"), (TAMPERED_TS, "1/model.pt")):
         s = statuses[name]
         assert s.state == FAILED, s
-        assert "SHA-256" in s.reason and "Refusing to load it" in s.reason, s.reason
-        assert "Rebuild the model with gen-repo build" in s.reason
-    # Without the recorded hash the damage still fails the load cleanly, with the loader's error.
+        assert f"do not match its {manifest.MANIFEST}: {artifact} differs" in s.reason, s.reason
+        assert "gen-repo build --force" in s.tip and "gen-repo seal" in s.tip, s.tip
+    # Files recorded again after the damage: the runtime's own check of the artifact's hash.
+    s = statuses[RESEALED]
+    assert s.state == FAILED, s
+    assert "SHA-256" in s.reason and "Refusing to load it" in s.reason, s.reason
+    assert "Rebuild the model with gen-repo build" in s.reason
+    # Nothing recorded left: the damage still fails the load cleanly, with the loader's error.
     s = statuses[UNHASHED]
     assert s.state == FAILED and "SHA-256" not in s.reason, s
     assert "zip" in s.reason.lower() or "archive" in s.reason.lower(), s.reason
     server.check_running()
 
     log = server.log_path.read_text(errors="replace")
-    for name in (TRUNCATED, TAMPERED_TS):
-        artifact = artifact_of(repo / name)
-        assert f"artifact {artifact} has SHA-256" in log, name
+    assert f"artifact {artifact_of(repo / RESEALED)} has SHA-256" in log
+    assert TRUNCATED not in log and TAMPERED_TS not in log  # never sent to the server
     # verify: FAIL with the reason, over both protocols; the good models are still fine
     urls = ["--http-url", server.http_url, "--grpc-url", server.grpc_url]
     code, out, err = run_cli("verify", "--repo", repo, *urls, "--models",
-                             f"{TRUNCATED},{TAMPERED_TS}", "--requests", "0")
+                             f"{TRUNCATED},{TAMPERED_TS},{RESEALED}", "--requests", "0")
     assert code == 1, out + err
     rows_ = [line for line in out.splitlines() if line.startswith((TRUNCATED, TAMPERED_TS))]
-    assert len(rows_) == 4 and all(" FAIL " in r and "SHA-256" in r for r in rows_), out
+    assert len(rows_) == 4 and all(" FAIL " in r and manifest.MANIFEST in r for r in rows_), out
+    rows_ = [line for line in out.splitlines() if line.startswith(RESEALED)]
+    assert len(rows_) == 2 and all(" FAIL " in r and "SHA-256" in r for r in rows_), out
     report = verify_repository(models_named(repo, MLP), server.http_url, server.grpc_url,
                                VerifyOptions(requests=16, concurrency=8))
     assert report.ok, [(r.model, r.protocol, r.detail) for r in report.failures]

@@ -13,14 +13,15 @@ from tritonclient.utils import InferenceServerException
 
 from generator.bench import ceiling
 from generator.bench.ceiling import _input_entry
-from generator.repository import layout, staging
+from generator.repository import layout, manifest, staging
 from generator.cli import main
 from generator.runtime import model as runtime
 from generator.serve.protocols import PROTOCOLS, Protocol
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
 from tests.fixtures import models as fixtures
-from tests.integration.conftest import build_fixture, copy_model, embedded_server, models_named
+from tests.integration.conftest import (build_fixture, copy_model, edit_config, embedded_server,
+                                        models_named)
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +54,19 @@ def _without_reshape(repo, source: str, name: str) -> None:
     """A copy of ``source`` as gen-repo wrote it before per-row scalars had a reshape: the
     config has dims [1] alone and the references hold the score as [B]."""
     dst = copy_model(repo, source, name)
-    cfg = dst / layout.CONFIG
-    cfg.write_text(cfg.read_text().replace("  reshape: { shape: [ ] }\n", ""))
+
+    def without_empty_reshapes(config):
+        for t in [*config.input, *config.output]:
+            if t.HasField("reshape") and not t.reshape.shape:
+                t.ClearField("reshape")
+
+    edit_config(dst, without_empty_reshapes)
     for case in ("a", "b"):
         path = dst / layout.case_files(case)[1]
         arrays = dict(np.load(path))
         arrays["score"] = arrays["score"][:, 0]
         np.savez(path, **arrays)
+    manifest.update(dst, *(layout.case_files(case)[1] for case in ("a", "b")))
 
 
 @pytest.fixture(scope="module")

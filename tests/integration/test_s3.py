@@ -22,9 +22,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from generator.repository import layout
-from generator.ship import push, s3
-from generator.ship.push import SHA_KEY, digests
+from generator.repository import layout, manifest, s3
+from generator.repository.s3 import SHA_KEY
+from generator.ship import push
+from generator.ship.push import digests
 from generator.serve.server import READY, SKIPPED, EmbeddedServer, Ports, free_ports
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
@@ -287,22 +288,26 @@ def test_config_goes_last_and_unchanged_models_upload_nothing(aws_env, model_cop
     with open(model_copy / "tiny_mlp_python/1/model.py", "a") as f:
         f.write("\n# changed\n")
     (model_copy / "tiny_mlp_python/gen_repo_samples_b.npz").unlink()  # gone locally: stale
+    manifest.write(model_copy / "tiny_mlp_python")  # changed on purpose
     report = push(layout.list_models(model_copy), location, s3c)
     assert calls == [("DeleteObject", "order/tiny_mlp_python/config.pbtxt"),
                      ("PutObject", "order/tiny_mlp_python/1/model.py"),
+                     ("PutObject", "order/tiny_mlp_python/gen_repo.sha256"),
                      ("DeleteObject", "order/tiny_mlp_python/gen_repo_samples_b.npz"),
                      ("PutObject", "order/tiny_mlp_python/config.pbtxt")]
     assert report.results[0].deleted == 1
     assert aws_env.listing("order") == {f"tiny_mlp_python/{k}": v for k, v in
                                         local_etags(model_copy / "tiny_mlp_python").items()}
 
-    calls.clear()  # only config.pbtxt changed: replaced in one PUT, no window without it
+    calls.clear()  # only config.pbtxt changed: its hash, then itself, no window without it
     cfg = model_copy / "tiny_mlp_python/config.pbtxt"
     cfg.write_text(cfg.read_text() + "\n# note\n")
+    manifest.write(model_copy / "tiny_mlp_python")
     dry = push(layout.list_models(model_copy), location, s3c, dry_run=True)
     assert [r.state for r in dry.results] == ["PLANNED"] and calls == []
     push(layout.list_models(model_copy), location, s3c)
-    assert calls == [("PutObject", "order/tiny_mlp_python/config.pbtxt")]
+    assert calls == [("PutObject", "order/tiny_mlp_python/gen_repo.sha256"),
+                     ("PutObject", "order/tiny_mlp_python/config.pbtxt")]
 
 
 def test_a_poller_never_sees_half_a_model(aws_env, model_copy, run_cli):
@@ -310,6 +315,7 @@ def test_a_poller_never_sees_half_a_model(aws_env, model_copy, run_cli):
     files are all of one push, never a mix."""
     model = model_copy / "tiny_mlp_python"
     (model / "1" / "padding.bin").write_bytes(os.urandom(24 * 2**20))  # a slower upload
+    manifest.write(model)
     states = [local_etags(model)]
     stop, seen, bad = threading.Event(), [], []
 
@@ -326,6 +332,7 @@ def test_a_poller_never_sees_half_a_model(aws_env, model_copy, run_cli):
         code, _, err = push_cli(run_cli, aws_env, model_copy, "poll")
         assert code == 0, err
         (model / "1" / "padding.bin").write_bytes(os.urandom(24 * 2**20))
+        manifest.write(model)
         states.append(local_etags(model))
         code, _, err = push_cli(run_cli, aws_env, model_copy, "poll")
         assert code == 0, err
@@ -347,6 +354,7 @@ def test_interrupted_push_leaves_no_config_and_a_rerun_completes_it(aws_env, mod
     prefix = f"stop-{sig.name.lower()}"
     model = model_copy / "tiny_mlp_python"
     (model / "1" / "weights.bin").write_bytes(os.urandom(96 * 2**20))  # two parts, seconds
+    manifest.write(model)
     before = "tiny_mlp_python/1/model.py"  # uploaded just before weights.bin
     with open(tmp_path / "push.err", "wb") as err:
         proc = subprocess.Popen(
@@ -447,6 +455,7 @@ def test_multipart_etag_matches_the_store(aws_env, model_copy):
     from generator.ship.push import push
 
     (model_copy / "tiny_mlp_python/1/big.bin").write_bytes(os.urandom(11 * 2**20))
+    manifest.write(model_copy / "tiny_mlp_python")
     location = s3.S3Location.parse(aws_env.url("multipart"))
     s3c = s3.client(location)
     part = 5 * 2**20  # S3's smallest part: 3 parts

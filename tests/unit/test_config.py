@@ -1,6 +1,7 @@
 import pytest
 
-from generator.repository.config import Engine, render
+from generator.repository.config import (Engine, build_header, config_text, model_config,
+                                         parse_config)
 from generator.spec import ModelSpec, TensorSpec
 
 
@@ -12,10 +13,12 @@ def _spec(**kw):
     return ModelSpec(**base)
 
 
-def test_render_parses_as_model_config_with_instance_groups():
+def test_model_config_has_instance_groups_and_reads_back_as_written():
     spec = _spec(cpu_instances=2, gpu_instances=2, gpus=(0, 1), preferred_batch_sizes=(4, 8),
                  max_queue_delay_us=250)
-    text, cfg = render(spec, "python", "m_python", Engine("backend", "python"), {"k": "v"})
+    cfg = model_config(spec, "m_python", Engine("backend", "python"), {"k": "v"})
+    text = config_text(cfg, build_header("python"))
+    assert parse_config(text) == cfg and text.startswith("# Written by gen-repo")
     assert cfg.name == "m_python" and cfg.backend == "python" and cfg.max_batch_size == 8
     assert [i.name for i in cfg.input] == ["x", "ids"]
     assert list(cfg.input[0].dims) == [3, -1]
@@ -27,20 +30,20 @@ def test_render_parses_as_model_config_with_instance_groups():
     assert cfg.parameters["k"].string_value == "v"
 
 
-def test_no_batching_means_no_dynamic_batcher_and_max_batch_size_written():
-    text, cfg = render(_spec(max_batch_size=0), "libtorch", "m_libtorch",
+def test_no_batching_means_no_dynamic_batcher():
+    cfg = model_config(_spec(max_batch_size=0), "m_libtorch",
                        Engine("platform", "pytorch_libtorch"), {})
-    assert "max_batch_size: 0" in text
+    assert cfg.max_batch_size == 0 and "dynamic_batching" not in config_text(cfg, "x")
     assert not cfg.HasField("dynamic_batching") and cfg.platform == "pytorch_libtorch"
 
 
 def test_dynamic_batching_can_be_disabled():
-    _, cfg = render(_spec(dynamic_batching=False), "python", "m", Engine("backend", "python"), {})
+    cfg = model_config(_spec(dynamic_batching=False), "m", Engine("backend", "python"), {})
     assert not cfg.HasField("dynamic_batching")
 
 
 def test_queue_policy_rejects_beyond_limits():
-    _, cfg = render(_spec(max_queue_size=4, queue_timeout_us=1000), "python", "m",
+    cfg = model_config(_spec(max_queue_size=4, queue_timeout_us=1000), "m",
                     Engine("backend", "python"), {})
     policy = cfg.dynamic_batching.default_queue_policy
     assert policy.max_queue_size == 4 and policy.default_timeout_microseconds == 1000

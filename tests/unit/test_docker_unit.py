@@ -110,31 +110,46 @@ def test_env_flag_needs_docker(run_cli, tmp_path):
 # -- pack-env ---------------------------------------------------------------------------------
 
 
-def test_set_parameter_appends_one_block_and_removes_it_again():
+def _model_dir(tmp_path, text=CONFIG):
+    from generator.repository import manifest
+
+    (tmp_path / "config.pbtxt").write_text(text)
+    manifest.write(tmp_path)
+    return tmp_path
+
+
+def test_set_parameter_sets_and_removes_it_through_the_config_writer(tmp_path):
+    from generator.repository import manifest
+    from generator.repository.layout import parse_config
+
     value = env_value("tar.gz")
     assert value == "$$TRITON_MODEL_DIRECTORY/gen_repo_env.tar.gz"
-    packed = set_parameter(CONFIG, PARAM, value)
-    assert packed.startswith(CONFIG) and packed.count(PARAM) == 1
-    again = set_parameter(packed, PARAM, env_value("dir"))  # replaced, not added twice
-    assert again.count(PARAM) == 1 and "gen_repo_env\"" in again
-    assert set_parameter(again, PARAM, None) == CONFIG
+    mdir = _model_dir(tmp_path)
+    before = parse_config(CONFIG)
+    set_parameter(mdir, PARAM, value)
+    set_parameter(mdir, PARAM, env_value("dir"))  # replaced, not added twice
+    text = (mdir / "config.pbtxt").read_text()
+    assert text.count(PARAM) == 1 and "gen_repo_env\"" in text
+    assert text.startswith("# Written by gen-repo 0.1.0")  # the comment line is kept
+    assert manifest.problems(mdir) == []  # the config's new hash is recorded
+    set_parameter(mdir, PARAM, None)
+    assert parse_config((mdir / "config.pbtxt").read_text()) == before
 
 
-def test_set_parameter_set_by_hand_goes_through_the_protobuf():
+def test_set_parameter_set_by_hand_is_replaced(tmp_path):
     from generator.repository.layout import parse_config
 
     by_hand = CONFIG + 'parameters { key: "EXECUTION_ENV_PATH" value: { string_value: "/x" } }\n'
-    out = set_parameter(by_hand, PARAM, "$$TRITON_MODEL_DIRECTORY/e.tar.gz")
-    config = parse_config(out)
+    mdir = _model_dir(tmp_path, by_hand)
+    set_parameter(mdir, PARAM, "$$TRITON_MODEL_DIRECTORY/e.tar.gz")
+    config = parse_config((mdir / "config.pbtxt").read_text())
     assert config.parameters[PARAM].string_value == "$$TRITON_MODEL_DIRECTORY/e.tar.gz"
     assert config.parameters["artifact"].string_value == "model.package"
-    assert out.startswith("# Written by gen-repo")
-    assert PARAM not in parse_config(set_parameter(out, PARAM, None)).parameters
 
 
-def test_set_parameter_refuses_a_broken_config():
+def test_set_parameter_refuses_a_broken_config(tmp_path):
     with pytest.raises(RepositoryError):
-        set_parameter("name: [", PARAM, "x")
+        set_parameter(_model_dir(tmp_path, "name: ["), PARAM, "x")
 
 
 class _Model:

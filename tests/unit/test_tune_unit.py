@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.repository.config import render
+from generator.repository import manifest
+from generator.repository.config import build_header, model_config, write_config
 from generator.repository.layout import BuiltModel
 from generator.errors import BudgetError, SpecError
 from generator.spec import ModelSpec, TensorSpec
@@ -52,16 +53,17 @@ def built(tmp: Path, variant: str, name: str = "tiny_mlp", **spec) -> BuiltModel
         params = python_backend_parameters(spec, load)
         if variant == "python-compile":
             params.update(compile_mode="default", warmup_batch_sizes=warmup_batch_sizes(spec))
-    text, _ = render(v.served_spec(spec), variant, name, v.engine, params)
     d = tmp / name
     (d / "1").mkdir(parents=True, exist_ok=True)
-    (d / "config.pbtxt").write_text(text)
+    write_config(d, model_config(v.served_spec(spec), name, v.engine, params),
+                 build_header(variant))
     (d / "gen_repo.json").write_text(json.dumps({
         "variant": variant, "model_name": name, "spec": spec.to_dict(), "load_params": load,
         "artifacts": {"model.package": "0" * 64}}))
     for case, rows in (("", 4), ("_b", 3)):
         np.savez(d / f"gen_repo_samples{case}.npz", x=np.zeros((rows, 16), np.float32))
         np.savez(d / f"gen_repo_reference{case}.npz", output=np.zeros((rows, 4), np.float32))
+    manifest.write(d)
     return BuiltModel(d)
 
 
