@@ -201,7 +201,7 @@ def set_instances(model: BuiltModel, count: int) -> None:
     config = model.config
     configure_instances(model, config, count)
     write_config(model.path, config, f"Rewritten by gen-repo bench: {count} instance(s) per group.")
-    model.__dict__.pop("config", None)  # drop the cached parse
+    model.reread()
 
 
 def configure_instances(model: BuiltModel, config, count: int, threads: int | None = None) -> None:

@@ -27,7 +27,7 @@ from .arguments import InputBinding, bind_inputs
 from .check import CheckJob, check_artifacts
 from ..repository.compare import compare
 from ..repository import manifest
-from ..repository.config import build_header, model_config, write_config
+from ..repository.config import build_header, model_config, record_spec, write_config
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
@@ -308,7 +308,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
         served = variant.served_spec(spec)
         record = {
             "gen_repo": __version__, "variant": variant.name, "label": variant.label,
-            "model_name": staged.model_name, "spec": served.to_dict(), "command": command,
+            "model_name": staged.model_name, "spec": record_spec(served), "command": command,
             "versions": versions(), "seed": spec.seed,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "artifacts": {artifact.load_params["artifact"]: artifact.load_params["artifact_sha256"]},

@@ -93,6 +93,43 @@ def model_config(spec: ModelSpec, model_name: str, engine: Engine, parameters: d
     return config
 
 
+# The spec's fields config.pbtxt holds: gen_repo.json's spec leaves them out, and a model's spec
+# reads them from its config (config_facts), so bench, tune and pack-env change them in one place.
+CONFIG_FIELDS = ("max_batch_size", "dynamic_batching", "preferred_batch_sizes",
+                 "max_queue_delay_us", "max_queue_size", "queue_timeout_us", "cpu_instances",
+                 "gpu_instances", "gpus")
+
+
+def record_spec(spec: ModelSpec) -> dict:
+    """``spec`` as gen_repo.json records it: without the fields its config.pbtxt holds."""
+    return {k: v for k, v in spec.to_dict().items() if k not in CONFIG_FIELDS}
+
+
+def config_facts(config, spec: ModelSpec) -> ModelSpec:
+    """``spec`` with the fields of CONFIG_FIELDS as ``config`` (a ModelConfig) says them."""
+    from tritonclient.grpc import model_config_pb2
+
+    kinds = model_config_pb2.ModelInstanceGroup
+    cpu = [g for g in config.instance_group if g.kind in (kinds.KIND_CPU, kinds.KIND_AUTO)]
+    gpu = [g for g in config.instance_group if g.kind == kinds.KIND_GPU]
+    facts = {"max_batch_size": config.max_batch_size,
+             "cpu_instances": sum(g.count or 1 for g in cpu),
+             "gpu_instances": max((g.count or 1 for g in gpu), default=0),
+             "gpus": tuple(gpu[0].gpus) if gpu else ()}
+    if not config.instance_group:  # Triton's default: one instance (gen-repo writes groups)
+        facts["cpu_instances"] = 1
+    if config.max_batch_size > 0:
+        batcher = config.dynamic_batching
+        facts["dynamic_batching"] = config.HasField("dynamic_batching")
+        if facts["dynamic_batching"]:
+            facts.update(preferred_batch_sizes=tuple(batcher.preferred_batch_size),
+                         max_queue_delay_us=batcher.max_queue_delay_microseconds,
+                         max_queue_size=batcher.default_queue_policy.max_queue_size,
+                         queue_timeout_us=batcher.default_queue_policy
+                         .default_timeout_microseconds)
+    return spec.with_(**facts)
+
+
 def parse_config(text: str, where: str = CONFIG):
     """Parse config.pbtxt text into Triton's ModelConfig protobuf (the schema validator)."""
     from google.protobuf import text_format

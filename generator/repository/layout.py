@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import RepositoryError
 from ..spec import ModelSpec
 from . import manifest
-from .config import CONFIG, parse_config
+from .config import CONFIG, config_facts, parse_config
 
 RECORD = "gen_repo.json"
 SAMPLES = "gen_repo_samples.npz"
@@ -76,7 +76,12 @@ class BuiltModel:
         if not self.record:
             raise RepositoryError(f"{self.path} was not built by gen-repo (no {RECORD}).",
                                   "Build it with gen-repo build.")
-        return ModelSpec.from_dict(self.record["spec"])
+        return config_facts(self.config, ModelSpec.from_dict(self.record["spec"]))
+
+    def reread(self) -> None:
+        """Forget what was read from the files (after config.pbtxt was rewritten)."""
+        for cached in ("config", "spec", "record"):
+            self.__dict__.pop(cached, None)
 
     @property
     def variant(self) -> str:

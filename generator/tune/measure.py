@@ -106,7 +106,7 @@ class Measurer:
         previous_s = float(record.get("seconds") or 0.0)  # a run cut short spent this already
         write_config(model.built.path, configure(model.built, c),
                      f"Written by gen-repo tune for candidate {c.key}.")
-        model.built.__dict__.pop("config", None)  # the parse is cached: read the new file
+        model.built.reread()
         if not self.server.wait_for_stubs(0):
             progress.warn("Python-backend processes of an unloaded model are still running:"
                           f" the memory measured for {c.key} may be low")

@@ -21,7 +21,7 @@ from typing import Sequence
 from .. import progress
 from ..repository import layout, manifest
 from ..repository import staging as stage_dirs
-from ..repository.config import write_config
+from ..repository.config import record_spec, write_config
 from ..repository.files import link_or_copy
 from ..repository.layout import BuiltModel
 from ..errors import RepositoryError, VerifyError
@@ -67,7 +67,7 @@ def stage_model(source: BuiltModel, c: Candidate, name: str, staging: Path,
     for key, value in config.parameters.items():
         if key in load_params:  # e.g. python-compile's warm-up batch sizes
             load_params[key] = value.string_value
-    record.update(model_name=name, spec=spec.to_dict(), load_params=load_params,
+    record.update(model_name=name, spec=record_spec(spec), load_params=load_params,
                   **{RECORD_KEY: {**tune_record, "source": str(source.path.resolve()),
                                   "created": dt.datetime.now(dt.timezone.utc).isoformat(
                                       timespec="seconds")}})

@@ -72,3 +72,22 @@ def test_libtorch_parameters_share_weights_and_split_the_cores(cpu, gpu, threads
     pinned, _ = backend_parameters(spec, pin_threads=True)  # bench: always written
     assert pinned["INTRA_OP_THREAD_COUNT"] == (intra or str(threads_for(
         {}, [{"kind": "KIND_CPU", "count": cpu}])))
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"cpu_instances": 3, "preferred_batch_sizes": (2, 4), "max_queue_delay_us": 500},
+    {"gpu_instances": 2, "gpus": (0, 1), "cpu_instances": 0},
+    {"max_batch_size": 0}, {"dynamic_batching": False},
+    {"max_queue_size": 4, "queue_timeout_us": 1000},
+])
+def test_the_record_leaves_out_what_the_config_says_and_the_spec_reads_it_back(changes):
+    from generator.repository.config import CONFIG_FIELDS, config_facts, record_spec
+
+    spec = _spec(**changes)
+    stored = record_spec(spec)
+    assert not set(CONFIG_FIELDS) & set(stored)
+    config = model_config(spec, "m", Engine("backend", "python"), {})
+    assert config_facts(config, ModelSpec.from_dict(stored)) == spec
+    config.instance_group[0].count = 5  # what bench or tune changes, the spec follows
+    assert config_facts(config, ModelSpec.from_dict(stored)).cpu_instances == (
+        5 if not spec.gpu_instances else 0)
