@@ -237,9 +237,8 @@ def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
         model = model.to(getattr(torch, spec.dtype))
         notes.append(f"the model computes in {spec.dtype}; it is checked against the float32"
                      f" eager model with atol={spec.atol:g} rtol={spec.rtol:g}")
-    wrapped, wrapper_module = make_wrapper(model, spec.inputs, binding, paths, spec.outputs,
-                                           spec.batch_axis, spec.dtype, tuple(mutated),
-                                           spec.batching, scalar_outputs)
+    wrapped, wrapper_module = make_wrapper(model, spec, binding, paths, tuple(mutated),
+                                           scalar_outputs)
     references = {name: dict(zip([t.name for t in outputs], _to_numpy(values)))
                   for name, values in flat.items()}
     ctx = ExportContext(spec, wrapped, wrapper_module, loaded.user_modules, cases, references)

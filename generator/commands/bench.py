@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from .. import progress
 from ..errors import SpecError
 from .common import (add_backend_dir_arg, add_repo_args, int_list, measurement_from_args,
                      select_models)
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
                     " results.json, the raw CSVs, and report.md/report.html with plots. Ctrl-C"
                     " keeps what was measured. Exit code 3 when some points or models failed,"
                     " 130 when interrupted.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--quick", action="store_true",
                    help="a first look in under a minute: concurrency 1,8, batch 1, 1 instance,"

@@ -6,16 +6,17 @@ output); the server of the verify step is the embedded one, started and stopped 
 
 from __future__ import annotations
 
-import argparse
 
 from .. import progress
 from . import bench, build, verify
 from .common import add_backend_dir_arg
 from .parser import command_parser
-from ..serve.server import EmbeddedServer, Ports, free_ports, port_is_free
+from ..serve.ports import Ports, free_ports, port_is_free
+from ..serve.server import EmbeddedServer
 from ..serve.triton_install import BACKEND_DIRS_ENV
 from ..spec import DEFAULT_SOURCE
 from ..status import READY
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -25,7 +26,7 @@ def add_parser(sub) -> None:
                     f"{DEFAULT_SOURCE}), serve it on the embedded tritonserver, verify every"
                     " servable variant over HTTP and gRPC, then gen-repo bench, and print where"
                     " the report is and its verdict.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("source", nargs="?", default=DEFAULT_SOURCE, help="model source")
     p.add_argument("--repo", default="model_repository", help="repository to (re)build")
     p.add_argument("--bench-out", default="bench_results", help="bench output directory")
@@ -43,7 +44,8 @@ def _ports() -> Ports:
 
 
 def run(args) -> int:
-    from ..repository.layout import list_models
+    from .build import spec_from_args
+    from .common import select_models
     from .serve import print_statuses
 
     parser = command_parser([build, verify, bench])
@@ -51,6 +53,7 @@ def run(args) -> int:
 
     progress.info("step 1/3: build")
     step = parser.parse_args([*quiet, "build", args.source, "--out", args.repo, "--force"])
+    name = spec_from_args(step).name  # the rest of the demo is about this model only
     build_code = step.run(step)
     if build_code not in (0, 3):
         return build_code
@@ -66,16 +69,18 @@ def run(args) -> int:
                       " the libtorch variant is skipped, and bench measures its TorchScript"
                       " through the Python backend (python-ts) instead")
     with server:
-        statuses = server.load(list_models(args.repo))
+        statuses = server.load(select_models(args.repo, name))
         print_statuses(statuses)
         print(f"server log: {server.log_path}", flush=True)
         if any(s.state == READY for s in statuses):
-            step = parser.parse_args([*quiet, "verify", "--repo", args.repo, "--http-url",
-                                      server.http_url, "--grpc-url", server.grpc_url])
+            step = parser.parse_args([*quiet, "verify", "--repo", args.repo, "--models", name,
+                                      "--http-url", server.http_url, "--grpc-url",
+                                      server.grpc_url])
             step.run(step)  # a FAIL raises VerifyError: the demo stops with its message
     progress.info("step 3/3: bench (perf_analyzer; bench starts its own server)")
     backends = [a for d in args.backend_directory or () for a in ("--backend-directory", d)]
-    step = parser.parse_args([*quiet, "bench", "--repo", args.repo, "--out", args.bench_out,
+    step = parser.parse_args([*quiet, "bench", "--repo", args.repo, "--models", name,
+                              "--out", args.bench_out,
                               *backends, *([] if args.full else ["--quick"])])
     bench_code = step.run(step)
     return max(build_code, bench_code)

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ..repository.s3 import DEFAULT_REGION, S3Location
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default unless it is None or False (their help says what happens)."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
-            return action.help
-        return super()._get_help_string(action)
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -29,9 +20,9 @@ def add_parser(sub) -> None:
                     " needed.")
     targets = p.add_subparsers(dest="target", metavar="TARGET", required=True)
     k8s = targets.add_parser("k8s", help="Deployment + Service + HorizontalPodAutoscaler",
-                             formatter_class=HelpFormatter)
+                             formatter_class=DefaultsHelpFormatter)
     kserve = targets.add_parser("kserve", help="KServe InferenceService (modelFormat triton)",
-                                formatter_class=HelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     for t in (k8s, kserve):
         _common_args(t)
     k8s.add_argument("--poll-secs", type=int, default=0, metavar="S",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 
 from .. import table
 from ..errors import SpecError
 from ..repository.s3 import is_s3_url
 from .common import add_repo_args, select_models
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
                     " (the stock NGC tritonserver image) serves those models. Environments are"
                     " cached under ~/.cache/gen-repo/envs, keyed by image and requirements."
                     " Needs a docker engine.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--image", default=None, metavar="IMAGE",
                    help="required: the image that will serve the models (e.g."

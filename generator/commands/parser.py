@@ -39,6 +39,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     already says what the default is."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in (action.help or ""):
+        if action.default in (None, False) or action.default is argparse.SUPPRESS \
+                or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)

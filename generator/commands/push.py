@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import SpecError
 from ..repository.s3 import S3Location, is_s3_url
 from .common import add_repo_args, select_models
-from .deploy import HelpFormatter
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                     " back and checked (size, ETag, SHA-256), and files already in the bucket"
                     " are not sent again. An interrupted push leaves no model half-visible;"
                     " run it again to complete it.",
-        formatter_class=HelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("dest", metavar="S3_URL",
                    help="s3://BUCKET/PATH (with --endpoint-url for S3-compatible stores) or"
                         " Triton's form s3://HOST:PORT/BUCKET/PATH")

@@ -7,7 +7,7 @@ from ..errors import SpecError
 from ..repository import manifest
 from ..repository.s3 import is_s3_url
 from .common import add_repo_args, select_models
-from .deploy import HelpFormatter
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                     " model on purpose (a config.pbtxt edited by hand, a model directory written"
                     " by another tool), seal records its files as they are now. It trusts what"
                     " it finds: seal only models whose files you know.",
-        formatter_class=HelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--dry-run", action="store_true",
                    help="show what differs from each model's record, change nothing")

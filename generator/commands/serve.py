@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import time
@@ -13,10 +12,13 @@ import sys
 from .. import progress, table
 from ..errors import ServerError, SpecError
 from ..serve import control
-from ..serve.server import FAILED, READY, EmbeddedServer, Ports
+from ..serve.ports import Ports
+from ..serve.server import EmbeddedServer
+from ..status import FAILED, READY
 from ..serve.triton_install import BACKEND_DIRS_ENV
 from ..repository.s3 import is_s3_url
 from .common import add_backend_dir_arg, add_repo_args, select_models
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -27,7 +29,7 @@ def add_parser(sub) -> None:
                     " the models one by one, print their status, and serve until Ctrl-C."
                     " Exit code 3 when some models FAILED to load (the others are served), 1 when"
                     " none is READY.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--http-port", type=int, default=8000, metavar="PORT")
     p.add_argument("--grpc-port", type=int, default=8001, metavar="PORT")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 
 from .. import table
 from ..errors import SpecError, VerifyError
 from ..serve.verify import PROTOCOLS, VerifyOptions, verify_repository
 from ..status import FAIL, OK, SKIPPED
 from .common import add_repo_args, select_models
+from .parser import DefaultsHelpFormatter
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                     " vs the spec, outputs vs the stored eager reference at several batch sizes,"
                     " and many concurrent requests each getting its own right answer. Start the"
                     " server first with gen-repo serve.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     add_repo_args(p)
     p.add_argument("--http-url", default="127.0.0.1:8000", metavar="HOST:PORT")
     p.add_argument("--grpc-url", default="127.0.0.1:8001", metavar="HOST:PORT")

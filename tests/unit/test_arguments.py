@@ -12,7 +12,7 @@ from generator.build.arguments import bind_inputs
 from generator.build.outputs import output_paths
 from generator.build.wrapper import make_wrapper, wrapper_source
 from generator.errors import SpecError
-from generator.spec import TensorSpec
+from generator.spec import ModelSpec, TensorSpec
 from tests.fixtures.models import tiny_bert
 
 IDS = TensorSpec("input_ids", "int64", (-1,), 0, 30)
@@ -110,13 +110,12 @@ def test_wrapper_applies_batch_axis_and_dtype_per_keyword_input():
     inputs = [TensorSpec("ids", "int64", (5,), 0, 10), TensorSpec("scale", "float32", (5,))]
     binding = bind_inputs(_TimeMajor(), inputs)
     out_spec = [TensorSpec("output", "float32", (5, 3))]
-    source = wrapper_source(inputs, binding, output_paths(torch.zeros(1)), out_spec,
-                            batch_axis=1, compute_dtype="float16")
+    spec = ModelSpec(name="m", inputs=tuple(inputs), outputs=tuple(out_spec), batch_axis=1)
+    source = wrapper_source(spec.with_(dtype="float16"), binding, output_paths(torch.zeros(1)))
     assert "self.model(ids=ids.movedim(0, 1), scale=scale.movedim(0, 1).to(torch.float16))" \
         in source
     model = _TimeMajor().eval()
-    wrapper, _ = make_wrapper(model, inputs, binding, output_paths(torch.zeros(1)), out_spec,
-                              batch_axis=1)
+    wrapper, _ = make_wrapper(model, spec, binding, output_paths(torch.zeros(1)))
     ids = torch.randint(0, 10, (4, 5))  # served batch-first: 4 rows of 5 steps
     scale = torch.rand(4, 5)
     with torch.no_grad():
@@ -133,7 +132,8 @@ def test_torchscript_of_the_wrapper_keeps_the_names_and_the_binding():
         ref = model(input_ids=ids, token_type_ids=types)
     paths = output_paths(ref)
     outs = [TensorSpec(n, "float32", (-1,)) for n in ref]
-    wrapper, _ = make_wrapper(model, [IDS, TYPES], binding, paths, outs)
+    wrapper, _ = make_wrapper(model, ModelSpec(name="m", inputs=(IDS, TYPES), outputs=tuple(outs)),
+                              binding, paths)
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, (ids, types), check_trace=False)
         scripted = torch.jit.script(wrapper)

@@ -96,8 +96,8 @@ def test_without_batching_the_wrapper_turns_one_element_into_the_models_0d_value
     outputs = (TensorSpec("total", "float32", (1,)), TensorSpec("scaled", "float32", (3,)))
     inputs = (TensorSpec("x", "float32", (3,)), SCALAR)
     binding = bind_inputs(model, inputs)
-    wrapped, _ = make_wrapper(model, inputs, binding, paths, outputs, batching=False,
-                              scalar_outputs=(0,))
+    spec = ModelSpec(name="m", inputs=inputs, outputs=outputs, max_batch_size=0)
+    wrapped, _ = make_wrapper(model, spec, binding, paths, scalar_outputs=(0,))
     total, scaled = wrapped(torch.ones(3), torch.tensor([2.0]))  # t as a client sends it: [1]
     assert total.shape == (1,) and total.item() == 6.0
     assert scaled.tolist() == [2.0, 2.0, 2.0]
