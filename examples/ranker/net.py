@@ -24,3 +24,10 @@ class Ranker(nn.Module):
 def make_model():
     torch.manual_seed(0)
     return Ranker()
+
+
+def make_example():
+    """The same model, small (a 100-token vocabulary, 8 dims): model_repository/'s example,
+    whose artifacts are a few KB."""
+    torch.manual_seed(0)
+    return Ranker(vocab=100, dim=8)

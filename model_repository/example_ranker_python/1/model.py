@@ -1,0 +1,352 @@
+# Triton Python-backend model written by gen-repo. This file is static: every per-model fact
+# (artifact, loader, hash, threads) comes from the `parameters` of config.pbtxt.
+#
+# One forward pass per execute(): the requests Triton hands over are grouped by their non-batch
+# shapes, concatenated along the batch axis, run once, and split back. A request that makes the
+# model raise gets an error response; the instance stays up.
+#
+# SECURITY: a torch.package archive or TorchScript file is code, and loading it runs it. This
+# model refuses an artifact whose SHA-256 differs from the one recorded at build time, but a
+# model repository must still only ever come from a trusted source.
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:  # absent when gen-repo's offline check imports this file outside the server
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # pragma: no cover - exercised by the offline check
+    pb_utils = None
+
+PACKAGE_RESOURCE = ("model", "model.pkl")  # (package, resource) of the pickled model
+
+
+class ArtifactError(RuntimeError):
+    pass
+
+
+def sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load_package(path, device):
+    importer = torch.package.PackageImporter(str(path))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+        model = importer.load_pickle(*PACKAGE_RESOURCE, map_location=device)
+    return model.eval()
+
+
+def _load_torchscript(path, device):
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except RuntimeError as e:
+        if "torchvision::" not in str(e):
+            raise
+    import torchvision  # noqa: F401  registers torchvision's TorchScript ops (nms, roi_align)
+
+    return torch.jit.load(str(path), map_location=device).eval()
+
+
+def _load_aoti(path, device):
+    import torch._inductor
+
+    index = device.index if getattr(device, "type", "cpu") == "cuda" else -1
+    return torch._inductor.aoti_load_package(str(path), device_index=index or -1)
+
+
+LOADERS = {"package": _load_package, "torchscript": _load_torchscript, "aoti": _load_aoti}
+SAMPLES_FILE = "gen_repo_samples.npz"  # beside config.pbtxt; used to warm up compiled models
+
+
+def as_model_receives(array, input_config, batching):
+    """``array``, shaped as a client sends it, shaped as Triton hands it to the model.
+
+    Triton replaces the dims after the batch dim of an input that has a config ``reshape`` with
+    the reshape's shape, each -1 of it taking the size of the request's next -1 axis (Triton core,
+    InferenceRequest::Normalize). A per-row scalar (``dims: [1] reshape { shape: [] }``): the
+    client sends [B, 1], the model gets [B].
+    """
+    reshape = input_config.get("reshape")
+    if reshape is None:
+        return array
+    lead = tuple(array.shape[:1]) if batching else ()
+    dims = [int(d) for d in input_config.get("dims", [])]
+    sizes = iter([n for n, d in zip(array.shape[len(lead):], dims) if d == -1])
+    shape = tuple(next(sizes) if int(d) == -1 else int(d) for d in reshape.get("shape", []))
+    return array.reshape(lead + shape)
+
+
+def _warm_up_inputs(version_dir, inputs, batch_size):
+    """Sample inputs stored at build time (as clients send them), repeated/cut to
+    ``batch_size`` rows (0 = as stored, no batching), shaped as the model receives them."""
+    with np.load(Path(version_dir).parent / SAMPLES_FILE, allow_pickle=False) as data:
+        arrays = [data[i["name"]] for i in inputs]
+    if batch_size:
+        arrays = [np.concatenate([a] * -(-batch_size // a.shape[0]))[:batch_size] for a in arrays]
+    arrays = [as_model_receives(a, i, bool(batch_size)) for a, i in zip(arrays, inputs)]
+    return [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+
+
+def compile_model(model, version_dir, params, inputs, device, log=print):
+    """torch.compile the model and run it once per configured batch size, so that no request
+    pays for compilation. Any failure falls back to the eager model, with the reason logged.
+    ``inputs``: the config's input entries (name, dims, reshape)."""
+    mode = params.get("compile_mode", "default")
+    sizes = [int(b) for b in params.get("warmup_batch_sizes", "").split(",") if b] or [0]
+    try:
+        compiled = torch.compile(model, mode=None if mode == "default" else mode, dynamic=True)
+        for size in sizes:
+            tensors = _warm_up_inputs(version_dir, inputs, size)
+            run_batch(compiled, [t.to(device) for t in tensors])
+        log(f"gen-repo: torch.compile (mode {mode}) warmed up for batch sizes {sizes}")
+        return compiled
+    except Exception as e:  # compilation is an optimisation: serve eager rather than fail
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        log(f"gen-repo: torch.compile failed, serving the eager model: {type(e).__name__}: {first}")
+        return model
+
+
+def load_model(version_dir, params, device="cpu", inputs=(), log=print):
+    """Load the artifact named by the config parameters, after checking its SHA-256; compile
+    and warm it up when the parameters ask for torch.compile. ``inputs``: the config's input
+    entries (name, dims, optional reshape), as Triton's JSON model config spells them."""
+    path = Path(version_dir) / params["artifact"]
+    if not path.is_file():
+        raise ArtifactError(f"artifact {path} is missing")
+    want = params.get("artifact_sha256", "")
+    got = sha256_of(path)
+    if want and got != want:
+        raise ArtifactError(
+            f"artifact {path} has SHA-256 {got}, but the build recorded {want}: the file was"
+            " changed or damaged after the build. Refusing to load it (loading runs its code)."
+            " Rebuild the model with gen-repo build.")
+    loader = LOADERS.get(params["loader"])
+    if loader is None:
+        raise ArtifactError(f"unknown loader {params['loader']!r}; known: {sorted(LOADERS)}")
+    model = loader(path, device)
+    if params.get(MEMORY_FORMAT) == CHANNELS_LAST:
+        model = to_channels_last(model)
+    if params.get("compile_mode"):
+        model = compile_model(model, version_dir, params, list(inputs), device, log)
+    return model
+
+
+MEASURED_THREADS = "measured_threads"  # config parameter: the build's timed choice
+MEMORY_FORMAT, CHANNELS_LAST = "memory_format", "channels_last"  # likewise timed at build
+
+
+def has_conv_weights(model) -> bool:
+    """Whether the model holds 4-D weights (2-D convolutions): channels_last may speed it up."""
+    return any(p.dim() == 4 for p in model.parameters())
+
+
+def to_channels_last(model):
+    """The eager model with its 4-D weights in channels_last layout: oneDNN's convolutions on
+    CPU run faster on it (inputs stay as sent; the answers agree within float rounding, which the
+    build checks)."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def threads_for(params, instance_groups):
+    """Intra-op threads per instance: the configured number (``threads``); else this machine's
+    share of cores (cores / CPU instances), capped by the count the build measured fastest
+    (``measured_threads``: a number, or "share" when more threads kept helping)."""
+    configured = int(params.get("threads", "0") or 0)
+    if configured > 0:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu_instances = sum(int(g.get("count", 1)) for g in instance_groups
+                        if g.get("kind") in ("KIND_CPU", 1)) or 1
+    share = max(1, (cores or 1) // cpu_instances)
+    measured = params.get(MEASURED_THREADS, "")
+    return min(share, int(measured)) if measured.isdigit() and int(measured) > 0 else share
+
+
+def run_batch(model, tensors):
+    """One forward pass; returns a list of output tensors in config order.
+
+    In inference mode: entered here, unless this thread is in it already (a served instance
+    enters it once, so that no request pays for the context)."""
+    if torch.is_inference_mode_enabled():
+        out = model(*tensors)
+    else:
+        with torch.inference_mode():
+            out = model(*tensors)
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return list(out)
+
+
+def _slicing(seconds):
+    """(slices, least calls per slice) for ``seconds`` per setting: the time of one setting is
+    cut into slices and the best slice counts. A short look (under a second per setting) takes 2
+    slices of at least 1 call, so a big model at batch 8 costs a few forward passes, not a dozen."""
+    return (4, 3) if seconds >= 1 else (2, 1)
+
+
+def time_forward(model, tensors, seconds, run=run_batch):
+    """(calls, seconds, per-call times) of the fastest slice of ``seconds`` of forward passes
+    (after a warm-up of a tenth of them): the in-process ceiling's and the build's thread choice's
+    one timing loop.
+
+    The best slice, not the mean: what the machine can do, on a machine that other work shares
+    (a slice that coincides with a burst of that work says nothing about the model).
+    """
+    slices, least = _slicing(seconds)
+    warm_until = time.perf_counter() + seconds / 10
+    for i in range(1000):  # warm-up: first calls allocate and (TorchScript) optimise
+        run(model, tensors)
+        if i + 1 >= least and time.perf_counter() >= warm_until:
+            break
+    best = None
+    for _ in range(slices):
+        times = []
+        start = time.perf_counter()
+        while True:
+            t = time.perf_counter()
+            run(model, tensors)
+            times.append(time.perf_counter() - t)
+            if time.perf_counter() - start >= seconds / slices and len(times) >= least:
+                break
+        sliced = (len(times), time.perf_counter() - start, times)
+        if best is None or sliced[0] / sliced[1] > best[0] / best[1]:
+            best = sliced
+    return best
+
+
+def group_by_shape(arrays_per_request):
+    """Indices of requests whose inputs have equal non-batch shapes and dtypes, in arrival order."""
+    groups = {}
+    for i, arrays in enumerate(arrays_per_request):
+        key = tuple((a.shape[1:], a.dtype.str) for a in arrays)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        self.config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
+        self.params = params
+        self.batching = int(self.config.get("max_batch_size", 0)) > 0
+        self.input_names = [i["name"] for i in self.config["input"]]
+        self.output_names = [o["name"] for o in self.config["output"]]
+        if args.get("model_instance_kind") == "GPU":
+            self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        threads = threads_for(params, self.config.get("instance_group", []))
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass  # already set in this process
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        self.logger = pb_utils.Logger
+        self.model = load_model(version_dir, params, self.device, self.config["input"],
+                                self.logger.log_info)
+        # Every request runs in inference mode: entered once on the thread that serves them (the
+        # stub calls initialize and execute on one thread; run_batch enters it per call where not).
+        self._inference_mode = torch.inference_mode()
+        self._inference_mode.__enter__()
+        self.logger.log_info(
+            f"gen-repo: {args['model_name']} instance {args['model_instance_name']} loaded"
+            f" {params['artifact']} ({params['loader']}) on {self.device}, {threads} threads")
+
+    # -- request handling ----------------------------------------------------------------------
+    def _inputs_of(self, request):
+        arrays = []
+        for name in self.input_names:
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is None:
+                raise ValueError(f"input '{name}' is missing")
+            if t.is_cpu():
+                arr = t.as_numpy()
+                if arr.dtype == np.object_:
+                    raise ValueError(f"input '{name}' is BYTES; this model takes numbers")
+                arrays.append(arr)
+            else:
+                arrays.append(torch.utils.dlpack.from_dlpack(t.to_dlpack()))
+        if self.batching:
+            sizes = {a.shape[0] for a in arrays}
+            if len(sizes) != 1:
+                raise ValueError(f"inputs disagree on the batch size: {sorted(sizes)}")
+        return arrays
+
+    def _to_torch(self, arrays):
+        out = []
+        for a in arrays:
+            t = torch.from_numpy(a) if isinstance(a, np.ndarray) else a
+            out.append(t.to(self.device, non_blocking=True) if t.device != self.device else t)
+        return out
+
+    def _response(self, outputs):
+        tensors = []
+        for name, t in zip(self.output_names, outputs):
+            if t.dtype == torch.bool:  # through numpy: DLPack's bool is not read everywhere
+                tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(t.cpu().numpy())))
+            else:  # DLPack: no numpy array in between (also GPU and bfloat16 tensors)
+                tensors.append(pb_utils.Tensor.from_dlpack(
+                    name, torch.utils.dlpack.to_dlpack(t.contiguous())))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
+
+    def _run_group(self, per_request):
+        """Forward several requests as one batch; returns one output list per request."""
+        if len(per_request) == 1 or not self.batching:
+            return [run_batch(self.model, self._to_torch(a)) for a in per_request]
+        sizes = [a[0].shape[0] for a in per_request]
+        merged = [np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
+                  for parts in zip(*per_request)]
+        outputs = run_batch(self.model, self._to_torch(merged))
+        split = [torch.split(o, sizes) for o in outputs]
+        return [[s[i] for s in split] for i in range(len(sizes))]
+
+    def execute(self, requests):
+        if len(requests) == 1:  # nothing to group or merge
+            try:
+                return [self._response(run_batch(self.model,
+                                                 self._to_torch(self._inputs_of(requests[0]))))]
+            except Exception as e:
+                return [self._error(e)]
+        responses = [None] * len(requests)
+        inputs = {}
+        for i, request in enumerate(requests):
+            try:
+                inputs[i] = self._inputs_of(request)
+            except Exception as e:  # malformed request: answer it, keep the rest
+                responses[i] = self._error(e)
+        ready = sorted(inputs)
+        for group in group_by_shape([inputs[i] for i in ready]):
+            idx = [ready[g] for g in group]
+            try:
+                results = self._run_group([inputs[i] for i in idx])
+                for i, outs in zip(idx, results):
+                    responses[i] = self._response(outs)
+            except Exception:
+                # One request may poison a merged batch: rerun one by one so only it fails.
+                for i in idx:
+                    try:
+                        responses[i] = self._response(run_batch(self.model,
+                                                                self._to_torch(inputs[i])))
+                    except Exception as e:
+                        responses[i] = self._error(e)
+        return responses
+
+    def _error(self, exc):
+        return pb_utils.InferenceResponse(
+            output_tensors=[], error=pb_utils.TritonError(f"{type(exc).__name__}: {exc}"))
+
+    def finalize(self):
+        self.model = None
