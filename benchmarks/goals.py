@@ -90,9 +90,9 @@ def measured(results: Results, base: str) -> dict[str, float | None]:
     """The goal ratios of one model from one round's bench results (batch 1, 1 instance)."""
     c = analysis.compare(results, base, batch=1, inst=1, target_concurrency=8)
     floor = next((f for f in analysis.floor_shares(results, base, 1, 1)
-                  if f.variant == analysis.EAGER_VARIANT), None)
+                  if f.variant == analysis.eager_variant()), None)
     eager = next((r for r in analysis.ceiling_ratios(results, base)
-                  if r.variant == analysis.EAGER_VARIANT and r.batch_size == 1), None)
+                  if r.variant == analysis.eager_variant() and r.batch_size == 1), None)
     built, hand = (_throughput(results, f"{base}_{v}", 8) for v in ("libtorch", "handwritten"))
     shown = figures(results, base)
     py, ts = (shown.get(v, (None, None))[0] for v in ("python", "python-ts"))

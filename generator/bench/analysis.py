@@ -9,25 +9,37 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..status import POINT_UNSTABLE
+from ..variants.base import EAGER, TORCHSCRIPT
 from .results import Point, Results
+from .workspace import FLOOR  # the Python backend's own cost (workspace.derive_floor)
 
-EAGER_VARIANT = "python"
-FLOOR_VARIANT = "floor"  # the Python backend's own cost (bench/workspace.py derive_floor)
-TORCHSCRIPT_VARIANTS = ("libtorch", "python-ts")  # the first one measured is "TorchScript"
-VARIANT_WORDS = {
-    "python": "the eager Python variant",
-    "libtorch": "the TorchScript variant (PyTorch backend)",
-    "python-ts": "TorchScript through the Python backend (python-ts)",
-    "floor": "the Python backend's floor (an identity model, no torch)",
-}
-KIND_OF_VARIANT = {"python": "eager", "python-ts": "torchscript", "libtorch": "torchscript"}
+FLOOR_WORDS = "the Python backend's floor (an identity model, no torch)"
 BREAKDOWN = (("server_queue_us", "queue"), ("server_compute_input_us", "compute input"),
              ("server_compute_infer_us", "compute infer"),
              ("server_compute_output_us", "compute output"))
 
 
+def _registry():
+    """The variant registry, imported on first use: it loads every variant's code, torch with
+    it, which importing bench does not."""
+    from ..variants import registry
+
+    return registry
+
+
 def words(variant: str) -> str:
-    return VARIANT_WORDS.get(variant, f"the {variant} variant")
+    """How a sentence names a variant (or the floor)."""
+    return FLOOR_WORDS if variant == FLOOR else _registry().words(variant)
+
+
+def eager_variant() -> str:
+    """The variant that serves the model as written: what the verdict compares the others with."""
+    return _registry().by_artifact(EAGER)[0]
+
+
+def artifact_of(variant: str) -> str | None:
+    """The in-process artifact a variant is compared with (None: the best of any)."""
+    return _registry().artifact_of(variant)
 
 
 @dataclass
@@ -117,21 +129,21 @@ def models_of(results: Results, base: str) -> dict[str, str]:
 
 def served_variants(results: Results, base: str) -> dict[str, str]:
     """models_of without the floor (a yardstick, not a way to serve the model)."""
-    return {v: m for v, m in models_of(results, base).items() if v != FLOOR_VARIANT}
+    return {v: m for v, m in models_of(results, base).items() if v != FLOOR}
 
 
 def floor_shares(results: Results, base: str, batch: int, inst: int,
                  target_concurrency: int = 8) -> list[FloorShare]:
     """Each Python-backend variant of ``base`` against its floor at one batch and instance count."""
     variants = models_of(results, base)
-    floor = variants.get(FLOOR_VARIANT)
+    floor = variants.get(FLOOR)
     if not floor:
         return []
     floor_conc = {p.concurrency for p in results.measured(model=floor, batch_size=batch,
                                                          instances=inst)}
     out = []
     for variant, model in variants.items():
-        if variant == FLOOR_VARIANT or results.model_info(model).get("backend") != "python":
+        if variant == FLOOR or results.model_info(model).get("backend") != "python":
             continue
         both = sorted(floor_conc & {p.concurrency for p in results.measured(
             model=model, batch_size=batch, instances=inst)})
@@ -142,7 +154,7 @@ def floor_shares(results: Results, base: str, batch: int, inst: int,
         f_hi, v_hi = _at(results, floor, batch, inst, hi), _at(results, model, batch, inst, hi)
         f_lo, v_lo = _at(results, floor, batch, inst, lo), _at(results, model, batch, inst, lo)
         forward = [c["p50_ms"] for c in results.ceiling if c["model"] == base
-                   and c["kind"] == KIND_OF_VARIANT.get(variant) and c["batch_size"] == batch
+                   and c["kind"] == artifact_of(variant) and c["batch_size"] == batch
                    and c["threads"] == v_lo.threads]
         out.append(FloorShare(
             model, variant, batch, inst, hi, lo, _ratio(v_hi.throughput, f_hi.throughput),
@@ -153,7 +165,8 @@ def floor_shares(results: Results, base: str, batch: int, inst: int,
 
 
 def torchscript_of(variants: dict[str, str]) -> tuple[str | None, str | None]:
-    for v in TORCHSCRIPT_VARIANTS:
+    """The TorchScript variant the verdict compares: the registry's first one measured."""
+    for v in _registry().by_artifact(TORCHSCRIPT):
         if v in variants:
             return variants[v], v
     return None, None
@@ -168,7 +181,7 @@ def compare(results: Results, base: str, batch: int, inst: int,
             target_concurrency: int = 8) -> Comparison:
     variants = models_of(results, base)
     ts, ts_variant = torchscript_of(variants)
-    c = Comparison(base, batch, inst, variants.get(EAGER_VARIANT), ts, ts_variant)
+    c = Comparison(base, batch, inst, variants.get(eager_variant()), ts, ts_variant)
     if not (c.eager and c.torchscript):
         return c
     both = sorted({p.concurrency for p in results.measured(model=c.eager, batch_size=batch,
@@ -224,7 +237,7 @@ def ceiling_ratios(results: Results, base: str) -> list[CeilingRatio]:
                                     ceiling["throughput"], ceiling,
                                     best.throughput / ceiling["throughput"],
                                     best_ceiling(results, base, batch,
-                                                 KIND_OF_VARIANT.get(variant))))
+                                                 artifact_of(variant))))
     return out
 
 
@@ -274,7 +287,7 @@ def verdict(results: Results) -> list[str]:
             c = s.comparisons[0]  # smallest batch size, fewest instances
             lines.append(
                 f"{base}: at concurrency {c.concurrency} (batch {c.batch_size},"
-                f" {c.instances} instance{'s' if c.instances > 1 else ''}) {words('python')}"
+                f" {c.instances} instance{'s' if c.instances > 1 else ''}) {words(eager_variant())}"
                 f" reaches {_x(c.throughput_ratio)} the throughput of"
                 f" {words(c.torchscript_variant)}; its p50 latency at concurrency"
                 f" {c.low_concurrency} is {_x(c.p50_ratio)} TorchScript's"
@@ -284,7 +297,7 @@ def verdict(results: Results) -> list[str]:
             lines.append(f"{base}: only {have} measured, so there is no eager-vs-TorchScript"
                          " comparison.")
         for f in s.floor_shares:
-            if f.variant != EAGER_VARIANT:
+            if f.variant != eager_variant():
                 continue
             split = (f"the floor's {f.floor_p50_ms:.2f} ms + {f.forward_ms:.2f} ms for the forward"
                      f" pass in a hot in-process loop + {f.overhead_ms:.2f} ms more (model.py's"
@@ -292,7 +305,7 @@ def verdict(results: Results) -> list[str]:
                      " each wait for a request)"
                      if f.forward_ms is not None else f"{_x(f.p50_ratio)} the floor's")
             lines.append(
-                f"{base}: {words(FLOOR_VARIANT)} bounds every Python-backend model; at"
+                f"{base}: {words(FLOOR)} bounds every Python-backend model; at"
                 f" concurrency {f.concurrency} {words(f.variant)} reaches"
                 f" {_x(f.throughput_ratio)} its throughput, and its p50 at concurrency"
                 f" {f.low_concurrency} ({f.p50_ms:.2f} ms) is {split}"
@@ -318,15 +331,17 @@ def verdict(results: Results) -> list[str]:
 
 
 def _floor_bound(results: Results, base: str, f: FloorShare) -> str:
-    """Where the libtorch variant serves more than the floor: no Python-backend model can match
-    it here, whatever its model.py does."""
-    libtorch = models_of(results, base).get("libtorch")
-    floor = models_of(results, base).get(FLOOR_VARIANT)
+    """Where the TorchScript variant outside the Python backend (libtorch) serves more than the
+    floor: no Python-backend model can match it here, whatever its model.py does."""
+    variants = models_of(results, base)
+    name, libtorch = next(((v, m) for v, m in variants.items() if artifact_of(v) == TORCHSCRIPT
+                           and results.model_info(m).get("backend") != "python"), (None, None))
+    floor = variants.get(FLOOR)
     lt = _at(results, libtorch, f.batch_size, f.instances, f.concurrency) if libtorch else None
     fl = _at(results, floor, f.batch_size, f.instances, f.concurrency)
     if not lt or not fl or not lt.throughput or fl.throughput >= lt.throughput:
         return ""
-    return (f"{base}: the libtorch variant serves {lt.throughput:.0f} infer/s at concurrency"
+    return (f"{base}: the {name} variant serves {lt.throughput:.0f} infer/s at concurrency"
             f" {f.concurrency}, more than the floor's {fl.throughput:.0f}: no Python-backend"
             f" model can reach more than {_x(fl.throughput / lt.throughput)} of it here (the"
             " PyTorch backend runs the model inside the server process; the Python backend"
@@ -393,7 +408,7 @@ def _forward_slowdown(results: Results, r: CeilingRatio) -> str:
     p = pts[0]
     served_ms = (p.get("server_compute_infer_us") or 0) / 1000
     same = [c for c in results.ceiling if c["model"] == r.ceiling_point["model"]
-            and c["kind"] == KIND_OF_VARIANT.get(r.variant) and c["batch_size"] == r.batch_size
+            and c["kind"] == artifact_of(r.variant) and c["batch_size"] == r.batch_size
             and c["threads"] == p.threads]
     if not same or not served_ms or served_ms < 1.2 * same[0]["p50_ms"]:
         return ""
@@ -427,8 +442,8 @@ def _why(e: Point, t: Point) -> str:
 
 def _artifacts_in_process(results: Results, c: Comparison) -> str:
     """Whether the artifacts themselves differ: the in-process eager and TorchScript ceilings."""
-    eager = best_ceiling(results, c.base, c.batch_size, "eager")
-    ts = best_ceiling(results, c.base, c.batch_size, "torchscript")
+    eager = best_ceiling(results, c.base, c.batch_size, EAGER)
+    ts = best_ceiling(results, c.base, c.batch_size, TORCHSCRIPT)
     if not eager or not ts:
         return ""
     r = eager["throughput"] / ts["throughput"]

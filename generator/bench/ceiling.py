@@ -24,9 +24,9 @@ from pathlib import Path
 from .. import progress
 from ..repository.files import write_atomic
 from ..errors import ToolError
+from ..variants.base import EAGER, TORCHSCRIPT
 from .workspace import config_parameters
 
-EAGER, TORCHSCRIPT = "eager", "torchscript"
 LOADER_KIND = {"package": EAGER, "torchscript": TORCHSCRIPT}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from . import analysis
 from .results import Results
+from .workspace import FLOOR
 
 
 def _pyplot():
@@ -36,7 +37,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def _is_floor(results: Results, model: str) -> bool:
-    return _label(results, model) == analysis.FLOOR_VARIANT
+    return _label(results, model) == FLOOR
 
 
 def _series(results: Results, base: str):

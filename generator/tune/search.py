@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from .. import progress
 from ..errors import BudgetError
+from ..spec import DEFAULT_VARIANTS
 from .candidate import Batching, Candidate
 from .measure import Measured, Measurer
 from .objective import GIB, KEEP, MIN_LATENCY, Objective, Ranked, Score, rank
@@ -44,7 +45,6 @@ from .space import ModelSpace
 LOAD_S = {"pytorch": 3.0, "python": 7.0}
 COMPILE_S = 45.0
 OVERHEAD_S = 3.0
-BASELINE_VARIANTS = ("libtorch", "python")  # "the default config": the first of these built
 STAGES = ("1 threads x instances", "2 variants", "3 threads x instances", "4 batching")
 
 
@@ -62,10 +62,10 @@ class Outcome:
 
     @property
     def baseline(self) -> Candidate:
-        """The build's default config: of the libtorch variant when it is served, else of the
-        python variant, else of the first variant."""
+        """The build's default config: of the first of the build's default variants that is
+        served (libtorch, else python), else of the first variant."""
         by_variant = {s.default.variant: s.default for s in self.spaces}
-        for v in BASELINE_VARIANTS:
+        for v in DEFAULT_VARIANTS:
             if v in by_variant:
                 return by_variant[v]
         return self.spaces[0].default

@@ -15,6 +15,9 @@ from ..errors import ExportError
 from ..spec import ModelSpec
 
 RUNTIME_MODEL = Path(__file__).resolve().parent.parent / "runtime" / "model.py"
+# What an artifact is, for comparisons (bench measures each kind in-process too): the model as
+# written, or TorchScript.
+EAGER, TORCHSCRIPT = "eager", "torchscript"
 
 
 @dataclass
@@ -64,6 +67,12 @@ class Variant:
     ordinal_names: ClassVar[bool] = False
     # True when the backend cannot batch: served with max_batch_size 0 and batch size 1.
     batch_one: ClassVar[bool] = False
+    # EAGER or TORCHSCRIPT: what bench compares it as (the eager-vs-TorchScript verdict, the
+    # in-process ceiling of its own artifact); None for the others (compiled, AOTInductor),
+    # which bench compares with the best in-process figure of any artifact.
+    artifact: ClassVar[str | None] = None
+    # How a sentence of bench's report names it; None: "the <name> variant".
+    words: ClassVar[str | None] = None
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         raise NotImplementedError

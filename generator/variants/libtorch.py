@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..repository.config import Engine
 from ..runtime.model import sha256_of, threads_for
-from .base import Artifact, ExportContext, Variant
+from .base import TORCHSCRIPT, Artifact, ExportContext, Variant
 from .torchscript import TorchScript, make_torchscript
 
 ARTIFACT = "model.pt"
@@ -60,6 +60,8 @@ class LibtorchVariant(Variant):
     name = "libtorch"
     label = "TorchScript on the PyTorch (libtorch) backend"
     engine = Engine("platform", "pytorch_libtorch")
+    artifact = TORCHSCRIPT
+    words = "the TorchScript variant (PyTorch backend)"
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         load_params, made = save_torchscript(ctx, version_dir)

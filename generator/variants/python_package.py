@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..repository.config import Engine
 from ..runtime.model import sha256_of
-from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
+from .base import (EAGER, Artifact, ExportContext, Variant, install_runtime,
+                   python_backend_parameters)
 from .packaging import export_package
 
 ARTIFACT = "model.package"
@@ -16,6 +17,8 @@ class PythonPackageVariant(Variant):
     name = "python"
     label = "eager PyTorch on the Python backend (torch.package)"
     engine = Engine("backend", "python")
+    artifact = EAGER
+    words = "the eager Python variant"
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         path = version_dir / ARTIFACT

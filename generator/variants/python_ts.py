@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..repository.config import Engine
-from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
+from .base import (TORCHSCRIPT, Artifact, ExportContext, Variant, install_runtime,
+                   python_backend_parameters)
 from .libtorch import ARTIFACT, save_torchscript
 
 
@@ -17,6 +18,8 @@ class PythonTorchScriptVariant(Variant):
     name = "python-ts"
     label = "TorchScript through the Python backend (stand-in where no PyTorch backend exists)"
     engine = Engine("backend", "python")
+    artifact = TORCHSCRIPT
+    words = "TorchScript through the Python backend (python-ts)"
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         load_params, made = save_torchscript(ctx, version_dir)

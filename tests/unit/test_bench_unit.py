@@ -280,10 +280,24 @@ def test_each_python_backend_variant_is_split_against_the_floor():
     r.points += [_point("mlp_libtorch", "libtorch", 1, 2000.0), _point("mlp_libtorch",
                                                                        "libtorch", 8, 3000.0)]
     bound = next(v for v in analysis.verdict(r) if "no Python-backend model can reach" in v)
+    assert bound.startswith("mlp: the libtorch variant serves 3000 infer/s at concurrency 8")
     assert "more than 0.50× of it here" in bound
     # plotted as a bound beside the variants' curves, not as one of them
     assert "mlp_floor" not in {model for model, _, _ in plots._series(r, "mlp")}
     assert "mlp_python" in {model for model, _, _ in plots._series(r, "mlp")}
+
+
+def test_the_variants_bench_compares_come_from_the_registry():
+    from generator.variants import registry
+    from generator.variants.base import EAGER, TORCHSCRIPT
+
+    assert analysis.eager_variant() == "python"
+    assert registry.by_artifact(EAGER) == ("python",)
+    assert registry.by_artifact(TORCHSCRIPT) == ("libtorch", "python-ts")  # libtorch first
+    assert analysis.artifact_of("python-compile") is None  # compared with any artifact's best
+    assert analysis.words("python") == "the eager Python variant"
+    assert analysis.words("python-aoti") == "the python-aoti variant"
+    assert analysis.words(workspace.FLOOR) == analysis.FLOOR_WORDS
 
 
 def test_the_ceiling_includes_the_batches_the_dynamic_batcher_may_form():
