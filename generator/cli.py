@@ -1,8 +1,12 @@
 """The command line: ``gen-repo build | serve | verify | bench | tune | demo | ...``.
 
-This is the only place that prints errors and picks exit codes. ``main(argv) -> int`` is callable
-from tests. Exit codes: 0 success; 1 failure; 2 bad usage or spec; 3 partial success (some variants
-or models failed, the others were written / are fine); 130 interrupted.
+``main(argv) -> int`` is callable from tests. An error that ends a command (a ``GenRepoError``,
+Ctrl-C, a full disk, a bug) becomes one ERROR/TIP message and its exit code here. A command that
+goes on past one model's failure reports that failure itself: build and tune print it as ERROR,
+and the exit code is their outcome's ``exit_code`` (build/pipeline.py, bench/runner.py,
+tune/runner.py) or gen-repo serve's (3 when a model failed to load). Exit codes: 0 success;
+1 failure; 2 bad usage or spec; 3 partial success (some variants or models failed, the others
+were written / are fine); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""One error hierarchy. The library only raises; ``generator.cli`` prints and picks exit codes.
+"""One error hierarchy. The library raises; ``generator.cli`` prints what ends a command, with the
+error's ``exit_code`` (a command that goes on past one model's failure prints that one itself).
 
 Every error carries a one-paragraph ``message`` (what went wrong, naming the field and value) and a
 ``tip`` (what to do about it). Subclasses also subclass the matching builtin so callers that catch

@@ -1,8 +1,10 @@
 """ModelSpec: the single source of truth for what gets built.
 
-Every build option is declared once in ``OPTIONS``; the CLI flags of ``gen-repo build`` and the keys
-of a spec file (TOML) are both generated from that table, so "every flag is also a key of the spec
-file" holds by construction.
+Every build option is declared once in ``OPTIONS`` (key, kind, default, help); the CLI flags of
+``gen-repo build``, the keys of a spec file (TOML) and the defaults of ``ModelSpec`` all come from
+that table, so "every flag is also a key of the spec file" holds by construction. ``ModelSpec``
+has one field per option (the ``input`` option fills ``inputs``), with its type, plus ``outputs``,
+which the build infers.
 """
 
 from __future__ import annotations
@@ -145,35 +147,40 @@ OPTIONS: tuple[Option, ...] = (
 OPTION_BY_KEY = {o.key: o for o in OPTIONS}
 
 
+def _default(key: str) -> Any:
+    """The option's default (immutable: a str, number, bool, tuple or None)."""
+    return OPTION_BY_KEY[key].default
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    source: str = DEFAULT_SOURCE
-    weights: str | None = None
-    name: str = ""
-    inputs: tuple[TensorSpec, ...] = ()
+    source: str = _default("source")
+    weights: str | None = _default("weights")
+    name: str = ""  # build_spec sets it: --name, else one made from the source
+    inputs: tuple[TensorSpec, ...] = _default("input")
     outputs: tuple[TensorSpec, ...] = ()  # inferred by running the model
-    example_inputs: str | None = None
-    out: str = "model_repository"
-    variants: tuple[str, ...] = DEFAULT_VARIANTS
-    max_batch_size: int = 8
-    dynamic_batching: bool = True
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 100
-    max_queue_size: int = 0
-    queue_timeout_us: int = 0
-    cpu_instances: int = 1
-    gpu_instances: int = 0
-    gpus: tuple[int, ...] = ()
-    threads: int = 0
-    script: bool = False
-    accept_trace_warnings: bool = False
-    compile_mode: str = "default"
-    dtype: str = "float32"
-    batch_axis: int = 0
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    seed: int = 0
-    force: bool = False
+    example_inputs: str | None = _default("example_inputs")
+    out: str = _default("out")
+    variants: tuple[str, ...] = _default("variants")
+    max_batch_size: int = _default("max_batch_size")
+    dynamic_batching: bool = _default("dynamic_batching")
+    preferred_batch_sizes: tuple[int, ...] = _default("preferred_batch_sizes")
+    max_queue_delay_us: int = _default("max_queue_delay_us")
+    max_queue_size: int = _default("max_queue_size")
+    queue_timeout_us: int = _default("queue_timeout_us")
+    cpu_instances: int = _default("cpu_instances")
+    gpu_instances: int = _default("gpu_instances")
+    gpus: tuple[int, ...] = _default("gpus")
+    threads: int = _default("threads")
+    script: bool = _default("script")
+    accept_trace_warnings: bool = _default("accept_trace_warnings")
+    compile_mode: str = _default("compile_mode")
+    dtype: str = _default("dtype")
+    batch_axis: int = _default("batch_axis")
+    atol: float = _default("atol")
+    rtol: float = _default("rtol")
+    seed: int = _default("seed")
+    force: bool = _default("force")
 
     # -- derived facts -----------------------------------------------------------------------
     @property
@@ -371,18 +378,11 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
     source = v["source"]
     name = v["name"] or default_name(source)
     check_model_name(name)
-    variants = tuple(dict.fromkeys(v["variants"]))
-    spec = ModelSpec(
-        source=source, weights=v["weights"], name=name, inputs=tuple(v["input"]),
-        example_inputs=v["example_inputs"], out=v["out"], variants=variants,
-        max_batch_size=v["max_batch_size"], dynamic_batching=v["dynamic_batching"],
-        preferred_batch_sizes=tuple(v["preferred_batch_sizes"]),
-        max_queue_delay_us=v["max_queue_delay_us"], max_queue_size=v["max_queue_size"],
-        queue_timeout_us=v["queue_timeout_us"], cpu_instances=v["cpu_instances"],
-        gpu_instances=v["gpu_instances"], gpus=tuple(v["gpus"]), threads=v["threads"],
-        script=v["script"], accept_trace_warnings=v["accept_trace_warnings"],
-        compile_mode=v["compile_mode"], dtype=v["dtype"], batch_axis=v["batch_axis"],
-        atol=v["atol"], rtol=v["rtol"], seed=v["seed"], force=v["force"])
+    fields = {o.key: v[o.key] for o in OPTIONS if o.key != "input"}  # one field per option
+    spec = ModelSpec(**{
+        **fields, "name": name, "inputs": tuple(v["input"]),
+        "variants": tuple(dict.fromkeys(v["variants"])),
+        "preferred_batch_sizes": tuple(v["preferred_batch_sizes"]), "gpus": tuple(v["gpus"])})
     validate(spec)
     return spec
 

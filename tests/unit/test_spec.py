@@ -107,6 +107,18 @@ def test_lower_precision_widens_default_tolerances_only():
     assert specmod.build_spec({}).atol == 1e-4
 
 
+def test_model_spec_has_one_field_per_option_with_its_default():
+    import dataclasses
+
+    fields = {f.name: f.default for f in dataclasses.fields(specmod.ModelSpec)}
+    keys = {"inputs" if o.key == "input" else o.key for o in specmod.OPTIONS}
+    assert set(fields) == keys | {"outputs"}
+    for o in specmod.OPTIONS:
+        if o.key != "name":  # "" until build_spec names the model
+            assert fields["inputs" if o.key == "input" else o.key] == o.default, o.key
+    assert specmod.ModelSpec().variants == specmod.DEFAULT_VARIANTS
+
+
 def test_spec_record_round_trips_and_old_keys_are_ignored():
     spec = specmod.ModelSpec(name="m", inputs=(specmod.TensorSpec("x", "float32", (3,)),))
     d = spec.to_dict()
