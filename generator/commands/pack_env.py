@@ -55,7 +55,7 @@ def run(args) -> int:
     models = select_models(args.repo, args.models)
     if args.remove:
         rows = [(m.name, "removed" if remove_env(m) else "had none") for m in models]
-        print(table.render(("MODEL", "ENVIRONMENT"), rows), flush=True)
+        print(table.format_table(("MODEL", "ENVIRONMENT"), rows), flush=True)
         return 0
     if not args.image:
         raise SpecError("pack-env needs --image: the image that will serve the models (the"
@@ -68,7 +68,7 @@ def run(args) -> int:
     results = pack_models(models, options)
     rows = [(r.model, r.state, r.python or "-", human(r.size) if r.size else "-",
              " ".join(r.requirements) or r.reason) for r in results]
-    print(table.render(("MODEL", "STATUS", "PYTHON", "SIZE", "REQUIREMENTS / REASON"), rows),
+    print(table.format_table(("MODEL", "STATUS", "PYTHON", "SIZE", "REQUIREMENTS / REASON"), rows),
           flush=True)
     if not any(r.state == "PACKED" for r in results):
         raise SpecError(f"no model of {args.repo} runs on the Python backend, so none needs an"

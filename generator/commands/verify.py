@@ -48,7 +48,7 @@ def parse_protocols(text: str) -> tuple[str, ...]:
 def report_table(report) -> str:
     rows = [(r.model, r.protocol, r.status,
              "-" if r.max_abs is None else f"{r.max_abs:.1e}", r.detail) for r in report.results]
-    lines = [table.render(("MODEL", "PROTOCOL", "STATUS", "MAX ERR", "DETAIL"), rows)]
+    lines = [table.format_table(("MODEL", "PROTOCOL", "STATUS", "MAX ERR", "DETAIL"), rows)]
     lines += [f"  note: {n}" for n in report.notes]
     counts = {s: sum(r.status == s for r in report.results) for s in (OK, FAIL, SKIPPED)}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))

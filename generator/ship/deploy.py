@@ -1,6 +1,7 @@
 """Kubernetes and KServe manifests for a model repository in S3.
 
-    manifests = render("k8s", DeployOptions(S3Location.parse("s3://minio:9000/models/prod")))
+    o = DeployOptions(S3Location.parse("s3://minio:9000/models/prod"))
+    manifests = make_manifests("k8s", o)
     check(manifests, "1.30")     # schema validation, no cluster needed
     write(manifests, Path("deploy"))
 
@@ -238,7 +239,9 @@ class Manifest:
         return f"{self.doc.get('kind')} {self.doc.get('metadata', {}).get('name')}"
 
 
-def render_one(template: str, path: str, **values) -> Manifest:
+def from_template(template: str, path: str, **values) -> Manifest:
+    """One resource: ``template`` rendered with ``values`` and parsed back (``path``: where it is
+    written)."""
     import yaml
 
     text = _env().get_template(template).render(**values)
@@ -253,7 +256,8 @@ def render_one(template: str, path: str, **values) -> Manifest:
     return Manifest(path, text, docs[0])
 
 
-def render(target: str, o: DeployOptions, command: str = "gen-repo deploy") -> list[Manifest]:
+def make_manifests(target: str, o: DeployOptions,
+                   command: str = "gen-repo deploy") -> list[Manifest]:
     """The manifests of ``target`` ("k8s" or "kserve"), rendered and parsed, not yet checked."""
     if target not in TARGETS:
         raise SpecError(f"unknown deploy target '{target}'.", f"Use one of {', '.join(TARGETS)}.")
@@ -266,31 +270,32 @@ def render(target: str, o: DeployOptions, command: str = "gen-repo deploy") -> l
     if target == "k8s":
         labels = metadata(o, o.name)["labels"]
         selector = {"app.kubernetes.io/name": o.name}
-        out.append(render_one("deployment.yaml.j2", "deployment.yaml", **common,
-                              metadata=metadata(o, o.name), labels=labels, selector=selector,
-                              repository=o.location.triton_url, control_note=control_note(o),
-                              args=triton_args(o), region=o.region, ports=PORTS,
-                              grace_seconds=EXIT_TIMEOUT_S + 10,
-                              startup_seconds=o.startup_seconds,
-                              startup_probes=max(1, o.startup_seconds // 10)))
-        out.append(render_one("service.yaml.j2", "service.yaml", **common,
-                              metadata=metadata(o, o.name), selector=selector, ports=PORTS,
-                              service_type=o.service_type))
-        out.append(render_one("hpa.yaml.j2", "hpa.yaml", **common, metadata=metadata(o, o.name)))
+        out.append(from_template("deployment.yaml.j2", "deployment.yaml", **common,
+                                 metadata=metadata(o, o.name), labels=labels, selector=selector,
+                                 repository=o.location.triton_url, control_note=control_note(o),
+                                 args=triton_args(o), region=o.region, ports=PORTS,
+                                 grace_seconds=EXIT_TIMEOUT_S + 10,
+                                 startup_seconds=o.startup_seconds,
+                                 startup_probes=max(1, o.startup_seconds // 10)))
+        out.append(from_template("service.yaml.j2", "service.yaml", **common,
+                                 metadata=metadata(o, o.name), selector=selector, ports=PORTS,
+                                 service_type=o.service_type))
+        out.append(from_template("hpa.yaml.j2", "hpa.yaml", **common,
+                                 metadata=metadata(o, o.name)))
         secret_notes: dict = {}
     else:
         account = f"{o.name}-storage"
-        out.append(render_one("serviceaccount.yaml.j2", "serviceaccount.yaml", **common,
-                              metadata=metadata(o, account)))
-        out.append(render_one("inferenceservice.yaml.j2", "inferenceservice.yaml", **common,
-                              metadata=metadata(o, o.name), service_account=account,
-                              runtime_version=image_tag(o.image) or "",
-                              storage_uri=o.location.storage_uri))
+        out.append(from_template("serviceaccount.yaml.j2", "serviceaccount.yaml", **common,
+                                 metadata=metadata(o, account)))
+        out.append(from_template("inferenceservice.yaml.j2", "inferenceservice.yaml", **common,
+                                 metadata=metadata(o, o.name), service_account=account,
+                                 runtime_version=image_tag(o.image) or "",
+                                 storage_uri=o.location.storage_uri))
         secret_notes = kserve_secret_annotations(o)
     if o.secret_name is None:
-        out.append(render_one("secret.yaml.j2", f"secret/{o.secret}.yaml", **common,
-                              metadata=metadata(o, o.secret, secret_notes),
-                              commands=secret_commands(o, secret_notes)))
+        out.append(from_template("secret.yaml.j2", f"secret/{o.secret}.yaml", **common,
+                                 metadata=metadata(o, o.secret, secret_notes),
+                                 commands=secret_commands(o, secret_notes)))
     return out
 
 
@@ -410,10 +415,10 @@ def write(manifests: list[Manifest], out: Path) -> list[Path]:
 
 def deploy(target: str, o: DeployOptions, out: Path,
            command: str = "gen-repo deploy") -> list[Manifest]:
-    """Render, validate and write the manifests of ``target``; nothing is written on failure."""
+    """Make, validate and write the manifests of ``target``; nothing is written on failure."""
     for w in endpoint_warnings(o.location):
         progress.warn(w)
-    manifests = render(target, o, command)
+    manifests = make_manifests(target, o, command)
     check(manifests, o.k8s_version)
     write(manifests, out)
     return manifests

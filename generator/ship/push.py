@@ -127,7 +127,7 @@ class PushReport:
     def table(self) -> str:
         rows = [(r.name, r.state, f"{r.sent}/{r.total}", human_bytes(r.nbytes), r.detail)
                 for r in self.results]
-        return table.render(("MODEL", "STATUS", "FILES SENT", "BYTES", "DETAIL"), rows)
+        return table.format_table(("MODEL", "STATUS", "FILES SENT", "BYTES", "DETAIL"), rows)
 
 
 def human_bytes(n: int) -> str:

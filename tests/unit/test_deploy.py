@@ -68,7 +68,7 @@ def load_dir(out: Path) -> dict[str, dict]:
     {"repo": "s3://models/prod", "image": "registry.example.com/triton@sha256:" + "a" * 64},
 ], ids=["defaults", "gpu-namespace", "poll-existing-secret", "aws-s3-digest"])
 def test_k8s_manifests_pass_strict_schema_validation(kw):
-    manifests = dep.render("k8s", options(**kw))
+    manifests = dep.make_manifests("k8s", options(**kw))
     dep.check(manifests, K8S)
     for m in manifests:  # and independently of dep.check, straight through the validator
         assert kubernetes_validate.validate(m.doc, K8S, strict=True) == K8S
@@ -76,7 +76,7 @@ def test_k8s_manifests_pass_strict_schema_validation(kw):
 
 def test_deployment_runs_triton_on_the_s3_repository():
     o = options(replicas=3, gpus=2)
-    kinds = by_kind(dep.render("k8s", o))
+    kinds = by_kind(dep.make_manifests("k8s", o))
     d = kinds["Deployment"]
     c = container(d)
     assert d["spec"]["replicas"] == 3
@@ -103,24 +103,24 @@ def test_deployment_runs_triton_on_the_s3_repository():
 
 
 def test_no_gpu_request_unless_asked():
-    c = container(by_kind(dep.render("k8s", options()))["Deployment"])
+    c = container(by_kind(dep.make_manifests("k8s", options()))["Deployment"])
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert "nvidia.com/gpu" not in c["resources"]["requests"]
 
 
 def test_poll_mode_sets_triton_flags():
-    c = container(by_kind(dep.render("k8s", options(poll_secs=30)))["Deployment"])
+    c = container(by_kind(dep.make_manifests("k8s", options(poll_secs=30)))["Deployment"])
     assert "--model-control-mode=poll" in c["args"] and "--repository-poll-secs=30" in c["args"]
 
 
 def test_https_endpoint_keeps_triton_https_form():
     o = dep.DeployOptions(location=S3Location.parse("s3://models/prod", "https://s3.example.com"))
-    c = container(by_kind(dep.render("k8s", o))["Deployment"])
+    c = container(by_kind(dep.make_manifests("k8s", o))["Deployment"])
     assert "--model-repository=s3://https://s3.example.com:443/models/prod" in c["args"]
 
 
 def test_service_and_hpa_select_the_deployment():
-    kinds = by_kind(dep.render("k8s", options(replicas=3, max_replicas=9, cpu_target=60)))
+    kinds = by_kind(dep.make_manifests("k8s", options(replicas=3, max_replicas=9, cpu_target=60)))
     labels = kinds["Deployment"]["spec"]["template"]["metadata"]["labels"]
     selector = kinds["Service"]["spec"]["selector"]
     assert all(labels[k] == v for k, v in selector.items())
@@ -137,7 +137,7 @@ def test_service_and_hpa_select_the_deployment():
 
 
 def test_secret_is_a_placeholder_template_outside_the_applied_directory():
-    manifests = dep.render("k8s", options())
+    manifests = dep.make_manifests("k8s", options())
     secret = next(m for m in manifests if m.doc["kind"] == "Secret")
     assert secret.path == "secret/triton-s3.yaml"  # `kubectl apply -f deploy/` skips it
     assert set(secret.doc["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
@@ -146,14 +146,14 @@ def test_secret_is_a_placeholder_template_outside_the_applied_directory():
 
 
 def test_existing_secret_gets_no_template():
-    manifests = dep.render("k8s", options(secret_name="prod-s3"))
+    manifests = dep.make_manifests("k8s", options(secret_name="prod-s3"))
     assert "Secret" not in by_kind(manifests)
     env = container(by_kind(manifests)["Deployment"])["env"]
     assert env[0]["valueFrom"]["secretKeyRef"]["name"] == "prod-s3"
 
 
 def test_check_reports_an_invalid_deployment():
-    manifests = dep.render("k8s", options())
+    manifests = dep.make_manifests("k8s", options())
     broken = []
     for m in manifests:
         doc = copy.deepcopy(m.doc)
@@ -168,7 +168,7 @@ def test_check_reports_an_invalid_deployment():
 
 
 def test_check_requires_the_shm_volume():
-    manifests = dep.render("k8s", options())
+    manifests = dep.make_manifests("k8s", options())
     docs = []
     for m in manifests:
         doc = copy.deepcopy(m.doc)
@@ -184,7 +184,7 @@ def test_check_requires_the_shm_volume():
 
 
 def test_kserve_inference_service():
-    manifests = dep.render("kserve", options(replicas=2, gpus=1))
+    manifests = dep.make_manifests("kserve", options(replicas=2, gpus=1))
     dep.check(manifests, K8S)
     kinds = by_kind(manifests)
     isvc = kinds["InferenceService"]
@@ -221,7 +221,7 @@ def test_kserve_inference_service():
      "does not match"),
 ])
 def test_kserve_check_catches(mutate, expected):
-    isvc = copy.deepcopy(by_kind(dep.render("kserve", options()))["InferenceService"])
+    isvc = copy.deepcopy(by_kind(dep.make_manifests("kserve", options()))["InferenceService"])
     mutate(isvc)
     problems = dep.kserve_problems(isvc)
     assert any(expected in p for p in problems), problems
@@ -246,7 +246,7 @@ def test_kserve_check_catches(mutate, expected):
 ])
 def test_bad_options_are_refused_with_a_tip(kw, words):
     with pytest.raises(SpecError) as e:
-        dep.render("k8s", options(**kw))
+        dep.make_manifests("k8s", options(**kw))
     assert words in e.value.message and e.value.tip
 
 
@@ -295,7 +295,7 @@ def test_cli_bad_flag_writes_nothing(run_cli, tmp_path):
 
 def test_cli_invalid_manifest_writes_nothing(run_cli, tmp_path, monkeypatch):
     out = tmp_path / "deploy"
-    real = dep.render_one
+    real = dep.from_template
 
     def broken(template, path, **values):  # a template that renders an invalid resource
         m = real(template, path, **values)
@@ -303,7 +303,7 @@ def test_cli_invalid_manifest_writes_nothing(run_cli, tmp_path, monkeypatch):
             m.doc["spec"]["ports"][0]["port"] = "http"
         return m
 
-    monkeypatch.setattr(dep, "render_one", broken)
+    monkeypatch.setattr(dep, "from_template", broken)
     code, _, err = run_cli("deploy", "k8s", "--repo", REPO, "--out", out)
     assert code == 1 and "service.yaml: spec.ports.0.port" in err
     assert not out.exists()
