@@ -117,7 +117,7 @@ class Served:
     """A running `gen-repo serve` of ``repo``: its process, ports and the answers to expect."""
 
     def __init__(self, repo: Path, log: Path):
-        from generator.serve.server import Ports, free_ports
+        from generator.serve.ports import Ports, free_ports
 
         self.ports = Ports(*free_ports(3))
         self.http = f"127.0.0.1:{self.ports.http}"

@@ -14,7 +14,9 @@ from typing import Sequence
 from ..errors import ServerError, SpecError
 from ..serve import control
 from ..serve.protocols import Protocol
-from ..serve.server import EmbeddedServer, ModelStatus, Ports, free_ports
+from ..serve.lifecycle import ModelStatus
+from ..serve.ports import Ports, free_ports
+from ..serve.server import EmbeddedServer
 from ..status import FAILED, READY
 from . import workspace
 from .workspace import BenchModel

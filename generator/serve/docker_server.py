@@ -22,7 +22,9 @@ from ..errors import ServerError, SpecError, ToolError
 from ..repository.layout import PACKED_ENV_PARAM
 from ..repository.s3 import is_s3_url
 from . import control
-from .server import BUILTIN_BACKENDS, Ports, TritonServer, server_args
+from .arguments import server_args
+from .lifecycle import BUILTIN_BACKENDS, TritonServer
+from .ports import Ports
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = the embedded server (2.51.0)
 CONTAINER_REPO = "/models"

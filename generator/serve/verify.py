@@ -23,7 +23,8 @@ from ..repository import manifest
 from ..repository.compare import Comparison, Mismatch, compare
 from ..errors import GenRepoError
 from .protocols import PROTOCOLS, Protocol, Tensor, error_message
-from .server import SKIPPED, clean_load_error, load_failure
+from ..status import SKIPPED
+from .load_errors import clean_load_error, load_failure
 from .triton_install import BACKEND_DIRS_ENV
 
 OK, FAIL = "OK", "FAIL"

@@ -22,7 +22,7 @@ from ..bench.workspace import BenchModel
 from ..repository import layout, manifest
 from ..repository.config import write_config
 from ..repository.layout import BuiltModel
-from ..serve.server import READY
+from ..status import READY
 from .candidate import Candidate, configure
 from .results import FAILED, MEASURED, TunePoint, TuneResults
 

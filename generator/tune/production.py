@@ -25,8 +25,10 @@ from ..repository.config import record_spec, write_config
 from ..repository.files import link_or_copy
 from ..repository.layout import BuiltModel
 from ..errors import RepositoryError, VerifyError
-from ..serve.server import READY, EmbeddedServer, Ports, free_ports
+from ..serve.ports import Ports, free_ports
+from ..serve.server import EmbeddedServer
 from ..serve.verify import OK, VerifyOptions, verify_repository
+from ..status import READY
 from .candidate import Candidate, configure, served_spec
 
 RECORD_KEY = "tune"  # gen_repo.json's entry for what tune did

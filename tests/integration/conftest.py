@@ -19,7 +19,8 @@ import pytest
 
 from generator.repository import layout, manifest
 from generator.cli import main
-from generator.serve.server import EmbeddedServer, Ports, free_ports
+from generator.serve.ports import Ports, free_ports
+from generator.serve.server import EmbeddedServer
 from generator.serve.triton_install import BACKEND_DIRS_ENV, backends_in, default_backend_dirs
 from tests.conftest import ROOT, fixture_source
 from tests.fixtures.models import INPUTS

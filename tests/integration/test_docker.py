@@ -27,7 +27,8 @@ from generator.cli import main
 from generator.serve.docker_server import DockerOptions, DockerServer
 from generator.errors import GenRepoError, ToolError
 from generator.ship.packenv import ENV_RECORD, ENV_TARBALL, PARAM
-from generator.serve.server import FAILED, READY, SKIPPED, Ports, free_ports
+from generator.serve.ports import Ports, free_ports
+from generator.status import FAILED, READY, SKIPPED
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
 from tests.integration.conftest import Lines, models_named, sigint_as_default

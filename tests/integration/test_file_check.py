@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from generator.repository import layout, manifest
-from generator.serve.server import FAILED, READY
+from generator.status import FAILED, READY
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.integration.conftest import embedded_server, models_named
 

@@ -14,7 +14,7 @@ import lzma
 import pytest
 
 from generator.cli import main
-from generator.serve.server import free_ports
+from generator.serve.ports import free_ports
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from generator import dtypes
 from generator.repository import layout
 from generator.runtime.model import load_model, run_batch
-from generator.serve.server import READY
+from generator.status import READY
 from tests.integration.conftest import (build_fixture, embedded_server, models_named,
                                         needs_pytorch_backend)
 from tests.integration.raw_requests import NUMPY, Answer, Raw, grpc_infer, http_infer

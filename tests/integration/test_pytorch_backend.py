@@ -18,8 +18,8 @@ import pytest
 
 from generator.repository import layout
 from generator.commands.serve import print_statuses
-from generator.serve import server as server_module
-from generator.serve.server import FAILED, READY
+from generator.serve import arguments as arguments_module
+from generator.status import FAILED, READY
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.integration.conftest import (alive, build_fixture, copy_model, edit_config,
                                         embedded_server, models_named, needs_pytorch_backend, serve_process)
@@ -48,7 +48,7 @@ def test_without_this_torch_on_the_library_path_the_backend_fails_with_a_tip(
         tiny_repo, tmp_path, monkeypatch, capsys):
     """The backend needs libtorch.so; gen-repo normally puts this environment's torch/lib on
     the server's path. Without it the load fails, and the user is told why and what to do."""
-    monkeypatch.setattr(server_module, "torch_lib_dir", lambda: None)
+    monkeypatch.setattr(arguments_module, "torch_lib_dir", lambda: None)
     models = models_named(tiny_repo, "tiny_mlp_libtorch", "tiny_mlp_python")
     with embedded_server(tiny_repo, tmp_path, models) as (server, statuses):
         assert server.library_dirs == []

@@ -30,8 +30,11 @@ from generator.repository import layout, manifest
 from generator.cli import main
 from generator.serve.protocols import Protocol, error_message
 from generator.runtime.model import load_model
-from generator.serve.server import FAILED, READY, STUB_PROCESS, EmbeddedServer, Ports, free_ports
+from generator.serve.ports import Ports, free_ports
+from generator.serve.processes import STUB_PROCESS
+from generator.serve.server import EmbeddedServer
 from generator.serve.verify import VerifyOptions, settled_stats, verify_repository
+from generator.status import FAILED, READY
 from tests.conftest import ROOT
 from tests.fixtures import faulty as F
 from tests.integration.conftest import (PYTORCH_BACKEND, Lines, copy_model, edit_config,

@@ -26,7 +26,9 @@ from generator.repository import layout, manifest, s3
 from generator.repository.s3 import SHA_KEY
 from generator.ship import push
 from generator.ship.push import digests
-from generator.serve.server import READY, SKIPPED, EmbeddedServer, Ports, free_ports
+from generator.serve.ports import Ports, free_ports
+from generator.serve.server import EmbeddedServer
+from generator.status import READY, SKIPPED
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT
 from tests.integration.conftest import PYTORCH_BACKEND, sigint_as_default

@@ -19,7 +19,9 @@ from tritonclient.utils import InferenceServerException
 from generator.repository import layout
 from generator.serve.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
 from generator.errors import PortInUseError, ServerError, ServerTimeoutError
-from generator.serve.server import FAILED, READY, SKIPPED, EmbeddedServer, Ports, free_ports
+from generator.serve.ports import Ports, free_ports
+from generator.serve.server import EmbeddedServer
+from generator.status import FAILED, READY, SKIPPED
 from generator.serve.protocols import Protocol
 from generator.serve.verify import (FAIL, OK, VerifyOptions, bad_requests, load_target,
                                     verify_repository)

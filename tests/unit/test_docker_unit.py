@@ -8,8 +8,8 @@ import re
 import pytest
 
 from generator.serve import docker_engine as de
-from generator.serve import server as srv
 from generator.serve.docker_server import DockerOptions, environment, run_kwargs
+from generator.serve.ports import Ports
 from generator.errors import RepositoryError, SpecError
 from generator.ship.packenv import (PARAM, PackOptions, default_requirements, env_value,
                                     public_version, set_parameter)
@@ -77,10 +77,10 @@ def test_pinned_versions_name_what_is_missing(tmp_path):
 
 def test_run_kwargs_environment_and_s3(tmp_path):
     opts = DockerOptions(image="img:1", env=("A=1", "B=x=y"))
-    kw = run_kwargs(tmp_path, srv.Ports(9000, 9001, 9002), opts, "c", env={"A": "0", "S3": "k"})
+    kw = run_kwargs(tmp_path, Ports(9000, 9001, 9002), opts, "c", env={"A": "0", "S3": "k"})
     assert kw["environment"] == {"A": "1", "B": "x=y", "S3": "k"}  # --env wins
     assert kw["network_mode"] == "host" and "ports" not in kw
-    remote = run_kwargs("s3://bucket/repo", srv.Ports(), opts, "c")
+    remote = run_kwargs("s3://bucket/repo", Ports(), opts, "c")
     assert remote["volumes"] == {}
     assert "--model-repository=s3://bucket/repo" in remote["command"]
 
@@ -92,7 +92,7 @@ def test_run_kwargs_environment_and_s3(tmp_path):
 ])
 def test_bad_docker_options_name_the_flag(tmp_path, opts, flag):
     with pytest.raises(SpecError) as e:
-        run_kwargs(tmp_path, srv.Ports(), opts, "c")
+        run_kwargs(tmp_path, Ports(), opts, "c")
     assert flag in e.value.message
 
 

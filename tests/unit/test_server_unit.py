@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.serve import server as srv
+from generator.serve.load_errors import clean_load_error, load_failure
+from generator.serve.ports import Ports, free_ports, port_is_free
+from generator.serve.server import EmbeddedServer
 from generator.serve import triton_install as ti
 from generator.serve.docker_server import (DEFAULT_IMAGE, DockerOptions, DockerServer,
                                            compatibility_warnings, image_release, run_kwargs)
 from generator.errors import PortInUseError, SpecError, ToolError
 from generator.spec import ModelSpec, TensorSpec
+from generator.status import FAILED, SKIPPED
 from generator.serve.verify import Case, Target, bad_requests, batch_sizes, row_slices
 
 
@@ -32,15 +35,15 @@ def listening():
 
 
 def test_port_is_free_tracks_a_listener(listening):
-    assert not srv.port_is_free(listening)
-    (free,) = srv.free_ports(1)
-    assert srv.port_is_free(free)
+    assert not port_is_free(listening)
+    (free,) = free_ports(1)
+    assert port_is_free(free)
 
 
 def test_check_free_names_the_port_and_its_flag(listening):
-    h, m = srv.free_ports(2)
+    h, m = free_ports(2)
     with pytest.raises(PortInUseError) as e:
-        srv.Ports(h, m, listening).check_free()
+        Ports(h, m, listening).check_free()
     assert f"port {listening}" in e.value.message and "metrics" in e.value.message
     assert "--metrics-port" in e.value.tip
     assert isinstance(e.value, OSError)  # callers catching the builtin keep working
@@ -48,10 +51,10 @@ def test_check_free_names_the_port_and_its_flag(listening):
 
 def test_ports_must_differ_and_be_valid():
     with pytest.raises(SpecError, match="must differ"):
-        srv.Ports(8000, 8000, 8002).validate()
+        Ports(8000, 8000, 8002).validate()
     with pytest.raises(SpecError, match="not a TCP port"):
-        srv.Ports(0, 8001, 8002).validate()
-    assert len(set(srv.free_ports(3))) == 3
+        Ports(0, 8001, 8002).validate()
+    assert len(set(free_ports(3))) == 3
 
 
 # -- the bundled server -----------------------------------------------------------------------
@@ -138,8 +141,8 @@ def test_env_puts_libpython_first_and_this_venv_on_path(install):
 
 
 def test_embedded_command_and_backends(tmp_path):
-    s = srv.EmbeddedServer(tmp_path, srv.Ports(9000, 9001, 9002), log_path=tmp_path / "l.log",
-                           backend_dirs=())
+    s = EmbeddedServer(tmp_path, Ports(9000, 9001, 9002), log_path=tmp_path / "l.log",
+                       backend_dirs=())
     cmd = s.command()
     assert cmd[0].endswith("bin/tritonserver")
     for flag in ("--model-control-mode=explicit", "--http-port=9000", "--grpc-port=9001",
@@ -155,8 +158,8 @@ def test_embedded_command_and_backends(tmp_path):
 
 def test_embedded_server_with_a_pytorch_backend_directory(tmp_path):
     _fake_backend(tmp_path / "extra", "pytorch")
-    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log",
-                           backend_dirs=[tmp_path / "extra"])
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log",
+                       backend_dirs=[tmp_path / "extra"])
     assert s.missing_backend_reason("pytorch") is None
     # a backend without its own libtorch.so gets this environment's torch/lib on the path
     assert s.library_dirs == [ti.torch_lib_dir()] and ti.torch_lib_dir() is not None
@@ -169,7 +172,7 @@ def test_a_pytorch_backend_that_ships_libtorch_keeps_its_own(tmp_path):
     RUNPATH, so this environment's torch/lib is not added."""
     _fake_backend(tmp_path / "ngc", "pytorch")
     (tmp_path / "ngc" / "pytorch" / "libtorch.so").write_bytes(b"")
-    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log", backend_dirs=[tmp_path / "ngc"])
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log", backend_dirs=[tmp_path / "ngc"])
     assert s.missing_backend_reason("pytorch") is None and s.library_dirs == []
 
 
@@ -177,50 +180,50 @@ def test_backend_directories_default_to_the_environment_variable(tmp_path, monke
     _fake_backend(tmp_path / "a", "pytorch")
     monkeypatch.setenv(ti.BACKEND_DIRS_ENV, f"{tmp_path / 'a'}{os.pathsep}")
     assert ti.default_backend_dirs() == (str(tmp_path / "a"),)
-    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
     assert s.missing_backend_reason("pytorch") is None
     monkeypatch.setenv(ti.BACKEND_DIRS_ENV, "")
     assert ti.default_backend_dirs() == ()
-    s = srv.EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
     assert ti.BACKEND_DIRS_ENV in s.missing_backend_reason("pytorch")
 
 
 @pytest.mark.parametrize("reason,state,says,tip", [
     # what the server answered, seen on the real r24.10 PyTorch backend
     ("unable to load shared library: libtorch.so: cannot open shared object file: No such file"
-     " or directory", srv.FAILED, "libtorch.so is not on the server's library path", "torch/lib"),
+     " or directory", FAILED, "libtorch.so is not on the server's library path", "torch/lib"),
     ("unable to load shared library: /b/pytorch/libtriton_pytorch.so: undefined symbol:"
-     " _ZN3c1015SmallVectorBase", srv.FAILED, "undefined symbol _ZN3c1015SmallVectorBase",
+     " _ZN3c1015SmallVectorBase", FAILED, "undefined symbol _ZN3c1015SmallVectorBase",
      "built against another version"),
-    ("unable to load shared library: libfoo.so.3: cannot open shared object file", srv.FAILED,
+    ("unable to load shared library: libfoo.so.3: cannot open shared object file", FAILED,
      "libfoo.so.3 is missing", "LD_LIBRARY_PATH"),
     ("failed to load model 'detector_libtorch': Unknown builtin op: torchvision::nms. Could not"
-     " find any similar ops", srv.SKIPPED, "calls torchvision::nms", "NGC"),
+     " find any similar ops", SKIPPED, "calls torchvision::nms", "NGC"),
 ])
 def test_load_failures_say_what_to_do(reason, state, says, tip):
-    got_state, got_reason, got_tip = srv.load_failure("pytorch", reason)
+    got_state, got_reason, got_tip = load_failure("pytorch", reason)
     assert (got_state, says in got_reason, tip in got_tip) == (state, True, True)
 
 
 def test_other_load_failures_keep_the_servers_words():
-    assert srv.load_failure("python", "ArtifactError: bad") == (srv.FAILED, "ArtifactError: bad",
-                                                                None)
+    assert load_failure("python", "ArtifactError: bad") == (FAILED, "ArtifactError: bad",
+                                                        None)
 
 
 def test_clean_load_error():
     raw = ("[400] load failed for model 'm_python': version 1 is at UNAVAILABLE state: Internal:"
            " ArtifactError: artifact /r/m/1/model.package has SHA-256 abc, but the build recorded"
            " def\n\nAt:\n  /r/m/1/model.py(60): load_model\n;\n")
-    assert srv.clean_load_error(raw) == ("ArtifactError: artifact /r/m/1/model.package has"
-                                         " SHA-256 abc, but the build recorded def")
-    assert srv.clean_load_error("plain") == "plain"
+    assert clean_load_error(raw) == ("ArtifactError: artifact /r/m/1/model.package has"
+                                     " SHA-256 abc, but the build recorded def")
+    assert clean_load_error("plain") == "plain"
 
 
 # -- docker -----------------------------------------------------------------------------------
 
 
 def test_run_kwargs_host_network(tmp_path):
-    kw = run_kwargs(tmp_path, srv.Ports(9000, 9001, 9002), DockerOptions(), "c1")
+    kw = run_kwargs(tmp_path, Ports(9000, 9001, 9002), DockerOptions(), "c1")
     assert kw["image"] == DEFAULT_IMAGE == "nvcr.io/nvidia/tritonserver:24.10-py3"
     assert kw["network_mode"] == "host" and "ports" not in kw
     assert kw["volumes"] == {str(tmp_path.resolve()): {"bind": "/models", "mode": "ro"}}
@@ -241,7 +244,7 @@ def test_run_kwargs_host_network(tmp_path):
 
 def test_run_kwargs_bridge_publishes_ports_and_gpus(tmp_path):
     opts = DockerOptions(image="img:1", gpus="0,1", shm_size="2g", network="bridge")
-    kw = run_kwargs(tmp_path, srv.Ports(9000, 9001, 9002), opts, "c2")
+    kw = run_kwargs(tmp_path, Ports(9000, 9001, 9002), opts, "c2")
     assert kw["ports"] == {"8000/tcp": ("127.0.0.1", 9000), "8001/tcp": ("127.0.0.1", 9001),
                            "8002/tcp": ("127.0.0.1", 9002)}
     assert "--http-address=0.0.0.0" in kw["command"]  # inside the container; published on 127.0.0.1
@@ -249,7 +252,7 @@ def test_run_kwargs_bridge_publishes_ports_and_gpus(tmp_path):
     (req,) = kw["device_requests"]
     assert req["DeviceIDs"] == ["0", "1"] and req["Capabilities"] == [["gpu"]]
     assert kw["shm_size"] == "2g"
-    (req,) = run_kwargs(tmp_path, srv.Ports(), DockerOptions(gpus="all"), "c")["device_requests"]
+    (req,) = run_kwargs(tmp_path, Ports(), DockerOptions(gpus="all"), "c")["device_requests"]
     assert req["Count"] == -1
 
 
@@ -260,12 +263,12 @@ def test_run_kwargs_bridge_publishes_ports_and_gpus(tmp_path):
 ])
 def test_run_kwargs_rejects_bad_options(tmp_path, opts, match):
     with pytest.raises(SpecError, match=match):
-        run_kwargs(tmp_path, srv.Ports(), opts, "c")
+        run_kwargs(tmp_path, Ports(), opts, "c")
 
 
 def test_no_docker_engine_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such-docker.sock")
-    server = DockerServer(tmp_path, srv.Ports(*srv.free_ports(3)), log_path=tmp_path / "d.log",
+    server = DockerServer(tmp_path, Ports(*free_ports(3)), log_path=tmp_path / "d.log",
                           start_timeout=5)
     with pytest.raises(ToolError) as e:
         with server:
@@ -360,7 +363,7 @@ def test_verify_without_a_server(run_cli, tmp_path):
 
     (tmp_path / "m_python").mkdir()
     (tmp_path / "m_python" / CONFIG).write_text('name: "m_python"\nbackend: "python"\n')
-    (port,) = srv.free_ports(1)
+    (port,) = free_ports(1)
     code, out, err = run_cli("verify", "--repo", tmp_path, "--http-url", f"localhost:{port}",
                              "--protocols", "http")
     assert code == 1
