@@ -223,6 +223,37 @@ def test_push_serve_from_s3_and_verify(aws_env, tiny_repo, run_cli, tmp_path):
     assert url in log  # it really read the bucket
 
 
+def test_objects_changed_in_the_bucket_are_named_before_a_load(aws_env, model_copy, tmp_path):
+    """What serve checks for a model read from S3: the mirrored top-level files are hashed, and
+    each object under the version directory must carry the SHA-256 its push recorded, equal to
+    the model's gen_repo.sha256."""
+    from generator.ship.push import push
+
+    location = s3.S3Location.parse(aws_env.url("tamper"))
+    s3c = s3.client(location)
+    push(layout.list_models(model_copy), location, s3c)
+    (model,) = s3.remote_models(location, cache=tmp_path / "ok")
+    assert model.file_problems() == [] and set(model.remote_digests) == {"1/model.package",
+                                                                         "1/model.py"}
+    raw = aws_env.client()
+    key = f"tamper/{model.name}"
+    raw.put_object(Bucket=BUCKET, Key=f"{key}/1/model.py", Body=b"import os\n")  # no metadata
+    raw.put_object(Bucket=BUCKET, Key=f"{key}/1/model.package", Body=b"x",
+                   Metadata={SHA_KEY: "0" * 64})
+    raw.put_object(Bucket=BUCKET, Key=f"{key}/1/extra.py", Body=b"")
+    raw.delete_object(Bucket=BUCKET, Key=f"{key}/gen_repo_samples_b.npz")
+    (model,) = s3.remote_models(location, cache=tmp_path / "changed")
+    found = model.file_problems()
+    assert found == [
+        "1/model.package differs from the file gen-repo wrote (SHA-256 000000000000…, recorded"
+        f" {manifest.read(model_copy / model.name)['1/model.package'][:12]}…)",
+        "1/model.py has no SHA-256 recorded in the bucket (not uploaded by gen-repo push)",
+        "gen_repo_samples_b.npz is missing",
+        "1/extra.py is not one of the files gen-repo wrote"], found
+    reason, tip = manifest.refusal(model, found)
+    assert "gen-repo push" in tip and "seal" not in tip
+
+
 def test_serve_and_verify_cli_from_s3(aws_env, tiny_repo, run_cli, tmp_path):
     """`gen-repo serve --repo s3://...` in its own process, `gen-repo verify --repo s3://...`."""
     code, _, err = push_cli(run_cli, aws_env, tiny_repo, "cli")
