@@ -18,6 +18,7 @@ FAILED = "FAILED"  # build: the variant was refused; server: the model did not l
 FAIL = "FAIL"  # verify: a model x protocol that does not answer like the reference
 READY = "READY"  # server: loaded and ready for requests
 SKIPPED = "SKIPPED"  # not tried: this server cannot load it (e.g. no PyTorch backend)
+PACKED = "PACKED"  # pack-env: the model got its packed Python environment
 
 # -- a measurement -----------------------------------------------------------------------------
 POINT_OK = "ok"  # stable within the measurement's threshold

@@ -14,4 +14,3 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 # The old name, still used by build/pipeline.py and commands/serve.py.
-render = format_table

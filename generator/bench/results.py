@@ -31,8 +31,6 @@ from ..repository.files import write_atomic
 from ..status import POINT_FAILED
 
 SCHEMA = "gen-repo-bench/1"
-# tune/measure.py still imports this name; the word is status.POINT_FAILED
-FAILED = POINT_FAILED
 
 
 def now() -> str:

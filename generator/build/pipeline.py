@@ -33,7 +33,8 @@ from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
 from .sources import load_model
 from ..spec import ModelSpec
-from ..table import render as render_table
+from ..status import FAILED, OK
+from ..table import format_table
 from ..variants import registry
 from ..variants.base import ExportContext
 from .wrapper import make_wrapper
@@ -58,19 +59,19 @@ class BuildReport:
 
     @property
     def exit_code(self) -> int:
-        ok = sum(r.status == "OK" for r in self.results)
+        ok = sum(r.status == OK for r in self.results)
         if ok == len(self.results):
             return 0
         return 3 if ok else 1
 
     def table(self) -> str:
-        lines = [render_table(("VARIANT", "MODEL", "STATUS", "TIME", "DETAIL"),
+        lines = [format_table(("VARIANT", "MODEL", "STATUS", "TIME", "DETAIL"),
                               [(r.variant, r.model, r.status, f"{r.seconds:.1f} s", r.detail)
                                for r in self.results])]
         for r in self.results:
             lines += [f"  note ({r.variant}): {n}" for n in r.notes]
         lines += [f"  note: {n}" for n in self.notes]
-        ok = [r for r in self.results if r.status == "OK"]
+        ok = [r for r in self.results if r.status == OK]
         lines.append(f"{len(ok)} of {len(self.results)} variants written to"
                      f" {Path(self.spec.out).resolve()}")
         return "\n".join(lines)
@@ -282,7 +283,7 @@ def stage_variant(ctx: ExportContext, variant_name: str) -> Staged | VariantResu
         return Staged(variant, model_name, staging, artifact, timing["seconds"], start)
     except GenRepoError as e:
         shutil.rmtree(staging, ignore_errors=True)
-        return VariantResult(variant_name, model_name, "FAILED", time.perf_counter() - start,
+        return VariantResult(variant_name, model_name, FAILED, time.perf_counter() - start,
                              e.message, [], e.tip)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -301,7 +302,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
         notes = notes + [choice.note()]
     try:
         if not check.ok:
-            return VariantResult(variant.name, staged.model_name, "FAILED",
+            return VariantResult(variant.name, staged.model_name, FAILED,
                                  time.perf_counter() - staged.start, check.detail, notes,
                                  check.tip)
         served = variant.served_spec(spec)
@@ -325,7 +326,7 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
         stage_dirs.swap_in(staged.staging, Path(spec.out) / staged.model_name)
         detail = (f"{artifact.method}; " if artifact.method else "") \
             + f"export {staged.export_s:.1f} s; " + check.detail
-        return VariantResult(variant.name, staged.model_name, "OK",
+        return VariantResult(variant.name, staged.model_name, OK,
                              time.perf_counter() - staged.start, detail, notes)
     finally:
         shutil.rmtree(staged.staging, ignore_errors=True)  # gone already when swapped in

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .. import table
 from ..errors import SpecError
 from ..repository.s3 import is_s3_url
+from ..status import PACKED
 from .common import add_repo_args, select_models
 from .parser import DefaultsHelpFormatter
 
@@ -70,7 +71,7 @@ def run(args) -> int:
              " ".join(r.requirements) or r.reason) for r in results]
     print(table.format_table(("MODEL", "STATUS", "PYTHON", "SIZE", "REQUIREMENTS / REASON"), rows),
           flush=True)
-    if not any(r.state == "PACKED" for r in results):
+    if not any(r.state == PACKED for r in results):
         raise SpecError(f"no model of {args.repo} runs on the Python backend, so none needs an"
                         " environment.", "Pick Python-backend models with --models.")
     return 0

@@ -83,7 +83,7 @@ def make_server(args, ports: Ports):
 
 
 def status_table(statuses) -> str:
-    return table.render(("MODEL", "BACKEND", "STATUS", "REASON"),
+    return table.format_table(("MODEL", "BACKEND", "STATUS", "REASON"),
                         [(s.name, s.backend, s.state, s.reason) for s in statuses])
 
 

@@ -49,6 +49,7 @@ from ..repository.files import link_or_copy
 from ..repository.layout import PACKED_ENV_PARAM as PARAM
 from ..errors import RepositoryError, SpecError, ToolError, log_tail
 from ..machine import cache_dir
+from ..status import PACKED, SKIPPED
 
 ENV_TARBALL = "gen_repo_env.tar.gz"
 ENV_DIR = "gen_repo_env"
@@ -199,7 +200,7 @@ class PackOptions:
 @dataclass
 class PackResult:
     model: str
-    state: str  # PACKED | SKIPPED
+    state: str  # PACKED | SKIPPED (generator.status)
     reason: str = ""
     path: str = ""
     size: int = 0
@@ -434,7 +435,7 @@ def pack_models(models, options: PackOptions, client=None) -> list[PackResult]:
     targets = []
     for m in models:
         if m.backend != "python":
-            results.append(PackResult(m.name, "SKIPPED", f"runs on the {m.backend} backend;"
+            results.append(PackResult(m.name, SKIPPED, f"runs on the {m.backend} backend;"
                                       " only Python-backend models use an environment"))
             continue
         reqs = tuple(r.strip() for r in options.requirements) or default_requirements(m)
@@ -460,7 +461,7 @@ def pack_models(models, options: PackOptions, client=None) -> list[PackResult]:
                 envs[reqs] = env
             env = envs[reqs]
             path = _place(env, m, options.fmt)
-            results.append(PackResult(m.name, "PACKED", path=str(path),
+            results.append(PackResult(m.name, PACKED, path=str(path),
                                       size=int(env.facts.get("bytes", 0)),
                                       python=str(env.facts.get("python", "")), cached=env.cached,
                                       requirements=reqs))

@@ -16,7 +16,6 @@ from typing import Callable
 
 from .. import progress
 from ..bench import perf_analyzer as pa
-from ..bench.results import FAILED as POINT_FAILED
 from ..bench.sweep import Plan, measure_point, summary
 from ..bench.workspace import BenchModel
 from ..repository import layout, manifest
@@ -24,7 +23,8 @@ from ..repository.config import write_config
 from ..repository.layout import BuiltModel
 from ..status import READY
 from .candidate import Candidate, configure
-from .results import FAILED, MEASURED, TunePoint, TuneResults
+from ..status import CANDIDATE_FAILED, CANDIDATE_MEASURED, POINT_FAILED
+from .results import TunePoint, TuneResults
 
 StopRule = Callable[[list[TunePoint]], "str | None"]
 
@@ -42,7 +42,7 @@ class Measured:
 
     @property
     def ok(self) -> bool:
-        return self.record.get("state") == MEASURED
+        return self.record.get("state") == CANDIDATE_MEASURED
 
 
 class Measurer:
@@ -116,7 +116,7 @@ class Measurer:
         points: list[TunePoint] = []
         try:
             if status.state != READY:
-                record.update(state=FAILED, reason=f"{status.state}: {status.reason}",
+                record.update(state=CANDIDATE_FAILED, reason=f"{status.state}: {status.reason}",
                               complete=True)
                 self.server.check_running()
                 return Measured(c, record, points)
@@ -124,7 +124,7 @@ class Measurer:
             target = self._target(model)
             pa.warm_up(self.tool, target, self.batch_size, max(self.plan.concurrency),
                        self.work_dir)
-            record.update(state=MEASURED, reason="")
+            record.update(state=CANDIDATE_MEASURED, reason="")
             for conc in sorted(self.plan.concurrency):
                 point = self.results.point_at(c.key, self.batch_size, conc)
                 if point is not None:
@@ -143,7 +143,7 @@ class Measurer:
                 record.update(rss_before_bytes=before, rss_after_bytes=max(loaded, after),
                               memory_bytes=max(0, max(loaded, after) - before))
             if all(p.status == POINT_FAILED for p in points):
-                record.update(state=FAILED, reason=points[0].error if points else "no point")
+                record.update(state=CANDIDATE_FAILED, reason=points[0].error if points else "no point")
             record["complete"] = True
             return Measured(c, record, points)
         finally:

@@ -21,11 +21,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..bench.results import Point, Results
-from ..status import CANDIDATE_FAILED, CANDIDATE_MEASURED
 
 SCHEMA = "gen-repo-tune/1"
-# tune/measure.py still imports these names; the words are in generator.status
-MEASURED, FAILED = CANDIDATE_MEASURED, CANDIDATE_FAILED
 
 
 @dataclass
