@@ -181,7 +181,8 @@ def ensure_image(client, image: str, pull: str = "missing") -> None:
         return
     except ImageNotFound:
         pass
-    local = ("`python -m generator.serve.docker_engine` builds this machine's gen-repo/* images; "
+    local = ("`python -m tests.docker_standin` (in a clone) builds this machine's gen-repo/* test"
+             " images; "
              if image.startswith("gen-repo/") else "")
     if pull == "never":
         raise ToolError(f"image {image} is not on the docker engine, and --pull never forbids"

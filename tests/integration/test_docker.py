@@ -1,6 +1,6 @@
 """The docker route against a real docker engine, as a GPU user runs it with the NGC image.
 
-No image registry is reachable here, so the images are made locally (generator.serve.docker_engine):
+No image registry is reachable here, so the images are made locally (tests/docker_standin.py):
 a Debian base from debootstrap, a stand-in for the NGC tritonserver image (the nvidia-pytriton
 wheel's tritonserver and Python backend laid out like NGC's /opt/tritonserver, python3, no torch),
 and the project's own docker/Dockerfile built FROM that stand-in. Tags carry a hash of their
@@ -44,7 +44,7 @@ NETWORKS_KEPT = {"host", "none", "bridge"}  # the engine's predefined networks (
 def engine():
     """A docker client; the engine is installed/started when absent. Without root that may be
     impossible (skip, saying why); as root a failure is a failure."""
-    from generator.serve.docker_engine import ensure_engine
+    from tests.docker_standin import ensure_engine
 
     try:
         client = ensure_engine()
@@ -72,7 +72,7 @@ def containers_before(engine):
 @pytest.fixture(scope="session")
 def images(engine, networks_before, containers_before):
     """The stand-in images, built once (their tags hash their inputs, so CI reuses them)."""
-    from generator.serve.docker_engine import ensure_images
+    from tests.docker_standin import ensure_images
 
     try:
         return ensure_images(engine)
@@ -96,7 +96,7 @@ def _docker_server(repo, image, log_path, **options):
 
 
 def test_images_are_built_from_the_projects_dockerfile_and_reused(engine, images):
-    from generator.serve.docker_engine import ensure_images, pinned_versions
+    from tests.docker_standin import ensure_images, pinned_versions
 
     assert images.torch.startswith("gen-repo/tritonserver-torch:")
     # the torch image is docker/Dockerfile with BASE_IMAGE = the stand-in, the pinned versions in
@@ -292,7 +292,8 @@ def test_unreachable_engine_is_a_clear_error(tiny_repo, tmp_path, monkeypatch, r
                            "--image", "gen-repo/anything:0")
     assert code == 1 and "no docker engine is reachable" in err
 
-    from generator.serve.docker_engine import EngineError, ensure_engine
+    from generator.serve.docker_engine import EngineError
+    from tests.docker_standin import ensure_engine
 
     with pytest.raises(EngineError):  # another engine was named: none is started instead
         ensure_engine()

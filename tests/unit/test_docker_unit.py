@@ -7,13 +7,14 @@ import re
 
 import pytest
 
-from generator.serve import docker_engine as de
+from generator.serve.docker_engine import ENGINE_FLAGS, EngineError
 from generator.serve.docker_server import DockerOptions, environment, run_kwargs
 from generator.serve.ports import Ports
 from generator.errors import RepositoryError, SpecError
 from generator.ship.packenv import (PARAM, PackOptions, default_requirements, env_value,
                                     public_version, set_parameter)
 from tests.conftest import ROOT
+from tests import docker_standin as standin
 
 CONFIG = """# Written by gen-repo 0.1.0 for variant "python". Rebuild instead of editing.
 name: "m_python"
@@ -39,39 +40,39 @@ parameters {
 def test_dockerfile_defaults_equal_the_pinned_requirements():
     text = (ROOT / "docker" / "Dockerfile").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S*)$", text, re.M))
-    assert de.dockerfile_build_args(de.pinned_versions()) == {
+    assert standin.dockerfile_build_args(standin.pinned_versions()) == {
         k: args[k] for k in ("TORCH_VERSION", "TORCHVISION_VERSION", "NUMPY_VERSION")}
     assert args["BASE_IMAGE"].startswith("nvcr.io/nvidia/tritonserver:")
     assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
 
 
 def test_image_tags_change_with_their_inputs():
-    pins = de.pinned_versions()
-    tag = de.torch_image_tag("base:1", pins)
-    assert tag == de.torch_image_tag("base:1", dict(pins))
-    assert tag != de.torch_image_tag("base:2", pins)
-    assert tag != de.torch_image_tag("base:1", {**pins, "torch": "9.9.9"})
+    pins = standin.pinned_versions()
+    tag = standin.torch_image_tag("base:1", pins)
+    assert tag == standin.torch_image_tag("base:1", dict(pins))
+    assert tag != standin.torch_image_tag("base:2", pins)
+    assert tag != standin.torch_image_tag("base:1", {**pins, "torch": "9.9.9"})
     assert re.fullmatch(r"gen-repo/tritonserver-torch:[0-9a-f]{12}", tag)
 
 
 def test_tree_digest_sees_contents_and_exec_bits(tmp_path):
     (tmp_path / "a").write_text("x")
-    first = de.tree_digest(tmp_path)
+    first = standin.tree_digest(tmp_path)
     (tmp_path / "a").chmod(0o755)
-    second = de.tree_digest(tmp_path)
+    second = standin.tree_digest(tmp_path)
     (tmp_path / "a").write_text("y")
-    assert len({first, second, de.tree_digest(tmp_path)}) == 3
+    assert len({first, second, standin.tree_digest(tmp_path)}) == 3
 
 
 def test_the_engine_follows_the_network_rule():
-    assert set(de.ENGINE_FLAGS) == {"--bridge=none", "--iptables=false", "--ip-masq=false"}
+    assert set(ENGINE_FLAGS) == {"--bridge=none", "--iptables=false", "--ip-masq=false"}
 
 
 def test_pinned_versions_name_what_is_missing(tmp_path):
     req = tmp_path / "requirements.txt"
     req.write_text("torch==2.15.0\nnumpy==1.26.4  # comment\n")
     with pytest.raises(Exception) as e:
-        de.pinned_versions(req)
+        standin.pinned_versions(req)
     assert "torchvision" in str(e.value)
 
 
@@ -195,41 +196,43 @@ def test_pack_env_refuses_an_s3_repository_and_needs_an_image(run_cli, tmp_path)
 @pytest.fixture
 def no_engine(monkeypatch):
     def unreachable(timeout=30.0):
-        raise de.EngineError("no docker engine is reachable at unix:///var/run/docker.sock.")
+        raise EngineError("no docker engine is reachable at unix:///var/run/docker.sock.")
 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(de, "connect", unreachable)
+    monkeypatch.setattr(standin, "connect", unreachable)
     calls = []
-    monkeypatch.setattr(de, "apt_install", lambda pkgs, log: calls.append(("apt", tuple(pkgs))))
-    monkeypatch.setattr(de, "start_engine", lambda log, timeout: calls.append(("start",)) or "c")
+    monkeypatch.setattr(standin, "apt_install",
+                        lambda pkgs, log: calls.append(("apt", tuple(pkgs))))
+    monkeypatch.setattr(standin, "start_engine",
+                        lambda log, timeout: calls.append(("start",)) or "c")
     return calls
 
 
 def test_ensure_engine_installs_and_starts_one_as_root(no_engine, monkeypatch):
-    monkeypatch.setattr(de.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(de, "_dockerd", lambda: None)
-    assert de.ensure_engine() == "c"
+    monkeypatch.setattr(standin.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(standin, "_dockerd", lambda: None)
+    assert standin.ensure_engine() == "c"
     assert no_engine == [("apt", ("docker.io",)), ("start",)]
     no_engine.clear()
-    monkeypatch.setattr(de, "_dockerd", lambda: "/usr/sbin/dockerd")
-    assert de.ensure_engine() == "c" and no_engine == [("start",)]  # installed: started only
+    monkeypatch.setattr(standin, "_dockerd", lambda: "/usr/sbin/dockerd")
+    assert standin.ensure_engine() == "c" and no_engine == [("start",)]  # installed: started only
 
 
 def test_ensure_engine_without_root_or_install_says_why(no_engine, monkeypatch):
-    monkeypatch.setattr(de.os, "geteuid", lambda: 1000)
-    with pytest.raises(de.EngineError) as e:
-        de.ensure_engine()
+    monkeypatch.setattr(standin.os, "geteuid", lambda: 1000)
+    with pytest.raises(EngineError) as e:
+        standin.ensure_engine()
     assert "needs root" in e.value.message and no_engine == []
-    monkeypatch.setattr(de.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(de, "_dockerd", lambda: None)
-    with pytest.raises(de.EngineError) as e:
-        de.ensure_engine(install=False)
+    monkeypatch.setattr(standin.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(standin, "_dockerd", lambda: None)
+    with pytest.raises(EngineError) as e:
+        standin.ensure_engine(install=False)
     assert "not installed" in e.value.message and no_engine == []
 
 
 def test_ensure_engine_never_starts_one_for_another_docker_host(no_engine, monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:2375")
-    monkeypatch.setattr(de.os, "geteuid", lambda: 0)
-    with pytest.raises(de.EngineError):
-        de.ensure_engine()
+    monkeypatch.setattr(standin.os, "geteuid", lambda: 0)
+    with pytest.raises(EngineError):
+        standin.ensure_engine()
     assert no_engine == []
