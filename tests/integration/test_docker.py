@@ -227,7 +227,10 @@ def test_packed_env_serves_the_python_variant_from_an_image_without_torch(engine
     model = layout.BuiltModel(repo / "tiny_mlp_python")
     assert model.config.parameters[PARAM].string_value == \
         f"$$TRITON_MODEL_DIRECTORY/{ENV_TARBALL}"
-    assert config.read_text().startswith(original)  # a block appended; the rest untouched
+    want = layout.parse_config(original)  # the build's config, that one parameter added
+    want.parameters[PARAM].string_value = f"$$TRITON_MODEL_DIRECTORY/{ENV_TARBALL}"
+    assert model.config == want and config.read_text().splitlines()[0] == original.splitlines()[0]
+    assert model.file_problems() == []  # the new files and the config are recorded
     assert (model.path / ENV_TARBALL).stat().st_size > 50_000_000
     record = (model.path / ENV_RECORD).read_text()
     assert '"python": "3.11' in record and "torch==" in record
@@ -247,6 +250,7 @@ def test_packed_env_serves_the_python_variant_from_an_image_without_torch(engine
 
     assert main(["-q", "pack-env", "--repo", str(repo), "--remove"]) == 0
     assert config.read_text() == original and not (model.path / ENV_TARBALL).exists()
+    assert layout.BuiltModel(model.path).file_problems() == []
 
 
 def test_without_the_env_the_torchless_image_fails_that_model_with_the_reason(images, tiny_repo,

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from generator.repository import layout
+from generator.repository import layout, manifest
 from generator.serve.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
 from generator.errors import PortInUseError, ServerError, ServerTimeoutError
 from generator.serve.ports import Ports, free_ports
@@ -185,6 +185,7 @@ def test_verify_fails_on_a_wrong_reference(served, repo, tmp_path):
     ref = dict(np.load(ref_path))
     ref["output"] = ref["output"] + 0.5
     np.savez(ref_path, **ref)
+    manifest.update(local / "tiny_mlp_python", layout.REFERENCE)  # a wrong reference, recorded
     rep = verify_repository(layout.list_models(local), server.http_url, server.grpc_url,
                             VerifyOptions(requests=8, concurrency=4))
     for protocol in ("http", "grpc"):
