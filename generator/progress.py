@@ -9,12 +9,27 @@ import sys
 import time
 from contextlib import contextmanager
 
-_quiet = False
+_quiet = False  # no progress lines (gen-repo -q)
+_silent = False  # nothing at all, warnings included (the Python API unless asked)
 
 
 def set_quiet(value: bool) -> None:
     global _quiet
     _quiet = value
+
+
+@contextmanager
+def shown(progress: bool | None):
+    """Within the block: progress lines and warnings only when ``progress`` (the Python API's
+    switch; None: as they are); the previous setting is back after it."""
+    global _quiet, _silent
+    before = _quiet, _silent
+    if progress is not None:
+        _quiet, _silent = not progress, not progress
+    try:
+        yield
+    finally:
+        _quiet, _silent = before
 
 
 def info(msg: str) -> None:
@@ -23,7 +38,8 @@ def info(msg: str) -> None:
 
 
 def warn(msg: str) -> None:
-    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+    if not _silent:
+        print(f"WARNING: {msg}", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -268,6 +268,8 @@ def parse_input(text: str) -> TensorSpec:
 
 
 def _input_from_table(item: Any) -> TensorSpec:
+    if isinstance(item, TensorSpec):
+        return item
     if isinstance(item, str):
         return parse_input(item)
     if isinstance(item, dict):

@@ -31,7 +31,8 @@ from ..repository.config import build_header, model_config, record_spec, write_c
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
-from .sources import load_model
+from .objects import from_object
+from .sources import load_model, load_weights
 from ..spec import ModelSpec
 from ..status import FAILED, OK
 from ..table import format_table
@@ -167,14 +168,17 @@ def _mode_dependent(model) -> list[str]:
     return sorted({type(m).__name__ for m in model.modules() if isinstance(m, kinds)})
 
 
-def prepare(spec: ModelSpec) -> tuple[ExportContext, list[str]]:
-    """Load the model, make samples, infer outputs, wrap: everything the variants share."""
+def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
+    """Load the model (or copy ``obj``, an nn.Module), make samples, infer outputs, wrap:
+    everything the variants share."""
     import torch
 
     notes: list[str] = []
     torch.manual_seed(spec.seed)
     with progress.step(f"loading {spec.source}"):
-        loaded = load_model(spec.source, spec.weights)
+        loaded = load_model(spec.source, spec.weights) if obj is None else from_object(obj)
+        if obj is not None and spec.weights:
+            load_weights(loaded.module, spec.weights)
     model = loaded.module
     if model.training and loaded.kind != "torchvision" and _mode_dependent(model):
         notes.append(f"the model was in training mode with {', '.join(_mode_dependent(model))};"
@@ -354,16 +358,19 @@ def build_variants(ctx: ExportContext, command: list[str],
     return [results.get(name) or staged[name] for name in ctx.spec.variants]
 
 
-def build_repository(spec: ModelSpec, command: list[str] | None = None) -> BuildReport:
+def build_repository(spec: ModelSpec, command: list[str] | None = None,
+                     model=None) -> BuildReport:
+    """Build ``spec``'s variants into its repository; ``model``: the nn.Module object to build
+    (gen_repo.build), else the model comes from ``spec.source``."""
     out = Path(spec.out)
     if out.exists() and not out.is_dir():
         raise RepositoryError(f"output '{out}' exists and is not a directory.",
                               "Choose another --out.")
     with stage_dirs.build_lock(out):
-        return _build_locked(spec, out, command)
+        return _build_locked(spec, out, command, model)
 
 
-def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None) -> BuildReport:
+def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None, model) -> BuildReport:
     taken = [spec.model_dir_name(v) for v in spec.variants if (out / spec.model_dir_name(v)).exists()]
     if taken and not spec.force:
         raise RepositoryError(
@@ -378,7 +385,7 @@ def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None) -> Buil
     if out.parent.is_dir():
         for p in stage_dirs.clean_stale_staging(out):
             progress.info(f"removed {p.name}, left by an interrupted build")
-    ctx, notes = prepare(spec)
+    ctx, notes = prepare(spec, model)
     weights = capacity.model_bytes(ctx.model)
     capacity.check_disk(weights, len(spec.variants), out)
     python_variants = sum(registry.get(v).engine.value == "python" for v in spec.variants)

@@ -205,6 +205,11 @@ def load_model(source: str, weights: str | None = None) -> LoadedModel:
                           "Use torchvision:<name>, package.module:factory or"
                           " path/to/file.py:factory.")
     head, tail = source.rsplit(":", 1)
+    if head == "python":  # what gen_repo.json records for a model given to gen_repo.build()
+        raise SourceError(f"'{source}' names a model object given to gen_repo.build() from"
+                          " Python; it cannot be loaded again from its name.",
+                          "Build it again from Python, or give a source gen-repo can load:"
+                          " path/to/file.py:factory or package.module:factory.")
     if head == "torchvision":
         model, inputs = _torchvision(tail)
         loaded = LoadedModel(model, "torchvision", (), inputs)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import progress
 from ..errors import SpecError
-from .common import (add_backend_dir_arg, add_repo_args, int_list, measurement_from_args,
-                     select_models)
+from ..repository.selection import select_models
+from .common import add_backend_dir_arg, add_repo_args, int_list, measurement_from_args
 from .parser import DefaultsHelpFormatter
 
 

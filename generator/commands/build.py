@@ -44,21 +44,28 @@ def _with_default(text: str, default) -> str:
     return f"{text} (default: {default})"
 
 
-def spec_from_args(args) -> specmod.ModelSpec:
-    file_values = specmod.load_spec_file(args.config) if args.config else {}
-    cli_values = {}
+def values_from_args(args) -> dict:
+    """The spec options given on the command line, converted (errors name the flag)."""
+    values = {}
     for opt in specmod.OPTIONS:
         raw = getattr(args, opt.key, None)
         if raw is not None:
-            cli_values[opt.key] = specmod.coerce(opt, raw, opt.flag)
-    return specmod.build_spec(specmod.merge_values(file_values, cli_values))
+            values[opt.key] = specmod.coerce(opt, raw, opt.flag)
+    return values
+
+
+def spec_from_args(args) -> specmod.ModelSpec:
+    from .. import api
+
+    return api.build_spec(args.config, **values_from_args(args))
 
 
 def run(args) -> int:
-    from ..build.pipeline import build_repository
+    from .. import api
 
-    spec = spec_from_args(args)
-    report = build_repository(spec, command=["gen-repo", *sys.argv[1:]])
+    values = values_from_args(args)
+    report = api.build(values.pop("source", None), config=args.config, progress=None,
+                       command=["gen-repo", *sys.argv[1:]], **values)
     print(report.table())
     for r in report.results:  # each refusal: one paragraph, what went wrong and what to do
         if r.status != OK:

@@ -1,12 +1,10 @@
-"""Helpers shared by the commands: reading a built repository (serve, verify, bench, tune),
-and the flags several commands take (lists of integers, perf_analyzer's windows)."""
+"""Helpers shared by the commands: the flags several commands take (the repository and its
+models, lists of integers, perf_analyzer's windows)."""
 
 from __future__ import annotations
 
-from ..errors import SpecError, did_you_mean
+from ..errors import SpecError
 from ..serve.triton_install import BACKEND_DIRS_ENV
-from ..repository.layout import BuiltModel, list_models
-from ..repository.s3 import is_s3_url
 
 DEFAULT_REPO = "model_repository"
 
@@ -25,29 +23,6 @@ def add_repo_args(p) -> None:
     p.add_argument("--models", default=None, metavar="LIST",
                    help="comma-separated model directories (e.g. resnet18_python) or model names"
                         " (all their variants); default: every model in the repository")
-
-
-def select_models(repo: str, names: str | None) -> list[BuiltModel]:
-    """The repository's models, or those named by --models (directory name or model name)."""
-    if is_s3_url(repo):
-        from ..repository.s3 import S3Location, remote_models
-
-        models = remote_models(S3Location.parse(repo))
-    else:
-        models = list_models(repo)
-    if not names:
-        return models
-    chosen: list[BuiltModel] = []
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        hits = [m for m in models
-                if name in (m.name, (m.record.get("spec") or {}).get("name"))]
-        if not hits:
-            known = [m.name for m in models]
-            raise SpecError(f"--models: '{name}' is not a model of {repo}"
-                            f"{did_you_mean(name, known)}.",
-                            f"Models there: {', '.join(known)}.")
-        chosen += [m for m in hits if m not in chosen]
-    return chosen
 
 
 def measurement_from_args(args, meas):

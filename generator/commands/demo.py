@@ -45,7 +45,7 @@ def _ports() -> Ports:
 
 def run(args) -> int:
     from .build import spec_from_args
-    from .common import select_models
+    from ..repository.selection import select_models
     from .serve import print_statuses
 
     parser = command_parser([build, verify, bench])

@@ -7,7 +7,8 @@ from .. import table
 from ..errors import SpecError
 from ..repository.s3 import is_s3_url
 from ..status import PACKED
-from .common import add_repo_args, select_models
+from ..repository.selection import select_models
+from .common import add_repo_args
 from .parser import DefaultsHelpFormatter
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ..errors import SpecError
 from ..repository.s3 import S3Location, is_s3_url
-from .common import add_repo_args, select_models
+from ..repository.selection import select_models
+from .common import add_repo_args
 from .parser import DefaultsHelpFormatter
 
 

@@ -6,7 +6,8 @@ from .. import progress
 from ..errors import SpecError
 from ..repository import manifest
 from ..repository.s3 import is_s3_url
-from .common import add_repo_args, select_models
+from ..repository.selection import select_models
+from .common import add_repo_args
 from .parser import DefaultsHelpFormatter
 
 

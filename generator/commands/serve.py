@@ -7,17 +7,12 @@ import sys
 import time
 from contextlib import contextmanager
 
-import sys
-
 from .. import progress, table
 from ..errors import ServerError, SpecError
 from ..serve import control
-from ..serve.ports import Ports
-from ..serve.server import EmbeddedServer
 from ..status import FAILED, READY
 from ..serve.triton_install import BACKEND_DIRS_ENV
-from ..repository.s3 import is_s3_url
-from .common import add_backend_dir_arg, add_repo_args, select_models
+from .common import add_backend_dir_arg, add_repo_args
 from .parser import DefaultsHelpFormatter
 
 
@@ -58,28 +53,22 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def make_server(args, ports: Ports):
-    common = dict(log_path=args.log_file, start_timeout=args.start_timeout,
-                  listen=control.check_address(args.listen))
-    if is_s3_url(args.repo):  # the server reads the bucket with our credentials
-        from ..repository.s3 import triton_env
-
-        common["env"] = triton_env()
+def docker_options(args):
+    """The DockerOptions of --docker and its flags (None without --docker)."""
     if not args.docker:
         for flag in ("image", "gpus", "env"):
             if getattr(args, flag):
                 raise SpecError(f"--{flag} applies to --docker only.",
                                 f"Add --docker, or drop --{flag}.")
-        return EmbeddedServer(args.repo, ports, backend_dirs=args.backend_directory, **common)
-    from ..serve.docker_server import DEFAULT_IMAGE, DockerOptions, DockerServer
+        return None
+    from ..serve.docker_server import DEFAULT_IMAGE, DockerOptions
 
     if args.backend_directory:
         raise SpecError("--backend-directory applies to the embedded server, not --docker.",
                         "The NGC image has its backends; drop --backend-directory.")
-    options = DockerOptions(image=args.image or DEFAULT_IMAGE, gpus=args.gpus,
-                            shm_size=args.shm_size, network=args.docker_network,
-                            env=tuple(args.env), pull=args.pull)
-    return DockerServer(args.repo, ports, options=options, **common)
+    return DockerOptions(image=args.image or DEFAULT_IMAGE, gpus=args.gpus,
+                         shm_size=args.shm_size, network=args.docker_network,
+                         env=tuple(args.env), pull=args.pull)
 
 
 def status_table(statuses) -> str:
@@ -210,19 +199,17 @@ def _first_line(e: BaseException) -> str:
 
 
 def run(args) -> int:
-    models = select_models(args.repo, args.models)
-    ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
-    ports.validate()
-    server = make_server(args, ports)
-    if args.docker:
-        from ..serve.docker_server import compatibility_warnings
+    from .. import api
 
-        for w in compatibility_warnings(models, server.options.image):
-            progress.warn(w)
-    with sigterm_as_interrupt(), server:
-        statuses = server.load(models)
+    with sigterm_as_interrupt(), api.serve(
+            args.repo, models=args.models, http_port=args.http_port, grpc_port=args.grpc_port,
+            metrics_port=args.metrics_port, listen=args.listen,
+            backend_dirs=args.backend_directory, log_file=args.log_file,
+            start_timeout=args.start_timeout, docker=docker_options(args),
+            progress=None) as serving:
+        server, statuses = serving.server, list(serving.statuses.values())
         print_statuses(statuses)
-        if not any(s.state == READY for s in statuses):
+        if not serving.ready:
             hint = ("Python-backend models need torch inside the image (build one with"
                     " docker/Dockerfile and pass it with --image, or run gen-repo pack-env)"
                     if args.docker else

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from ..errors import SpecError
 from ..repository.s3 import is_s3_url
+from ..repository.selection import select_models
 from .common import (DEFAULT_REPO, add_backend_dir_arg, add_repo_args, int_list,
-                     measurement_from_args, select_models)
+                     measurement_from_args)
 from .parser import DefaultsHelpFormatter
 
 

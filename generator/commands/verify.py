@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-
 from .. import table
 from ..errors import SpecError, VerifyError
-from ..serve.verify import PROTOCOLS, VerifyOptions, verify_repository
+from ..serve.verify import PROTOCOLS
 from ..status import FAIL, OK, SKIPPED
-from .common import add_repo_args, select_models
+from .common import add_repo_args
 from .parser import DefaultsHelpFormatter
 
 
@@ -56,16 +55,16 @@ def report_table(report) -> str:
 
 
 def run(args) -> int:
+    from .. import api
+
     for flag in ("concurrency", "requests"):
         if getattr(args, flag) < 0 or (flag == "concurrency" and args.concurrency == 0):
             raise SpecError(f"--{flag} {getattr(args, flag)} is out of range.",
                             f"Pass a positive --{flag}.")
-    options = VerifyOptions(protocols=parse_protocols(args.protocols),
-                            concurrency=args.concurrency, requests=args.requests,
-                            bad_requests=args.bad_requests, timeout=args.timeout)
-    models = select_models(args.repo, args.models)
-    report = verify_repository(models, args.http_url, args.grpc_url, options,
-                               repo_hint=f"repository {args.repo}")
+    report = api.verify(args.repo, models=args.models, http_url=args.http_url,
+                        grpc_url=args.grpc_url, protocols=parse_protocols(args.protocols),
+                        concurrency=args.concurrency, requests=args.requests,
+                        bad_requests=args.bad_requests, timeout=args.timeout, progress=None)
     print(report_table(report), flush=True)
     if report.failures:
         names = ", ".join(f"{r.model} ({r.protocol})" for r in report.failures)

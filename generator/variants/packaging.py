@@ -32,7 +32,7 @@ from .base import ExportContext
 SERVER_PROVIDES = ("torch", "torchvision", "numpy")
 
 
-def _installed_top_levels() -> dict[str, list[str]]:
+def installed_top_levels() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
@@ -42,7 +42,7 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
     from torch.package.package_exporter import PackagingError
 
     own = set(ctx.user_modules) | {ctx.wrapper_module}
-    installed = _installed_top_levels()
+    installed = installed_top_levels()
     extern_tops = sorted((set(installed) | {"sys", "io", *SERVER_PROVIDES}) - own)
     try:
         with warnings.catch_warnings(), PackageExporter(str(path)) as exp:
