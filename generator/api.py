@@ -6,12 +6,14 @@
     with gen_repo.serve("model_repository", models=["ranker"]) as served:
         result = gen_repo.verify("model_repository", served=served)
 
-The command line is a layer over these functions (gen-repo build, serve, verify call them). They
-print nothing unless ``progress=True``, and raise the typed errors of ``generator.errors``
-(``.message``: the cause, ``.tip``: what to do). What they return is what the command line
-prints: a BuildReport, a Serving (the running server and each model's status), a VerifyReport.
-bench and tune: ``generator.bench.runner.run_bench`` and ``generator.tune.runner.run_tune``, as
-the command line calls them (docs/api.md).
+    outcome = gen_repo.bench("model_repository", models=["ranker"], quick=True)
+
+The command line is a layer over these functions: gen-repo build, serve, verify, bench and tune
+turn their flags into these keywords and print what comes back. They print nothing unless
+``progress=True`` (None: as the command line set it), and raise the typed errors of
+``generator.errors`` (``.message``: the cause, ``.tip``: what to do). They return what the
+command line prints: a BuildReport, a Serving (the running server and each model's status), a
+VerifyReport, a BenchOutcome, a TuneOutcome (docs/api.md).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from .serve.lifecycle import ModelStatus, TritonServer
 from .serve.verify import VerifyOptions, VerifyReport
 from .status import READY
 
-__all__ = ["build", "build_spec", "serve", "verify", "Serving", "BuildReport", "VerifyReport",
-           "ModelStatus"]
+__all__ = ["build", "build_spec", "serve", "verify", "bench", "bench_options", "tune",
+           "tune_settings", "Serving", "BuildReport", "VerifyReport", "ModelStatus"]
 
 DEFAULT_REPO = "model_repository"
 
@@ -246,3 +248,180 @@ def verify(repo: str | Path = DEFAULT_REPO, *, served: Serving | None = None,
     with progress_lines.shown(progress):
         return verify_repository(select_models(str(repo), _names(models)), http_url, grpc_url,
                                  options, repo_hint=f"repository {repo}")
+
+
+def _counts(values: Sequence[int] | None, what: str) -> tuple[int, ...] | None:
+    """Positive integers, without repeats (None: the default)."""
+    if values is None:
+        return None
+    if isinstance(values, int):
+        values = (values,)
+    values = tuple(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise SpecError(f"{what} {list(values)} must be positive integers.",
+                        f"Example: {what}=(1, 2, 4, 8)")
+    return tuple(dict.fromkeys(values))
+
+
+def bench_options(*, repo: str | Path = DEFAULT_REPO, out: str | Path = "bench_results",
+                  quick: bool = False, concurrency: Sequence[int] | None = None,
+                  batch_sizes: Sequence[int] | None = None,
+                  instances: Sequence[int] | None = None, protocol: str = "grpc",
+                  url: str | None = None, measurement_interval: int | None = None,
+                  request_count: int | None = None, stability: float | None = None,
+                  ceiling_seconds: float | None = None, ceiling: bool = True,
+                  floor: bool = True, python_ts: str = "auto",
+                  backend_dirs: Sequence[str] | None = None):
+    """The BenchOptions of bench()'s keywords (None: the preset's, quick or full), checked."""
+    from .bench.runner import FULL, QUICK, BenchOptions
+    from .bench.sweep import Plan
+
+    preset = QUICK if quick else FULL
+    if protocol not in ("grpc", "http"):
+        raise SpecError(f"protocol {protocol!r} is neither grpc nor http.", "protocol='grpc'")
+    if python_ts not in ("auto", "yes", "no"):
+        raise SpecError(f"python_ts {python_ts!r} is not auto, yes or no.", "python_ts='auto'")
+    if url and instances:
+        raise SpecError("--instances needs bench's own server (instances= in Python): it"
+                        " rewrites instance_group in a private copy of the repository, which a"
+                        " running server (--url) does not read.",
+                        "Drop --url to let bench start its server, or drop --instances.")
+    meas = preset["measurement"].with_windows(request_count, measurement_interval, stability)
+    plan = Plan(concurrency=_counts(concurrency, "concurrency") or preset["concurrency"],
+                batch_sizes=_counts(batch_sizes, "batch_sizes") or preset["batch_sizes"],
+                instances=_counts(instances, "instances") or preset["instances"],
+                protocol=protocol, measurement=meas)
+    seconds = 0.0 if not ceiling else (
+        ceiling_seconds if ceiling_seconds is not None else preset["ceiling_seconds"])
+    return BenchOptions(plan=plan, out=Path(out), ceiling_seconds=seconds, python_ts=python_ts,
+                        backend_dirs=tuple(backend_dirs) if backend_dirs else None, url=url,
+                        repo=Path(repo), quick=quick, floor=floor)
+
+
+def bench(repo: str | Path = DEFAULT_REPO, *, models: str | Sequence[str] | None = None,
+          progress: bool | None = False, command: Sequence[str] | None = None, **options):
+    """Measure the repository's variants with perf_analyzer (what ``gen-repo bench`` does):
+    concurrency x batch size x instance count on bench's own embedded server over a private
+    copy (or on the running server at ``url``: no instance scaling), the in-process ceiling
+    (``ceiling=False`` skips it), the Python backend's floor; write results.json and
+    report.md/html into ``out`` (default bench_results). ``options``: bench_options' keywords
+    -- quick, concurrency, batch_sizes, instances, protocol, url, measurement_interval,
+    request_count, stability, ceiling_seconds, ceiling, floor, python_ts, backend_dirs.
+    Defaults: concurrency 1,2,4,8, batch 1, instances 1,2, 2 s windows (``quick=True``: 1,8 /
+    1 / 1 / 1 s). Returns the BenchOutcome (``.results``, ``.verdict``, ``.report_md``,
+    ``.exit_code``: 3 when some points or models failed); raises when nothing could be
+    measured."""
+    from .bench.runner import run_bench
+    from .repository.selection import select_models
+
+    opts = bench_options(repo=repo, **options)
+    command = list(command or ["gen_repo.bench"])
+    with progress_lines.shown(progress):
+        if opts.url:
+            names = [n.strip() for n in (_names(models) or "").split(",") if n.strip()]
+            outcome = run_bench(opts, names=names, command=command)
+        else:
+            outcome = run_bench(opts, models=select_models(str(repo), _names(models)),
+                                command=command)
+        if outcome.error is not None and not outcome.results.measured():
+            raise outcome.error
+        if outcome.error is not None:
+            progress_lines.warn(f"{outcome.error.message} TIP: {outcome.error.tip}")
+    return outcome
+
+
+# what tune's keyword options are on the command line (the flags a resumed search compares)
+TUNE_FLAGS = {"objective": "--objective", "p99_budget_ms": "--p99-budget-ms",
+              "memory_budget_gb": "--memory-budget-gb", "concurrency": "--concurrency",
+              "batch_size": "--batch-size", "instances": "--instances", "threads": "--threads",
+              "queue_delays_us": "--queue-delays-us", "max_batch_sizes": "--max-batch-sizes",
+              "preferred": "--no-preferred-batch-sizes", "strategy": "--strategy",
+              "protocol": "--protocol", "measurement_interval": "--measurement-interval",
+              "stability": "--stability"}
+
+
+def tune_settings(*, objective: str | None = None, p99_budget_ms: float | None = None,
+                  memory_budget_gb: float | None = None,
+                  concurrency: Sequence[int] | None = None, batch_size: int | None = None,
+                  instances: Sequence[int] | None = None, threads: Sequence[int] | None = None,
+                  queue_delays_us: Sequence[int | str] | None = None,
+                  max_batch_sizes: Sequence[int] | None = None, preferred: bool | None = None,
+                  strategy: str | None = None, protocol: str | None = None,
+                  measurement_interval: int | None = None, stability: float | None = None):
+    """(tune's Settings, the options given: command-line flag -> value as results.json stores
+    it). None: the default."""
+    from .tune.objective import MAX_THROUGHPUT, MIN_LATENCY, Objective, default_concurrency
+    from .tune.settings import FLAG_KEYS, MEASUREMENT, STAGED, Settings
+    from .tune.space import DEFAULT_DELAYS_US, OFF, Space
+
+    given = {k: v for k, v in locals().items() if k in TUNE_FLAGS and v is not None}
+    for key in ("p99_budget_ms", "memory_budget_gb"):
+        if given.get(key) is not None and not given[key] > 0:
+            raise SpecError(f"{TUNE_FLAGS[key]} {given[key]:g} must be positive.",
+                            f"Example: {TUNE_FLAGS[key]} 60")
+    if batch_size is not None and batch_size < 1:
+        raise SpecError(f"--batch-size {batch_size} must be at least 1.", "Example: --batch-size 1")
+    kind = (objective or MAX_THROUGHPUT).replace("_", "-")
+    if kind not in (MAX_THROUGHPUT, MIN_LATENCY):
+        raise SpecError(f"objective {objective!r} is neither {MAX_THROUGHPUT} nor {MIN_LATENCY}.",
+                        f"objective='{MAX_THROUGHPUT}'")
+    goal = Objective(kind, p99_budget_ms, memory_budget_gb)
+    delays = DEFAULT_DELAYS_US
+    if queue_delays_us is not None:
+        delays = tuple(dict.fromkeys(OFF if str(d).lower() == "off" else d
+                                     for d in queue_delays_us))
+        if not delays or any(d != OFF and (isinstance(d, bool) or not isinstance(d, int)
+                                           or d < 0) for d in delays):
+            raise SpecError(f"--queue-delays-us {list(queue_delays_us)}: each is 'off' or a"
+                            " number of microseconds.", "Example: --queue-delays-us"
+                            " off,0,100,2000")
+    space = Space(instances=_counts(instances, "instances") or (),
+                  threads=_counts(threads, "threads") or (), delays_us=delays,
+                  max_batch_sizes=_counts(max_batch_sizes, "max_batch_sizes") or (),
+                  preferred=preferred is not False)
+    settings = Settings(goal, tuple(sorted(_counts(concurrency, "concurrency") or
+                                           default_concurrency(goal.kind, goal.p99_budget_ms))),
+                        batch_size or 1, space, strategy or STAGED, protocol or "grpc",
+                        MEASUREMENT.with_windows(None, measurement_interval, stability))
+    flat = settings.flat()
+    return settings, {TUNE_FLAGS[k]: flat[FLAG_KEYS[TUNE_FLAGS[k]]] for k in given}
+
+
+def tune(repo: str | Path = DEFAULT_REPO, *, models: str | Sequence[str] | None = None,
+         out: str | Path = "prod_repository", results: str | Path = "tune_results",
+         resume: bool = False, force: bool = False, budget_minutes: float | None = None,
+         backend_dirs: Sequence[str] | None = None, progress: bool | None = False,
+         command: Sequence[str] | None = None, **search):
+    """Find each model's fastest correct deployment on this machine (what ``gen-repo tune``
+    does) and write it, verified over HTTP and gRPC, into the production repository ``out``
+    under the model's name. ``search``: the options of tune_settings (objective,
+    p99_budget_ms, memory_budget_gb, concurrency, batch_size, instances, threads,
+    queue_delays_us, max_batch_sizes, preferred, strategy, protocol, measurement_interval,
+    stability). ``resume=True`` goes on with the search stored in ``results``. Returns the
+    TuneOutcome (``.results.decisions``, ``.report_md``, ``.exit_code``: 3 when some models got
+    no winner, 1 when none did, with ``.errors`` saying why)."""
+    from .repository.s3 import is_s3_url
+    from .repository.selection import select_models
+    from .tune.runner import TuneOptions, resumed_selection, run_tune
+
+    if is_s3_url(repo):
+        raise SpecError(f"repository {repo}: tune measures and rewrites a local repository.",
+                        "Run it on the built repository (gen-repo build --out DIR), then"
+                        " gen-repo push the production repository.")
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise SpecError(f"--budget-minutes {budget_minutes:g} must be positive.",
+                        "Example: --budget-minutes 10")
+    settings, given = tune_settings(**search)
+    opts = TuneOptions(settings=settings, out=Path(out), results_dir=Path(results),
+                       budget_minutes=budget_minutes,
+                       backend_dirs=tuple(backend_dirs) if backend_dirs else None, force=force,
+                       resume=resume, resume_flags=tuple(given.items()))
+    names = _names(models)
+    if resume:  # the stored search's repository and models, unless given
+        stored_repo, stored_names = resumed_selection(Path(results))
+        if str(repo) == DEFAULT_REPO and stored_repo:
+            repo = stored_repo
+        if names is None and stored_names:
+            names = ",".join(stored_names)
+    with progress_lines.shown(progress):
+        return run_tune(opts, select_models(str(repo), names), list(command or ["gen_repo.tune"]))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ToolError
+from ..errors import SpecError, ToolError
 from ..machine import cache_dir
 
 BINARY = "perf_analyzer"
@@ -184,6 +184,32 @@ class Measurement:
             flags += ["--measurement-interval", str(self.interval_ms * scale)]
         return flags + ["--stability-percentage", f"{stability or self.stability:g}",
                         "--max-trials", str(self.max_trials)]
+
+    def with_windows(self, request_count: int | None = None, interval_ms: int | None = None,
+                     stability: float | None = None) -> "Measurement":
+        """These windows with a request count (count windows), a time window or a stability
+        threshold given by the user (None: as they are), each checked."""
+        from dataclasses import replace
+
+        meas = self
+        if request_count is not None:
+            if request_count < 1:
+                raise SpecError(f"--request-count {request_count} (request_count=) must be"
+                                " positive.", "Example: --request-count 200")
+            meas = replace(meas, mode="count_windows", request_count=request_count)
+        if interval_ms is not None:
+            if interval_ms < 100:
+                raise SpecError(f"--measurement-interval {interval_ms} ms (measurement_interval=)"
+                                " is too short for stable numbers.", "Use 500 ms or more.")
+            meas = replace(meas, interval_ms=interval_ms)
+        if stability is not None:
+            if not 0 < stability <= 1000:
+                raise SpecError(f"--stability {stability} (stability=) is not a percentage in"
+                                " (0, 1000].", "Example: --stability 15 (the last 3 windows"
+                                " within 15%).")
+            meas = replace(meas, stability=stability,
+                           relaxed_stability=max(meas.relaxed_stability, stability))
+        return meas
 
     def to_dict(self) -> dict:
         return {"mode": self.mode, "request_count": self.request_count,

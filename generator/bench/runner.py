@@ -61,6 +61,13 @@ class BenchOutcome:
     error: GenRepoError | None = None
 
     @property
+    def verdict(self) -> list[str]:
+        """The report's verdict, one sentence per line (what gen-repo bench prints)."""
+        from .analysis import verdict
+
+        return verdict(self.results)
+
+    @property
     def exit_code(self) -> int:
         r = self.results
         if self.interrupted:

@@ -3,10 +3,11 @@ tensors turned into what a source string gives the build.
 
 The model is deep-copied (the build puts its copy in eval mode, on the CPU; the caller's object
 is left as it was). Classes defined in the caller's ``__main__`` -- a training script -- cannot be
-interned by torch.package (``__main__`` is no module it can name), so the script's definitions
-are written into a module of their own (``gen_repo_main_<script>``: its imports, functions,
-classes and constant assignments; nothing else of the script runs again) and the copy's objects
-take their classes from it. A notebook has no script file to read them from: refused, with the
+interned by torch.package (``__main__`` is no module it can name), so what they need of the
+script is written into a module of their own (``gen_repo_main_<script>``: the top-level
+functions, classes and constants they use, directly or through each other, and the imports of
+the names those use; nothing else of the script runs again) and the copy's objects take their
+classes from it. A notebook has no script file to read them from: refused, with the
 route.
 """
 
@@ -63,8 +64,10 @@ def from_object(model) -> LoadedModel:
     return LoadedModel(twin, "object", own, ())
 
 
-def _main_module_source() -> tuple[str, str]:
-    """(module name, source) of the definitions of the running script."""
+def _main_module_source(roots: set[str]) -> tuple[str, str]:
+    """(module name, source) of what the model's classes ``roots`` need of the running script:
+    the top-level definitions and constants they use, directly or through each other, and the
+    imports of the names those use."""
     main = sys.modules[MAIN]
     path = getattr(main, "__file__", None)
     if not path or not Path(path).is_file():
@@ -72,31 +75,57 @@ def _main_module_source() -> tuple[str, str]:
                           " the Python prompt): torch.package needs the class's source in a"
                           " module file, and this session has none.", NOTEBOOK_TIP)
     text = Path(path).read_text()
-    kept = [node for node in ast.parse(text).body if _kept(node)]
+    kept = _needed(ast.parse(text).body, roots)
     name = "gen_repo_main_" + re.sub(r"\W", "_", Path(path).stem)
     body = "\n\n".join(ast.get_source_segment(text, node, padded=False) for node in kept)
-    header = (f'"""The definitions of {Path(path).name}, as gen-repo took them for the model'
-              ' (the script\'s other statements left out)."""\n')
+    header = (f'"""What the model\'s classes need of {Path(path).name}: its definitions, as'
+              ' gen-repo took them (the script\'s other statements left out)."""\n')
     return name, header + body + "\n"
 
 
-def _kept(node: ast.stmt) -> bool:
-    """Imports, definitions and assignments of constants: what a class may use, without the
-    script's work (training, data loading)."""
-    if isinstance(node, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef,
-                         ast.ClassDef)):
-        return True
+def _defined(node: ast.stmt) -> list[str]:
+    """The top-level names a definition or a constant assignment binds ([] for anything else:
+    statements that do work -- training, data loading -- are never taken)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
     if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
         try:
             ast.literal_eval(node.value)
         except ValueError:
-            return False
-        return True
-    return False
+            return []
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        return [n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name)]
+    return []
+
+
+def _imported(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [(a.asname or a.name).split(".")[0] for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+        return [a.asname or a.name for a in node.names]
+    return []
+
+
+def _needed(body: list[ast.stmt], roots: set[str]) -> list[ast.stmt]:
+    definitions = {name: node for node in body for name in _defined(node)}
+    need, todo, kept = set(roots), list(roots), set()
+    while todo:
+        node = definitions.get(todo.pop())
+        if node is None or id(node) in kept:
+            continue
+        kept.add(id(node))
+        for used in {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - need:
+            need.add(used)
+            todo.append(used)
+    return [node for node in body
+            if id(node) in kept or set(_imported(node)) & need
+            or (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
 
 
 def _main_classes_to_module(model) -> None:
-    name, source = _main_module_source()
+    roots = {type(m).__qualname__.split(".")[0] for m in model.modules()
+             if type(m).__module__ == MAIN}
+    name, source = _main_module_source(roots)
     try:
         module = import_source(name, source)
     except Exception as e:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .. import progress
-from ..errors import SpecError
 from ..repository.selection import select_models
-from .common import add_backend_dir_arg, add_repo_args, int_list, measurement_from_args
+from .common import add_backend_dir_arg, add_repo_args, int_list
 from .parser import DefaultsHelpFormatter
 
 
@@ -61,34 +59,24 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def options_from_args(args):
-    from ..bench.runner import FULL, QUICK, BenchOptions
-    from ..bench.sweep import Plan
-
-    preset = QUICK if args.quick else FULL
-    meas = measurement_from_args(args, preset["measurement"])
-    instances = int_list(args.instances, "--instances", preset["instances"])
-    if args.url and args.instances:
-        raise SpecError("--instances needs bench's own server: it rewrites instance_group in a"
-                        " private copy of the repository, which a running server (--url) does"
-                        " not read.", "Drop --url to let bench start its server, or drop"
-                        " --instances.")
-    plan = Plan(concurrency=int_list(args.concurrency, "--concurrency", preset["concurrency"]),
-                batch_sizes=int_list(args.batch_size, "--batch-size", preset["batch_sizes"]),
-                instances=instances, protocol=args.protocol, measurement=meas)
-    seconds = 0.0 if args.no_ceiling else (
-        args.ceiling_seconds if args.ceiling_seconds is not None else preset["ceiling_seconds"])
-    return BenchOptions(plan=plan, out=Path(args.out), ceiling_seconds=seconds,
-                        python_ts=args.python_ts, backend_dirs=args.backend_directory,
-                        url=args.url, repo=Path(args.repo), quick=args.quick,
-                        floor=not args.no_floor)
+def options_from_args(args) -> dict:
+    """api.bench_options' keywords from the flags."""
+    return dict(out=args.out, quick=args.quick,
+                concurrency=int_list(args.concurrency, "--concurrency", None),
+                batch_sizes=int_list(args.batch_size, "--batch-size", None),
+                instances=int_list(args.instances, "--instances", None), protocol=args.protocol,
+                url=args.url, measurement_interval=args.measurement_interval,
+                request_count=args.request_count, stability=args.stability,
+                ceiling_seconds=args.ceiling_seconds, ceiling=not args.no_ceiling,
+                floor=not args.no_floor, python_ts=args.python_ts,
+                backend_dirs=args.backend_directory)
 
 
 def run(args) -> int:
+    from .. import api
     from ..bench.analysis import verdict
     from ..bench.report import write_report
     from ..bench.results import Results
-    from ..bench.runner import run_bench
 
     if args.report_only:
         results = Results.load(args.report_only)
@@ -96,22 +84,14 @@ def run(args) -> int:
         print("\n".join(verdict(results)))
         print(f"report: {md}\n        {page}")
         return 0
-    opts = options_from_args(args)
     command = ["gen-repo", *sys.argv[1:]] if sys.argv and "gen-repo" in sys.argv[0] else \
         ["gen-repo", "bench"]
-    if opts.url:
-        names = [n.strip() for n in (args.models or "").split(",") if n.strip()]
-        outcome = run_bench(opts, names=names, command=command)
-    else:
-        outcome = run_bench(opts, models=select_models(args.repo, args.models), command=command)
+    outcome = api.bench(args.repo, models=args.models, progress=None, command=command,
+                        **options_from_args(args))
     lines = verdict(outcome.results)
     print("\n".join(lines) if lines else "nothing was measured")
     print(f"results: {outcome.results_path}\nreport:  {outcome.report_md}\n"
           f"         {outcome.report_html}")
-    if outcome.error is not None and not outcome.results.measured():
-        raise outcome.error
-    if outcome.error is not None:
-        progress.warn(f"{outcome.error.message} TIP: {outcome.error.tip}")
     if outcome.interrupted:
         raise KeyboardInterrupt
     return outcome.exit_code

@@ -28,25 +28,9 @@ def add_repo_args(p) -> None:
 def measurement_from_args(args, meas):
     """perf_analyzer's windows (a bench.perf_analyzer.Measurement) with the flags a command
     has among --request-count, --measurement-interval and --stability applied, checked."""
-    from dataclasses import replace
-
-    if getattr(args, "request_count", None) is not None:
-        if args.request_count < 1:
-            raise SpecError(f"--request-count {args.request_count} must be positive.",
-                            "Example: --request-count 200")
-        meas = replace(meas, mode="count_windows", request_count=args.request_count)
-    if getattr(args, "measurement_interval", None) is not None:
-        if args.measurement_interval < 100:
-            raise SpecError(f"--measurement-interval {args.measurement_interval} ms is too short"
-                            " for stable numbers.", "Use 500 ms or more.")
-        meas = replace(meas, interval_ms=args.measurement_interval)
-    if getattr(args, "stability", None) is not None:
-        if not 0 < args.stability <= 1000:
-            raise SpecError(f"--stability {args.stability} is not a percentage in (0, 1000].",
-                            "Example: --stability 15 (the last 3 windows within 15%).")
-        meas = replace(meas, stability=args.stability,
-                       relaxed_stability=max(meas.relaxed_stability, args.stability))
-    return meas
+    return meas.with_windows(getattr(args, "request_count", None),
+                             getattr(args, "measurement_interval", None),
+                             getattr(args, "stability", None))
 
 
 def int_list(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, ...]:

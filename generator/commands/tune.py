@@ -7,10 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import SpecError
-from ..repository.s3 import is_s3_url
-from ..repository.selection import select_models
-from .common import (DEFAULT_REPO, add_backend_dir_arg, add_repo_args, int_list,
-                     measurement_from_args)
+from .common import add_backend_dir_arg, add_repo_args, int_list
 from .parser import DefaultsHelpFormatter
 
 
@@ -98,94 +95,46 @@ def add_parser(sub) -> None:
 
 def _delays(text: str | None):
     """--queue-delays-us: 'off' (no dynamic batching) and delays in microseconds."""
-    from ..tune.space import DEFAULT_DELAYS_US, OFF
-
     if text is None:
-        return DEFAULT_DELAYS_US
-    out = []
-    for item in (x.strip().lower() for x in text.split(",") if x.strip()):
-        if item == "off":
-            out.append(OFF)
-        elif item.isdigit():
-            out.append(int(item))
-        else:
-            raise SpecError(f"--queue-delays-us '{text}': '{item}' is neither 'off' nor a"
-                            " number of microseconds.",
-                            "Example: --queue-delays-us off,0,100,2000")
-    if not out:
-        raise SpecError(f"--queue-delays-us '{text}' lists nothing.",
+        return None
+    items = [x.strip().lower() for x in text.split(",") if x.strip()]
+    bad = [x for x in items if x != "off" and not x.isdigit()]
+    if bad or not items:
+        raise SpecError(f"--queue-delays-us '{text}': "
+                        + (f"'{bad[0]}' is neither 'off' nor a number of microseconds."
+                           if bad else "lists nothing."),
                         "Example: --queue-delays-us off,0,100,2000")
-    return tuple(dict.fromkeys(out))
+    return [x if x == "off" else int(x) for x in items]
 
 
-def _positive(value, flag: str, example: str):
-    if value is not None and not value > 0:
-        raise SpecError(f"{flag} {value:g} must be positive.", f"Example: {flag} {example}")
-    return value
-
-
-def settings_from_args(args):
-    """(Settings, the search flags given explicitly: flag -> value as results.json stores it)."""
-    from ..tune.objective import MAX_THROUGHPUT, Objective, default_concurrency
-    from ..tune.settings import FLAG_KEYS, MEASUREMENT, STAGED, Settings
-    from ..tune.space import Space
-
-    _positive(args.p99_budget_ms, "--p99-budget-ms", "60")
-    _positive(args.memory_budget_gb, "--memory-budget-gb", "4")
-    _positive(args.budget_minutes, "--budget-minutes", "10")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise SpecError(f"--batch-size {args.batch_size} must be at least 1.",
-                        "Example: --batch-size 1")
-    objective = Objective(args.objective or MAX_THROUGHPUT, args.p99_budget_ms,
-                          args.memory_budget_gb)
-    concurrency = int_list(args.concurrency, "--concurrency",
-                           default_concurrency(objective.kind, objective.p99_budget_ms))
-    space = Space(instances=int_list(args.instances, "--instances", ()),
-                  threads=int_list(args.threads, "--threads", ()),
-                  delays_us=_delays(args.queue_delays_us),
-                  max_batch_sizes=int_list(args.max_batch_sizes, "--max-batch-sizes", ()),
-                  preferred=args.preferred is not False)
-    settings = Settings(objective, tuple(sorted(concurrency)), args.batch_size or 1, space,
-                        args.strategy or STAGED, args.protocol or "grpc",
-                        measurement_from_args(args, MEASUREMENT))
-    flat = settings.flat()
-    given = {flag: flat[key] for flag, key in FLAG_KEYS.items()
-             if getattr(args, _dest(flag)) is not None}
-    return settings, given
-
-
-def _dest(flag: str) -> str:
-    return "preferred" if flag == "--no-preferred-batch-sizes" else \
-        flag.lstrip("-").replace("-", "_")
+def search_from_args(args) -> dict:
+    """tune's search options (api.tune_settings' keywords) from the flags (None: not given)."""
+    return dict(objective=args.objective, p99_budget_ms=args.p99_budget_ms,
+                memory_budget_gb=args.memory_budget_gb,
+                concurrency=int_list(args.concurrency, "--concurrency", None),
+                batch_size=args.batch_size,
+                instances=int_list(args.instances, "--instances", None),
+                threads=int_list(args.threads, "--threads", None),
+                queue_delays_us=_delays(args.queue_delays_us),
+                max_batch_sizes=int_list(args.max_batch_sizes, "--max-batch-sizes", None),
+                preferred=args.preferred, strategy=args.strategy, protocol=args.protocol,
+                measurement_interval=args.measurement_interval, stability=args.stability)
 
 
 def run(args) -> int:
-    from ..tune.runner import TuneOptions, resumed_selection, run_tune
+    from .. import api
 
-    if is_s3_url(args.repo):
-        raise SpecError(f"--repo {args.repo}: tune measures and rewrites a local repository.",
-                        "Run it on the built repository (gen-repo build --out DIR), then"
-                        " gen-repo push the production repository.")
     if args.resume and args.results and Path(args.resume) != Path(args.results):
         raise SpecError(f"--resume {args.resume} and --results {args.results} name two"
                         " directories.", "--resume DIR reads and goes on writing DIR: drop"
                         " --results.")
-    settings, given = settings_from_args(args)
-    results_dir = Path(args.resume or args.results or "tune_results")
-    opts = TuneOptions(settings=settings, out=Path(args.out), results_dir=results_dir,
-                       budget_minutes=args.budget_minutes,
-                       backend_dirs=args.backend_directory, force=args.force,
-                       resume=bool(args.resume), resume_flags=tuple(given.items()))
     command = ["gen-repo", *sys.argv[1:]] if sys.argv and "gen-repo" in sys.argv[0] else \
         ["gen-repo", "tune"]
-    repo, names = args.repo, args.models
-    if args.resume:  # the stored search's repository and models, unless given
-        stored_repo, stored_names = resumed_selection(results_dir)
-        if repo == DEFAULT_REPO and stored_repo:
-            repo = stored_repo
-        if names is None and stored_names:
-            names = ",".join(stored_names)
-    outcome = run_tune(opts, select_models(repo, names), command)
+    outcome = api.tune(args.repo, models=args.models, out=args.out,
+                       results=args.resume or args.results or "tune_results",
+                       resume=bool(args.resume), force=args.force,
+                       budget_minutes=args.budget_minutes, backend_dirs=args.backend_directory,
+                       progress=None, command=command, **search_from_args(args))
     for d in outcome.results.decisions:
         print(d["sentence"])
         if d.get("written"):

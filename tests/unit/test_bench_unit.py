@@ -393,9 +393,14 @@ def _args(*argv):
     return make_parser().parse_args(["bench", *argv])
 
 
-def test_quick_and_default_presets():
-    from generator.commands.bench import options_from_args
+def options_from_args(args):
+    from generator.api import bench_options
+    from generator.commands import bench
 
+    return bench_options(**bench.options_from_args(args))
+
+
+def test_quick_and_default_presets():
     quick = options_from_args(_args("--quick"))
     assert quick.plan.concurrency == (1, 8) and quick.plan.instances == (1,)
     assert quick.ceiling_seconds == 0.5 and quick.plan.measurement.interval_ms == 1000
@@ -434,8 +439,6 @@ def test_a_quick_ceiling_costs_a_few_forward_passes_of_a_slow_model():
     (("--url", "localhost:8001", "--instances", "1,2"), "--instances needs bench's own server"),
 ])
 def test_bad_options_are_spec_errors(argv, fragment):
-    from generator.commands.bench import options_from_args
-
     with pytest.raises(SpecError) as e:
         options_from_args(_args(*argv))
     assert fragment in e.value.message and e.value.tip
