@@ -12,7 +12,7 @@ dynamic batching up to 8, 1 instance, concurrency 1 and 8. Within a round every 
 as built, libtorch hand-written, python, and the floor bench serves beside them (an identity
 Python-backend model, no torch) -- is measured in turn at each point, so the ratios are same-run
 ratios; the table gives the median over the rounds and each round. It needs a PyTorch backend
-(``GEN_REPO_BACKEND_DIRECTORY``; scripts/test.sh's ../shared/triton-backends), and says so
+(``GEN_REPO_BACKEND_DIRECTORY``, else ``/opt/tritonserver/backends``), and says so
 without one. About 2 minutes per round on 2 cores; every round's report is kept, and the table
 is written as ``goals.md`` beside them.
 """
@@ -38,8 +38,8 @@ from generator.bench import analysis  # noqa: E402
 from generator.bench.results import Results  # noqa: E402
 from generator.repository import layout  # noqa: E402
 from generator.cli import main as gen_repo  # noqa: E402
-from generator.serve.triton_install import (BACKEND_DIRS_ENV, backends_in,  # noqa: E402
-                                            default_backend_dirs)
+from generator.serve.triton_install import (GET_PYTORCH_BACKEND,  # noqa: E402
+                                            default_backend_dirs, has_pytorch_backend)
 
 MODELS = {  # name -> gen-repo build arguments
     "resnet18": [],
@@ -189,11 +189,9 @@ def table(rows: list[tuple[Goal, list[float | None]]], goals: bool = True) -> st
 
 
 def run(args) -> int:
-    if not any(Path(d).is_dir() and "pytorch" in backends_in(Path(d).resolve())
-               for d in default_backend_dirs()):
+    if not any(has_pytorch_backend(Path(d)) for d in default_backend_dirs()):
         print(f"ERROR: these goals are stated against the libtorch variant on a real PyTorch"
-              f" backend, and {BACKEND_DIRS_ENV} names none.\nTIP: set {BACKEND_DIRS_ENV} to a"
-              " backend directory holding pytorch/ (e.g. ../shared/triton-backends).",
+              f" backend, and gen-repo finds none.\nTIP: {GET_PYTORCH_BACKEND}.",
               file=sys.stderr)
         return 2
     out = Path(args.out)

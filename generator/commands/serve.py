@@ -208,7 +208,14 @@ def run(args) -> int:
             start_timeout=args.start_timeout, docker=docker_options(args),
             progress=None) as serving:
         server, statuses = serving.server, list(serving.statuses.values())
+        backends_tip = None
+        if hasattr(server, "backends_note"):  # the embedded server: which backends it has
+            line, backends_tip = server.backends_note(
+                needs_pytorch=any(s.backend == "pytorch" for s in statuses))
+            print(line, flush=True)
         print_statuses(statuses)
+        if backends_tip:  # once, not per model
+            print(f"TIP: {backends_tip}", file=sys.stderr, flush=True)
         if not serving.ready:
             hint = ("Python-backend models need torch inside the image (build one with"
                     " docker/Dockerfile and pass it with --image, or run gen-repo pack-env)"

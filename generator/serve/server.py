@@ -15,6 +15,7 @@ environment come from arguments.py, its processes are counted and killed by proc
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import threading
@@ -31,14 +32,17 @@ from .logs import CappedLog
 from .ports import Ports
 from .processes import (descendants, kill_group, kill_group_when_it_dies, resident_bytes,
                         stub_processes, wait_exit_unreaped, wait_gone)
-from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, TritonInstall, backends_in,
-                             bundled_backend_dir, default_backend_dirs, merged_backend_dir)
+from . import triton_install
+from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, GET_PYTORCH_BACKEND,
+                             TritonInstall, backends_in, bundled_backend_dir, default_backend_dirs,
+                             merged_backend_dir)
 
+# The reason of a SKIPPED libtorch model (serve prints once, beside it, how to get a backend:
+# GET_PYTORCH_BACKEND).
 PYTORCH_BACKEND_TIP = (
-    "the embedded tritonserver (from the nvidia-pytriton wheel) has no PyTorch backend: serve this"
-    " model with --docker (the NGC tritonserver image has one) or pass --backend-directory DIR (or"
-    f" set {BACKEND_DIRS_ENV}=DIR) with a pytorch backend (e.g. a copy of"
-    " /opt/tritonserver/backends from that image)")
+    "the embedded tritonserver (from the nvidia-pytriton wheel) has no PyTorch backend: pass"
+    f" --backend-directory DIR (or set {BACKEND_DIRS_ENV}=DIR) with a pytorch/ backend, or serve"
+    " this model with --docker (the NGC tritonserver image has one)")
 
 
 class EmbeddedServer(TritonServer):
@@ -50,11 +54,20 @@ class EmbeddedServer(TritonServer):
     def __init__(self, repo, ports: Ports = Ports(), log_path=None,
                  backend_dirs: Sequence[str | Path] | None = None, **kw):
         """``backend_dirs``: extra backend directories; None = those GEN_REPO_BACKEND_DIRECTORY
-        names (none when unset)."""
+        names, or when it is unset /opt/tritonserver/backends if it holds a PyTorch backend."""
         super().__init__(repo, ports, log_path, **kw)
         self.install = TritonInstall.locate()
+        # where the extra backend directories come from, or why there are none (for serve)
+        system = triton_install.SYSTEM_BACKENDS
+        self.backend_dirs_from = (
+            ("--backend-directory", "none given") if backend_dirs is not None else
+            (BACKEND_DIRS_ENV, f"{BACKEND_DIRS_ENV} is set empty")
+            if BACKEND_DIRS_ENV in os.environ else
+            (f"{system}, where Triton keeps its backends",
+             f"{BACKEND_DIRS_ENV} is unset and {system} holds no PyTorch backend"))
         if backend_dirs is None:
             backend_dirs = default_backend_dirs()
+        self.extra_backend_dirs = tuple(str(d) for d in backend_dirs)
         self.backend_dir = merged_backend_dir(bundled_backend_dir(self.install), backend_dirs)
         found = backends_in(self.backend_dir)
         self.backends = set(found) | BUILTIN_BACKENDS
@@ -68,6 +81,23 @@ class EmbeddedServer(TritonServer):
         return [str(self.install.binary), *server_args(
             str(self.repo), self.ports, str(self.backend_dir), listen=self.listen,
             control_key=self.control_key)]
+
+    def backends_note(self, needs_pytorch: bool = False) -> tuple[str, str | None]:
+        """What serve says about its backends: the line naming the backend directories used and
+        where the PyTorch backend comes from, and the TIP on getting one when there is none and
+        ``needs_pytorch`` (a libtorch model is to be served)."""
+        found = backends_in(self.backend_dir)
+        source, why_none = self.backend_dirs_from
+        if self.extra_backend_dirs:
+            where = (f"backend directories: {', '.join(self.extra_backend_dirs)} (from {source})"
+                     " and the Python backend of nvidia-pytriton")
+        else:
+            where = f"backend directory: the Python backend of nvidia-pytriton only ({why_none})"
+        if "pytorch" in found:
+            return f"{where}; PyTorch backend: {found['pytorch'].resolve()}", None
+        tip = (f"there is no PyTorch backend, so libtorch models are SKIPPED; to serve them,"
+               f" {GET_PYTORCH_BACKEND}.") if needs_pytorch else None
+        return f"{where}; no PyTorch backend", tip
 
     def missing_backend_reason(self, backend: str) -> str | None:
         if backend in self.backends:

@@ -23,14 +23,36 @@ from ..machine import cache_dir
 
 # The default of --backend-directory for serve, bench and demo: directories of extra Triton backends
 # (a PyTorch backend), separated by ':'. Set it once, e.g. to a copy of the NGC image's
-# /opt/tritonserver/backends or to a backend built against this environment's torch.
+# /opt/tritonserver/backends or to a backend built against this environment's torch; set it
+# empty for none at all.
 BACKEND_DIRS_ENV = "GEN_REPO_BACKEND_DIRECTORY"
+# Where Triton keeps its backends (its own install, the NGC image): used when the variable is
+# unset and it holds a PyTorch backend.
+SYSTEM_BACKENDS = Path("/opt/tritonserver/backends")
 EMBEDDED_RELEASE = "24.10"  # the tritonserver of nvidia-pytriton 0.7.0 (2.51.0)
+NGC_IMAGE = f"nvcr.io/nvidia/tritonserver:{EMBEDDED_RELEASE}-py3"  # the same release's image
+# How to get a PyTorch backend for the embedded server: the one of the same Triton release.
+GET_PYTORCH_BACKEND = (
+    f"copy the backends of the NGC image of the same Triton release (`docker create --name tb"
+    f" {NGC_IMAGE} && docker cp tb:{SYSTEM_BACKENDS} DIR && docker rm tb`), then pass"
+    f" --backend-directory DIR or set {BACKEND_DIRS_ENV}=DIR; or serve with --docker")
+
+
+def has_pytorch_backend(directory: Path) -> bool:
+    """True when ``directory`` (a backend directory) holds a PyTorch backend."""
+    try:
+        return directory.is_dir() and "pytorch" in backends_in(directory.resolve())
+    except OSError:  # unreadable: as good as absent
+        return False
 
 
 def default_backend_dirs() -> tuple[str, ...]:
-    """The backend directories ``GEN_REPO_BACKEND_DIRECTORY`` names (none when unset)."""
-    return tuple(d for d in os.environ.get(BACKEND_DIRS_ENV, "").split(os.pathsep) if d.strip())
+    """The backend directories used when none is given: those ``GEN_REPO_BACKEND_DIRECTORY``
+    names when it is set (none when it is set empty); else ``/opt/tritonserver/backends`` (the
+    layout of Triton's own install and of the NGC image) when it holds a PyTorch backend."""
+    if BACKEND_DIRS_ENV in os.environ:
+        return tuple(d for d in os.environ[BACKEND_DIRS_ENV].split(os.pathsep) if d.strip())
+    return (str(SYSTEM_BACKENDS),) if has_pytorch_backend(SYSTEM_BACKENDS) else ()
 
 
 def torch_lib_dir() -> Path | None:

@@ -31,14 +31,14 @@ def _has_pytorch_backend() -> bool:
                for d in default_backend_dirs())
 
 
-# The libtorch variant is served for real when GEN_REPO_BACKEND_DIRECTORY names a Triton PyTorch
-# backend (scripts/test.sh points it at ../shared/triton-backends when that exists); the tests
-# that need one skip without it, saying so.
+# The libtorch variant is served for real when gen-repo finds a Triton PyTorch backend
+# (GEN_REPO_BACKEND_DIRECTORY, else /opt/tritonserver/backends); the tests that need one skip
+# without it, saying so.
 PYTORCH_BACKEND = _has_pytorch_backend()
 needs_pytorch_backend = pytest.mark.skipif(
     not PYTORCH_BACKEND, reason=f"needs a Triton PyTorch backend: set {BACKEND_DIRS_ENV} to a"
-    " backend directory holding pytorch/ (scripts/test.sh uses ../shared/triton-backends when it"
-    " exists)")
+    " backend directory holding pytorch/ (a copy of the NGC image's /opt/tritonserver/backends),"
+    " or run where /opt/tritonserver/backends holds one")
 
 
 def build_fixture(out: Path, factory: str, variants: str = "libtorch,python", *extra: str) -> None:

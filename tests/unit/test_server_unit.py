@@ -188,6 +188,46 @@ def test_backend_directories_default_to_the_environment_variable(tmp_path, monke
     assert ti.BACKEND_DIRS_ENV in s.missing_backend_reason("pytorch")
 
 
+def test_backends_are_found_where_triton_keeps_them(tmp_path, monkeypatch):
+    """With neither --backend-directory nor the variable, /opt/tritonserver/backends (Triton's
+    install, the NGC image) is used when it holds a PyTorch backend; serve names the directory."""
+    system = tmp_path / "opt" / "backends"
+    monkeypatch.setattr(ti, "SYSTEM_BACKENDS", system)
+    monkeypatch.delenv(ti.BACKEND_DIRS_ENV, raising=False)
+    _fake_backend(system, "onnxruntime")
+    assert ti.default_backend_dirs() == ()  # no pytorch/ there: not used
+    _fake_backend(system, "pytorch")
+    assert ti.default_backend_dirs() == (str(system),)
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
+    assert s.missing_backend_reason("pytorch") is None
+    line, tip = s.backends_note(needs_pytorch=True)
+    assert str(system) in line and "where Triton keeps" in line and tip is None
+    assert f"PyTorch backend: {(system / 'pytorch').resolve()}" in line
+    # the variable wins; set empty it means none, /opt included
+    monkeypatch.setenv(ti.BACKEND_DIRS_ENV, "")
+    assert ti.default_backend_dirs() == ()
+    # so does the flag (an explicit list, here empty)
+    monkeypatch.delenv(ti.BACKEND_DIRS_ENV)
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log", backend_dirs=())
+    assert s.missing_backend_reason("pytorch") is not None
+
+
+def test_serve_without_a_pytorch_backend_says_where_it_looked_and_how_to_get_one(tmp_path,
+                                                                                monkeypatch):
+    monkeypatch.setattr(ti, "SYSTEM_BACKENDS", tmp_path / "absent")
+    monkeypatch.delenv(ti.BACKEND_DIRS_ENV, raising=False)
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log")
+    line, tip = s.backends_note(needs_pytorch=True)
+    assert "no PyTorch backend" in line and ti.BACKEND_DIRS_ENV in line
+    assert str(tmp_path / "absent") in line
+    assert "docker cp" in tip and "/opt/tritonserver/backends" in tip and ti.NGC_IMAGE in tip
+    assert s.backends_note(needs_pytorch=False)[1] is None  # no libtorch model: no TIP
+    _fake_backend(tmp_path / "extra", "onnxruntime")
+    s = EmbeddedServer(tmp_path, log_path=tmp_path / "l.log", backend_dirs=[tmp_path / "extra"])
+    line, tip = s.backends_note(needs_pytorch=True)
+    assert f"{tmp_path / 'extra'} (from --backend-directory)" in line and "docker cp" in tip
+
+
 @pytest.mark.parametrize("reason,state,says,tip", [
     # what the server answered, seen on the real r24.10 PyTorch backend
     ("unable to load shared library: libtorch.so: cannot open shared object file: No such file"
