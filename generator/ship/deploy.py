@@ -25,12 +25,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from .. import __version__, progress
-from ..templates import TEMPLATES, jinja_environment
+from ..templates import jinja_environment, templates_dir
 from ..errors import GenRepoError, SpecError
 from ..repository.s3 import DEFAULT_REGION, S3Location, is_s3_url
 
-K8S_DIR = TEMPLATES / "k8s"
-KSERVE_SCHEMA = K8S_DIR / "kserve-inferenceservice-v1beta1.schema.json"
+KSERVE_SCHEMA = "kserve-inferenceservice-v1beta1.schema.json"  # in templates/k8s
 DEFAULT_IMAGE = "gen-repo/tritonserver:24.10-torch2.15.0"  # the image docker/ builds
 K8S_VERSION = "1.30"
 TARGETS = ("k8s", "kserve")
@@ -221,9 +220,14 @@ def _yaml_filter(value, indent: int) -> str:
     return "\n".join(" " * indent + line for line in text.rstrip("\n").splitlines())
 
 
+def k8s_dir() -> Path:
+    """templates/k8s, wherever gen-repo is installed (package data, see generator.templates)."""
+    return templates_dir() / "k8s"
+
+
 @lru_cache(maxsize=1)
 def _env():
-    env = jinja_environment(K8S_DIR)
+    env = jinja_environment(k8s_dir())
     env.filters["yaml"] = _yaml_filter
     return env
 
@@ -320,7 +324,7 @@ def _strict(schema):
 def _kserve_validator():
     import jsonschema
 
-    schema = _strict(json.loads(KSERVE_SCHEMA.read_text()))
+    schema = _strict(json.loads((k8s_dir() / KSERVE_SCHEMA).read_text()))
     return jsonschema.Draft7Validator(schema)
 
 
