@@ -116,7 +116,7 @@ class Outcome:
 class Served:
     """A running `gen-repo serve` of ``repo``: its process, ports and the answers to expect."""
 
-    def __init__(self, repo: Path, log: Path):
+    def __init__(self, repo: Path, log: Path, extra: tuple[str, ...] = ()):
         from generator.serve.ports import Ports, free_ports
 
         self.ports = Ports(*free_ports(3))
@@ -127,7 +127,8 @@ class Served:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "generator.cli", "serve", "--repo", str(repo), "--http-port",
              str(self.ports.http), "--grpc-port", str(self.ports.grpc), "--metrics-port",
-             str(self.ports.metrics), "--log-file", str(log)], cwd=ROOT, stdout=self.out,
+             str(self.ports.metrics), "--log-file", str(log), *extra], cwd=ROOT,
+            stdout=self.out,
             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.expected = {}

@@ -16,6 +16,9 @@ from .common import add_backend_dir_arg, add_repo_args
 from .parser import DefaultsHelpFormatter
 
 
+MAX_DEAD_STUBS = 8  # dead, unreaped Python-backend processes before the server starts again
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "serve", help="serve a model repository with a real Triton server",
@@ -36,6 +39,10 @@ def add_parser(sub) -> None:
     add_backend_dir_arg(p)
     p.add_argument("--log-file", default=None, metavar="FILE",
                    help="server log (default: ~/.cache/gen-repo/logs/tritonserver-*.log)")
+    p.add_argument("--max-dead-stubs", type=int, default=MAX_DEAD_STUBS, metavar="N",
+                   help="start the server again when more than N of its Python-backend"
+                        " processes died (Triton 24.10 never reaps them, and each keeps its"
+                        " model instance's memory); 0: never")
     p.add_argument("--start-timeout", type=float, default=120.0, metavar="S",
                    help="seconds to wait for the server to come up")
     d = p.add_argument_group("docker (the NGC tritonserver container)")
@@ -150,11 +157,12 @@ RESTARTS, RESTART_WINDOW_S = 3, 300.0  # a server that dies more often than this
 PROBE_EVERY_S, HUNG_AFTER_S = 10.0, 30.0
 
 
-def _watch(server) -> None:
+def _watch(server, max_dead_stubs: int = 0) -> None:
     """Serve until Ctrl-C: load again a model whose Python-backend stub died, and start the
     server again when it died or stopped answering (at most RESTARTS times within
-    RESTART_WINDOW_S). Whatever the server does, this loop reports it and goes on; only the
-    restart limit ends it."""
+    RESTART_WINDOW_S), and when more than ``max_dead_stubs`` of its Python-backend processes
+    died unreaped (0: never). Whatever the server does, this loop reports it and goes on; only
+    the restart limit ends it."""
     restarts: list[float] = []
     probed = answered = time.monotonic()
     while True:
@@ -164,6 +172,15 @@ def _watch(server) -> None:
             server.check_running()
             for status in server.revive():  # a Python-backend process died: reload
                 print_statuses([status])
+            dead = server.dead_stubs()
+            if max_dead_stubs and dead > max_dead_stubs:
+                progress.warn(f"{dead} Python-backend processes of the server died, and Triton"
+                              " does not reap them (each keeps its model instance's memory):"
+                              " starting the server again to free them (in-flight requests"
+                              " fail)")
+                print_statuses(server.restart())
+                probed = answered = time.monotonic()
+                continue
             now = time.monotonic()
             if now - probed >= PROBE_EVERY_S:
                 probed = now
@@ -201,6 +218,10 @@ def _first_line(e: BaseException) -> str:
 def run(args) -> int:
     from .. import api
 
+    if args.max_dead_stubs < 0:
+        raise SpecError(f"--max-dead-stubs {args.max_dead_stubs} is negative.",
+                        "Pass 0 to never restart for dead processes, or a count such as 8.")
+
     with sigterm_as_interrupt(), api.serve(
             args.repo, models=args.models, http_port=args.http_port, grpc_port=args.grpc_port,
             metrics_port=args.metrics_port, listen=args.listen,
@@ -234,7 +255,7 @@ def run(args) -> int:
         print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
               f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)
         try:
-            _watch(server)
+            _watch(server, args.max_dead_stubs)
         except KeyboardInterrupt:
             progress.info("Ctrl-C: stopping the server")
     if failed:

@@ -29,7 +29,7 @@ from . import control
 from .arguments import EXIT_TIMEOUT_S
 from .load_errors import clean_load_error, load_failure
 from .ports import Ports
-from .processes import running, stubs_of
+from .processes import dead_children, running, stubs_of
 
 BUILTIN_BACKENDS = {"ensemble"}  # platforms the server core handles without a backend library
 # models loaded at once: each Python-backend instance's stub imports torch (CPU-bound, ~2 s)
@@ -116,6 +116,13 @@ class TritonServer:
     def _stubs_of(self, name: str) -> list:
         """The running stub processes of model ``name`` (processes.stubs_of)."""
         return stubs_of(self._stub_processes().values(), name)
+
+    def dead_stubs(self) -> int:
+        """How many of the server's processes died and wait for it to reap them: Triton 24.10
+        never reaps a dead Python-backend stub, and the instance it served keeps its memory
+        until the server stops. 0 where the processes are out of sight (a container)."""
+        pid = getattr(self, "pid", None)
+        return dead_children(pid) if pid else 0
 
     def stub_count(self) -> int:
         """How many Python-backend stub processes run now (an unloaded model's stubs exit a

@@ -28,6 +28,36 @@ def descendants(pid: int) -> list:
         return []
 
 
+def dead_children(pid: int) -> int:
+    """How many children of ``pid`` have exited and wait for it to reap them (zombies)."""
+    import psutil
+
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return 0
+    count = 0
+    for child in children:
+        try:
+            count += child.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            pass
+    return count
+
+
+def raise_descriptor_limit(pid: int) -> None:
+    """Let process ``pid`` open as many files and sockets as the hard limit allows (a server
+    at the usual soft limit of 1,024 stops answering once that many idle connections are
+    open)."""
+    import resource
+
+    try:
+        _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):  # gone already, or not allowed: the limit stays
+        pass
+
+
 def running(proc) -> bool:
     """True while ``proc`` (a psutil.Process) runs: not exited, not an unreaped zombie."""
     import psutil

@@ -30,8 +30,8 @@ from .arguments import embedded_env, server_args, torch_library_dirs
 from .lifecycle import BUILTIN_BACKENDS, TritonServer
 from .logs import CappedLog
 from .ports import Ports
-from .processes import (descendants, kill_group, kill_group_when_it_dies, resident_bytes,
-                        stub_processes, wait_exit_unreaped, wait_gone)
+from .processes import (descendants, kill_group, kill_group_when_it_dies, raise_descriptor_limit,
+                        resident_bytes, stub_processes, wait_exit_unreaped, wait_gone)
 from . import triton_install
 from .triton_install import (BACKEND_DIRS_ENV, EMBEDDED_RELEASE, GET_PYTORCH_BACKEND,
                              TritonInstall, backends_in, bundled_backend_dir, default_backend_dirs,
@@ -133,6 +133,7 @@ class EmbeddedServer(TritonServer):
         threading.Thread(target=spawn, name="tritonserver-start", daemon=True).start()
         spawned.wait()
         if self._proc is not None and not failed:
+            raise_descriptor_limit(self._proc.pid)
             self._log = CappedLog(self.log_path)
             self._log.follow(self._proc.stdout)
             threading.Thread(target=self._kill_group_when_it_dies, args=(self._proc,),

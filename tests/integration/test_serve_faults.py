@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.faults import FAULTS, Served, build, inject
+import time
+
+from benchmarks.faults import FAULTS, MODEL, OTHER, Served, build, inject, zombies
 
 pytestmark = pytest.mark.integration
 
@@ -28,3 +30,20 @@ def test_serve_recovers_by_itself(repo, tmp_path, fault):
         code = served.stop()
     assert outcome.recovered and alive, f"{outcome}\n{served.output()}"
     assert code == 0, served.output()
+
+
+def test_dead_stubs_past_the_limit_start_the_server_again(repo, tmp_path):
+    """Triton 24.10 never reaps a dead stub; past --max-dead-stubs, serve starts the server
+    again, which frees them, and the models answer right afterwards."""
+    served = Served(repo, tmp_path / "serve.log", ("--max-dead-stubs", "2"))
+    try:
+        outcome = inject(served, "gRPC stub kills", kills=3, timeout=150)
+        deadline = time.monotonic() + 60
+        while "starting the server again to free them" not in served.output():
+            assert time.monotonic() < deadline, served.output()
+            time.sleep(0.5)
+        assert served.wait_recovered(time.monotonic(), (MODEL, OTHER), 120) is not None
+        left = zombies(served.proc.pid)
+    finally:
+        code = served.stop()
+    assert outcome.recovered and left == 0 and code == 0, f"{outcome} {left}\n{served.output()}"
