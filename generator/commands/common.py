@@ -4,7 +4,7 @@ models, lists of integers, perf_analyzer's windows)."""
 from __future__ import annotations
 
 from ..errors import SpecError
-from ..serve.triton_install import BACKEND_DIRS_ENV
+from ..serve.triton_install import BACKEND_DIRS_ENV, SYSTEM_BACKENDS
 
 DEFAULT_REPO = "model_repository"
 
@@ -13,7 +13,7 @@ def add_backend_dir_arg(p) -> None:
     p.add_argument("--backend-directory", action="append", default=None, metavar="DIR",
                    help="extra Triton backends for the embedded server (e.g. a pytorch backend);"
                         f" repeatable (default: the directories in ${BACKEND_DIRS_ENV}, separated"
-                        " by ':')")
+                        f" by ':'; unset: {SYSTEM_BACKENDS} when it holds pytorch/)")
 
 
 def add_repo_args(p) -> None:
