@@ -35,7 +35,7 @@ from .status import READY
 __all__ = ["build", "build_spec", "serve", "verify", "bench", "bench_options", "tune",
            "tune_settings", "Serving", "BuildReport", "VerifyReport", "ModelStatus"]
 
-DEFAULT_REPO = "model_repository"
+DEFAULT_REPO = specmod.DEFAULT_REPO
 
 
 def _names(models: str | Sequence[str] | None) -> str | None:

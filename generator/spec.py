@@ -92,6 +92,7 @@ class Option:
         return "--" + self.key.replace("_", "-")
 
 
+DEFAULT_REPO = "model_repository"  # where build writes and the other commands read
 OPTIONS: tuple[Option, ...] = (
     Option("source", "str", DEFAULT_SOURCE,
            "model source: torchvision:<name>, package.module:factory or path/to/file.py:factory",
@@ -105,7 +106,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("example_inputs", "str", None,
            "a .npz of example inputs (one array per input name, with the batch dim) used instead"
            " of random samples", "FILE"),
-    Option("out", "str", "model_repository", "output repository directory", "DIR"),
+    Option("out", "str", DEFAULT_REPO, "output repository directory", "DIR"),
     Option("variants", "strs", DEFAULT_VARIANTS,
            f"variants to build, comma separated: {', '.join(VARIANT_NAMES)}", "LIST"),
     Option("max_batch_size", "int", 8,

@@ -4,9 +4,8 @@ models, lists of integers, perf_analyzer's windows)."""
 from __future__ import annotations
 
 from ..errors import SpecError
+from ..spec import DEFAULT_REPO
 from ..serve.triton_install import BACKEND_DIRS_ENV, SYSTEM_BACKENDS
-
-DEFAULT_REPO = "model_repository"
 
 
 def add_backend_dir_arg(p) -> None:

@@ -14,7 +14,7 @@ from .parser import command_parser
 from ..serve.ports import Ports, free_ports, port_is_free
 from ..serve.server import EmbeddedServer
 from ..serve.triton_install import BACKEND_DIRS_ENV
-from ..spec import DEFAULT_SOURCE
+from ..spec import DEFAULT_REPO, DEFAULT_SOURCE
 from ..status import READY
 from .parser import DefaultsHelpFormatter
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
                     " the report is and its verdict.",
         formatter_class=DefaultsHelpFormatter)
     p.add_argument("source", nargs="?", default=DEFAULT_SOURCE, help="model source")
-    p.add_argument("--repo", default="model_repository", help="repository to (re)build")
+    p.add_argument("--repo", default=DEFAULT_REPO, help="repository to (re)build")
     p.add_argument("--bench-out", default="bench_results", help="bench output directory")
     p.add_argument("--full", action="store_true",
                    help="the full bench (a few minutes) instead of --quick (under a minute)")
