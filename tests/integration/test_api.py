@@ -63,3 +63,10 @@ def test_the_api_prints_nothing_unless_asked(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == "" and done.stderr == "", done.stdout + done.stderr
+
+
+def test_the_readme_shows_this_very_script():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## From Python"):]
+    block = section[section.index("```python\n") + len("```python\n"):]
+    assert block[:block.index("```\n")] == SCRIPT.read_text()
