@@ -330,16 +330,6 @@ def bench(repo: str | Path = DEFAULT_REPO, *, models: str | Sequence[str] | None
     return outcome
 
 
-# what tune's keyword options are on the command line (the flags a resumed search compares)
-TUNE_FLAGS = {"objective": "--objective", "p99_budget_ms": "--p99-budget-ms",
-              "memory_budget_gb": "--memory-budget-gb", "concurrency": "--concurrency",
-              "batch_size": "--batch-size", "instances": "--instances", "threads": "--threads",
-              "queue_delays_us": "--queue-delays-us", "max_batch_sizes": "--max-batch-sizes",
-              "preferred": "--no-preferred-batch-sizes", "strategy": "--strategy",
-              "protocol": "--protocol", "measurement_interval": "--measurement-interval",
-              "stability": "--stability"}
-
-
 def tune_settings(*, objective: str | None = None, p99_budget_ms: float | None = None,
                   memory_budget_gb: float | None = None,
                   concurrency: Sequence[int] | None = None, batch_size: int | None = None,
@@ -351,14 +341,15 @@ def tune_settings(*, objective: str | None = None, p99_budget_ms: float | None =
     """(tune's Settings, the options given: command-line flag -> value as results.json stores
     it). None: the default."""
     from .tune.objective import MAX_THROUGHPUT, MIN_LATENCY, Objective, default_concurrency
-    from .tune.settings import FLAG_KEYS, MEASUREMENT, STAGED, Settings
+    from .tune.settings import MEASUREMENT, SEARCH_OPTIONS, STAGED, Settings
     from .tune.space import DEFAULT_DELAYS_US, OFF, Space
 
-    given = {k: v for k, v in locals().items() if k in TUNE_FLAGS and v is not None}
+    flags = {keyword: flag for keyword, flag, _ in SEARCH_OPTIONS}
+    given = {k: v for k, v in locals().items() if k in flags and v is not None}
     for key in ("p99_budget_ms", "memory_budget_gb"):
         if given.get(key) is not None and not given[key] > 0:
-            raise SpecError(f"{TUNE_FLAGS[key]} {given[key]:g} must be positive.",
-                            f"Example: {TUNE_FLAGS[key]} 60")
+            raise SpecError(f"{flags[key]} {given[key]:g} must be positive.",
+                            f"Example: {flags[key]} 60")
     if batch_size is not None and batch_size < 1:
         raise SpecError(f"--batch-size {batch_size} must be at least 1.", "Example: --batch-size 1")
     kind = (objective or MAX_THROUGHPUT).replace("_", "-")
@@ -384,7 +375,8 @@ def tune_settings(*, objective: str | None = None, p99_budget_ms: float | None =
                         batch_size or 1, space, strategy or STAGED, protocol or "grpc",
                         MEASUREMENT.with_windows(None, measurement_interval, stability))
     flat = settings.flat()
-    return settings, {TUNE_FLAGS[k]: flat[FLAG_KEYS[TUNE_FLAGS[k]]] for k in given}
+    keys = {keyword: key for keyword, _, key in SEARCH_OPTIONS}
+    return settings, {flags[k]: flat[keys[k]] for k in given}
 
 
 def tune(repo: str | Path = DEFAULT_REPO, *, models: str | Sequence[str] | None = None,

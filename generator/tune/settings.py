@@ -82,10 +82,17 @@ def check_resumable(stored: Settings, asked: dict, where: str) -> None:
                 f"Drop {flag} to resume it, or start a new tune with another --results DIR.")
 
 
-FLAG_KEYS = {"--objective": "kind", "--p99-budget-ms": "p99_budget_ms",
-             "--memory-budget-gb": "memory_budget_gb", "--concurrency": "concurrency",
-             "--batch-size": "batch_size", "--instances": "instances", "--threads": "threads",
-             "--queue-delays-us": "delays_us", "--max-batch-sizes": "max_batch_sizes",
-             "--no-preferred-batch-sizes": "preferred", "--strategy": "strategy",
-             "--protocol": "protocol", "--measurement-interval": "interval_ms",
-             "--stability": "stability_percentage"}
+# Each search option: its keyword in gen_repo.tune, its command-line flag, its key in the
+# settings results.json stores (what a resumed search compares).
+SEARCH_OPTIONS = (
+    ("objective", "--objective", "kind"), ("p99_budget_ms", "--p99-budget-ms", "p99_budget_ms"),
+    ("memory_budget_gb", "--memory-budget-gb", "memory_budget_gb"),
+    ("concurrency", "--concurrency", "concurrency"), ("batch_size", "--batch-size", "batch_size"),
+    ("instances", "--instances", "instances"), ("threads", "--threads", "threads"),
+    ("queue_delays_us", "--queue-delays-us", "delays_us"),
+    ("max_batch_sizes", "--max-batch-sizes", "max_batch_sizes"),
+    ("preferred", "--no-preferred-batch-sizes", "preferred"),
+    ("strategy", "--strategy", "strategy"), ("protocol", "--protocol", "protocol"),
+    ("measurement_interval", "--measurement-interval", "interval_ms"),
+    ("stability", "--stability", "stability_percentage"))
+FLAG_KEYS = {flag: key for _, flag, key in SEARCH_OPTIONS}

@@ -162,13 +162,18 @@ def serve_process(repo: Path, log: Path, *args: str):
     try:
         yield proc, Lines(proc.stdout), ports
     finally:
-        if proc.poll() is None:
-            children = descendants(proc.pid)
-            proc.kill()
-            proc.wait()
-            for child in children:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
+        kill_with_descendants(proc)
+
+
+def kill_with_descendants(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` (when it still runs) and every process it started."""
+    if proc.poll() is None:
+        children = descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
 
 class Lines:

@@ -22,12 +22,11 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-import psutil
 import pytest
 
 from generator.serve.ports import free_ports
 from tests.conftest import ROOT
-from tests.integration.conftest import Lines, descendants, sigint_as_default
+from tests.integration.conftest import Lines, kill_with_descendants, sigint_as_default
 
 pytestmark = pytest.mark.integration
 
@@ -134,13 +133,7 @@ def serving(bin_dir: Path, env: dict, cwd: Path, repo: str):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0, "".join(lines.seen)
     finally:
-        if proc.poll() is None:
-            children = descendants(proc.pid)
-            proc.kill()
-            proc.wait()
-            for child in children:
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
+        kill_with_descendants(proc)
 
 
 @pytest.mark.parametrize("kind", ["wheel", "sdist"])

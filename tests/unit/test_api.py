@@ -135,3 +135,14 @@ def test_the_cli_and_the_api_make_the_same_spec(tmp_path):
     assert spec_from_args(args) == api.build_spec(source="torchvision:resnet18",
                                                   max_batch_size=4, cpu_instances=2,
                                                   out=str(tmp_path))
+
+
+def test_tune_settings_say_which_options_were_given_as_their_flags():
+    settings, given = api.tune_settings(concurrency=(4, 1), objective="min_latency",
+                                        queue_delays_us=["off", 100], preferred=False)
+    assert given == {"--objective": "min-latency", "--concurrency": [1, 4],
+                     "--queue-delays-us": ["off", 100], "--no-preferred-batch-sizes": False}
+    assert settings.concurrency == (1, 4) and not settings.space.preferred
+    with pytest.raises(SpecError) as e:
+        api.tune_settings(queue_delays_us=["soon"])
+    assert "--queue-delays-us" in e.value.message
