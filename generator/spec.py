@@ -103,6 +103,10 @@ OPTIONS: tuple[Option, ...] = (
            "input as NAME:DTYPE:DIMS[:LOW..HIGH], dims without the batch dim joined by x or ',',"
            " -1 = dynamic; repeat for several inputs (default for torchvision image models:"
            " input:float32:3x224x224)", "SPEC"),
+    Option("inputs_by_position", "bool", False,
+           "pass the inputs to forward() by position, in --input order: for a forward() whose"
+           " parameter names cannot be read (forward(*args), a C++ extension), where gen-repo"
+           " cannot tell the order itself and a swap would go unnoticed"),
     Option("example_inputs", "str", None,
            "a .npz of example inputs (one array per input name, with the batch dim) used instead"
            " of random samples", "FILE"),
@@ -160,6 +164,7 @@ class ModelSpec:
     name: str = ""  # build_spec sets it: --name, else one made from the source
     inputs: tuple[TensorSpec, ...] = _default("input")
     outputs: tuple[TensorSpec, ...] = ()  # inferred by running the model
+    inputs_by_position: bool = _default("inputs_by_position")
     example_inputs: str | None = _default("example_inputs")
     out: str = _default("out")
     variants: tuple[str, ...] = _default("variants")

@@ -8,10 +8,14 @@ references and every artifact call the model the same way:
 - every input is passed by keyword when ``forward()`` has named parameters; an input name that is
   not one of them is refused (unless ``forward`` takes ``**kwargs``), and so is a required
   parameter that no input feeds;
-- by position only where the parameters cannot be named: ``forward(self, *args)``,
-  positional-only parameters, a signature that cannot be read — or a ``forward`` with exactly one
-  parameter fed by exactly one input (nothing can be misrouted; torchvision's ``forward(self,
-  x)`` served as ``input``).
+- a TorchScript module (``torch.jit.load``/``script``) has no Python signature: its names come
+  from its schema (``forward.schema``);
+- by position only where nothing can be misrouted -- a ``forward`` fed by exactly one input
+  (torchvision's ``forward(self, x)`` served as ``input``) -- or where the user says the
+  ``--input`` order is forward()'s (``--inputs-by-position``). Several inputs to a forward()
+  whose names cannot be read (``forward(self, *args)``, positional-only parameters, a C++
+  extension) are refused otherwise: the build's references would be made with the same guess,
+  so no check could see two same-shaped inputs exchanged.
 """
 
 from __future__ import annotations
@@ -73,22 +77,51 @@ def _short(text: str) -> str:
     return text if len(text) <= 16 else text[:13] + "..."
 
 
-def bind_inputs(model, inputs) -> InputBinding:
+def signature(model) -> inspect.Signature | None:
+    """forward()'s signature: Python's, or one made from a TorchScript schema (None: neither
+    can be read)."""
+    try:
+        return inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        pass
+    schema = getattr(getattr(model, "forward", None), "schema", None)
+    if schema is None:
+        return None
+    params = [_P(a.name, _P.POSITIONAL_OR_KEYWORD,
+                 default=None if a.has_default_value() else _P.empty)
+              for a in schema.arguments[1:]]  # the first is self
+    return inspect.Signature(sorted(params, key=lambda p: p.default is not _P.empty))
+
+
+def bind_inputs(model, inputs, by_position: bool = False) -> InputBinding:
     """The binding of ``inputs`` (TensorSpecs) to ``model.forward``; SpecError when a name fits no
-    parameter."""
+    parameter, or when several inputs would go by position without ``by_position`` (the user's
+    word that --input order is forward()'s)."""
     names = [t.name for t in inputs]
     positional = InputBinding((None,) * len(names), "")
-    try:
-        sig = inspect.signature(model.forward)
-    except (TypeError, ValueError):
-        return InputBinding(positional.keywords,
-                            "forward()'s signature cannot be read: by position")
+    sig = signature(model)
+
+    def by_order(why: str) -> InputBinding:
+        if len(names) > 1 and not by_position:
+            raise SpecError(
+                f"{why}, so gen-repo cannot tell which of the {len(names)} inputs"
+                f" ({', '.join(names)}) goes where; passed in --input order, a wrong order would"
+                " be checked against references made the same way, and two inputs of the same"
+                " shape would be served exchanged without any check failing.",
+                "If the --input order is forward()'s parameter order, say so with"
+                " --inputs-by-position; or wrap the model in a module whose forward() names"
+                " its parameters (def forward(self, ids, mask): return self.model(ids, mask)).")
+        return InputBinding(positional.keywords, f"{why}: by position"
+                            + (", in --input order as --inputs-by-position says"
+                               if len(names) > 1 else ""))
+
+    if sig is None:
+        return by_order("forward()'s signature cannot be read")
     params = list(sig.parameters.values())
     named = [p for p in params if p.kind in (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)]
     var_kw = any(p.kind is _P.VAR_KEYWORD for p in params)
     if any(p.kind is _P.POSITIONAL_ONLY for p in params) or (not named and not var_kw):
-        return InputBinding(positional.keywords,
-                            f"{describe(sig)} cannot take its inputs by name: by position")
+        return by_order(f"the model's {describe(sig)} cannot take its inputs by name")
     if (len(names) == 1 and len(params) == 1 and named
             and named[0].kind is _P.POSITIONAL_OR_KEYWORD):
         return InputBinding(positional.keywords,

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import SourceError, SpecError
 from ..spec import TensorSpec
+from .arguments import signature
 from .generated import import_source
 from ..variants.packaging import installed_top_levels
 from .sources import LoadedModel
@@ -152,12 +153,15 @@ def _main_classes_to_module(model) -> None:
 
 
 def _forward_names(model, count: int) -> list[str]:
-    params = [p for p in inspect.signature(model.forward).parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    sig = signature(model)
+    params = [] if sig is None else [p for p in sig.parameters.values()
+                                     if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(params) < count:
-        raise SpecError(f"{count} example inputs were given, but {type(model).__name__}.forward()"
-                        f" takes {len(params)} named argument(s).",
-                        "Pass the inputs as a dict by forward() parameter name.")
+        raise SpecError(f"{count} example inputs were given as a tuple, but"
+                        f" {type(model).__name__}.forward() names {len(params)} parameter(s).",
+                        "Pass the inputs as a dict by forward() parameter name (for a forward()"
+                        " whose names cannot be read, a dict of names of your choice in its"
+                        " order, with inputs_by_position=True).")
     return [p.name for p in params[:count]]
 
 

@@ -191,9 +191,9 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
                         "Describe each input: --input NAME:DTYPE:DIMS (e.g. --input"
                         " x:float32:16), or list them in the spec file.")
     spec = spec.with_(inputs=tuple(inputs))
-    binding = bind_inputs(model, spec.inputs)
+    binding = bind_inputs(model, spec.inputs, spec.inputs_by_position)
     if not binding.by_name and len(spec.inputs) > 1:
-        notes.append(f"{binding.reason}, in --input order")
+        notes.append(binding.reason)
     cases = make_cases(spec)
     buffers = _buffer_snapshot(model)
     with progress.step("running the eager model on sample inputs"):

@@ -36,7 +36,7 @@ def test_example_tensors_become_input_specs_with_dynamic_axes_and_ranges():
 
 @pytest.mark.parametrize("inputs, kw, fragment", [
     ((torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2)), {},
-     "takes 3 named argument(s)"),
+     "names 3 parameter(s)"),
     ({"tokens": [1, 2]}, {}, "are not tensors"),
     ({"tokens": torch.zeros(2, 3)}, {"dynamic_axes": {"tokenz": [1]}}, "not inputs"),
     ({"tokens": torch.zeros(2, 3)}, {"dynamic_axes": {"tokens": [0]}}, "always dynamic"),

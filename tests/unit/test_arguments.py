@@ -86,12 +86,42 @@ class _Builtin(nn.Module):
     (_One(), ("x",), (None,)),
 ])
 def test_positional_only_where_the_parameters_cannot_be_named(model, names, keywords):
-    binding = bind_inputs(model, [TensorSpec(n, "float32", (2,)) for n in names])
+    """Several inputs go by position only on the user's word (--inputs-by-position)."""
+    binding = bind_inputs(model, [TensorSpec(n, "float32", (2,)) for n in names],
+                          by_position=True)
     assert binding.keywords == keywords
     b, a = torch.tensor([[1.0, 2.0]]), torch.tensor([[10.0, 20.0]])
     if len(names) == 2:
         want = (b - a) if keywords == (None, None) else (a - b)
         assert torch.equal(binding.call(model, [b, a]), want)
+
+
+@pytest.mark.parametrize("model", [_StarArgs(), _PosOnly(), _Builtin()])
+def test_several_inputs_by_position_are_refused_unless_the_user_says_the_order(model):
+    with pytest.raises(SpecError) as e:
+        bind_inputs(model, [TensorSpec(n, "float32", (2,)) for n in ("b", "a")])
+    assert "cannot tell which of the 2 inputs (b, a) goes where" in e.value.message
+    assert "--inputs-by-position" in e.value.tip
+
+
+class _Minus(nn.Module):
+    def forward(self, minuend, subtrahend):
+        return minuend - subtrahend
+
+
+@pytest.mark.parametrize("make", [torch.jit.script, lambda m: torch.jit.trace(
+    m, (torch.zeros(1, 2), torch.zeros(1, 2)))], ids=["script", "trace"])
+def test_a_torchscript_module_binds_by_the_names_of_its_schema(make, tmp_path):
+    """A TorchScript module (torch.jit.load'ed: no Python signature) binds by its schema's
+    names, so --input order cannot exchange two same-shaped inputs."""
+    path = tmp_path / "m.pt"
+    make(_Minus()).save(str(path))
+    loaded = torch.jit.load(str(path))
+    binding = bind_inputs(loaded, [TensorSpec(n, "float32", (2,))
+                                   for n in ("subtrahend", "minuend")])
+    assert binding.keywords == ("subtrahend", "minuend")
+    s, m = torch.tensor([[1.0, 2.0]]), torch.tensor([[10.0, 20.0]])
+    assert torch.equal(binding.call(loaded, [s, m]), m - s)
 
 
 class _TimeMajor(nn.Module):
