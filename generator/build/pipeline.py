@@ -236,7 +236,7 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
                    dict(zip(names, _to_numpy(flat[cases[0].name]))), spec.atol, spec.rtol).ok:
             # Only for a model that repeats itself within the tolerances: one that does not
             # fails its parity check anyway and would be misreported as mixing rows.
-            rows.check_rows_independent(run, flat, cases, names, spec)
+            notes += rows.check_rows_independent(run, flat, cases, names, spec)
     spec = spec.with_(outputs=outputs)
     if spec.dtype != "float32":
         model = model.to(getattr(torch, spec.dtype))

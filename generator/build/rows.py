@@ -9,16 +9,19 @@ eager model, before any variant is exported:
 - one result per row (torchvision detection models called on a batch return a list of one dict per
   image): there is no batch-first tensor to split;
 - rows that depend on each other (centring or normalising over the batch, batch statistics, a
-  softmax over the batch axis): a client's answer would change with the requests it is merged with.
+  softmax over the batch axis, a per-request flag or id read from row 0 and applied to every
+  row): a client's answer would change with the requests it is merged with.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
+
 from ..errors import ExportError
 from ..repository.compare import compare
-from .samples import Case
+from .samples import Case, varied_rows
 from ..spec import ModelSpec
 
 PER_ITEM_TIP = (
@@ -47,20 +50,42 @@ def check_per_item(raw: dict, cases: list[Case], spec: ModelSpec) -> None:
         " batch.", PER_ITEM_TIP)
 
 
+PROBE_ROWS = 4  # rows of the batch whose every input differs from row to row
+
+
 def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list], cases: list[Case],
-                           names: list[str], spec: ModelSpec) -> None:
-    """Run each row of one sample case alone and compare it with its row of the batched run.
+                           names: list[str], spec: ModelSpec) -> list[str]:
+    """Run each row of a batch alone and compare it with its row of the batched run; return notes.
 
     ``run(case)`` gives the flat, served (batch-first) outputs for ``case``; ``batched`` holds
-    them for every case already. The case with the fewest rows (at least 2) is used, so this
-    costs one forward pass per row of it. Within the parity tolerances: rows may legitimately
-    differ a little with the batch size (BLAS kernels round differently). Raises ExportError
-    when a row depends on the others.
+    them for every case already. Two batches are compared row by row: the sample case with the
+    fewest rows (at least 2), and a batch of up to PROBE_ROWS rows whose every input differs
+    from row to row by construction (samples.varied_rows) -- sample rows may agree on a flag or
+    an id, and a model that reads it from one row and applies it to the whole batch would pass.
+    This costs one forward pass per row of each, and one for the varied batch. Within the parity
+    tolerances: rows may legitimately differ a little with the batch size (BLAS kernels round
+    differently). Raises ExportError when a row depends on the others.
     """
     usable = [c for c in cases if c.batch >= 2]
     if not spec.batching or not usable:
-        return
+        return []
     case = min(usable, key=lambda c: c.batch)
+    _compare_rows(run, case, batched[case.name], f"sample case {case.name}", names, spec)
+    probe = varied_rows(spec, case, min(PROBE_ROWS, spec.max_batch_size))
+    what = (f"a batch whose rows differ in every input ({_described(probe, spec)})")
+    try:
+        together = run(probe)
+    except ExportError as e:
+        cause = e.__cause__ or e
+        first = (str(cause).strip().splitlines() or [""])[0][:200]
+        return [f"rows run alone were compared with sample case {case.name} only: the model"
+                f" fails on {what}: {type(cause).__name__}: {first}"]
+    _compare_rows(run, probe, together, what, names, spec)
+    return []
+
+
+def _compare_rows(run: Callable[[Case], list], case: Case, batched: list, what: str,
+                  names: list[str], spec: ModelSpec) -> None:
     for i in range(case.batch):
         row = Case(f"{case.name}[{i}]", 1, {k: v[i:i + 1] for k, v in case.inputs.items()})
         try:
@@ -69,26 +94,45 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
             cause = e.__cause__ or e
             first = (str(cause).strip().splitlines() or [""])[0][:300]
             raise ExportError(
-                f"the model fails on a batch of one row (row {i} of sample case {case.name}"
-                f" alone): {type(cause).__name__}: {first}. Triton hands the model batches of"
+                f"the model fails on a batch of one row (row {i} of {what} alone):"
+                f" {type(cause).__name__}: {first}. Triton hands the model batches of"
                 f" any size from 1 to max_batch_size ({spec.max_batch_size}).",
                 "Make the model work on a single row, or build with --max-batch-size 0 and the"
                 " batch axis in the input dims.") from e
         got = {n: a.detach().cpu().numpy() for n, a in zip(names, alone)}
-        want = {n: b[i:i + 1].detach().cpu().numpy() for n, b in zip(names, batched[case.name])}
+        want = {n: b[i:i + 1].detach().cpu().numpy() for n, b in zip(names, batched)}
         result = compare(got, want, spec.atol, spec.rtol)
         if not result.ok:
             raise ExportError(
-                f"rows of a batch depend on each other: row {i} of sample case {case.name} run"
+                f"rows of a batch depend on each other: row {i} of {what} run"
                 f" alone is answered differently than inside its batch of {case.batch}"
                 f" ({result.summary()}). Triton's dynamic batcher merges the requests of"
                 " different clients into one batch, so each client's answer would depend on"
                 " the others' rows. The model mixes the batch (e.g. it centres or normalises"
-                " over dim 0, uses batch statistics, or a softmax over the batch axis).",
+                " over dim 0, uses batch statistics, or a softmax over the batch axis) or"
+                " applies one row's value to every row (e.g. if bool(flag[0]), table[ids[0]]).",
                 "Build with --max-batch-size 0 so that each request is one call of the model"
                 " on exactly the rows the client sends, with the batch axis in the input dims"
                 f" ({_unbatched_example(spec)}); or make each row's output depend on its own"
                 " row only.")
+
+
+def _described(case: Case, spec: ModelSpec) -> str:
+    """How the varied rows differ, input by input: a per-row value's values, else what varies."""
+    parts = []
+    for t in spec.inputs:
+        arr = case.inputs[t.name]
+        if arr.ndim == 1:  # one value per row
+            values = [bool(v) if arr.dtype == bool else round(float(v), 2)
+                      if np.issubdtype(arr.dtype, np.floating) else int(v) for v in arr]
+            parts.append(f"{t.name} {values}")
+        elif arr.dtype == bool:
+            parts.append(f"{t.name} alternating")
+        elif np.issubdtype(arr.dtype, np.integer):
+            parts.append(f"{t.name} spread over {t.low}..{t.high}")
+        else:
+            parts.append(f"{t.name} shifted from row to row")
+    return "; ".join(parts)
 
 
 def _unbatched_example(spec: ModelSpec) -> str:

@@ -48,6 +48,47 @@ def random_tensor(t: TensorSpec, batch: int, dyn_len: int, rng: np.random.Genera
     return rng.standard_normal(shape).astype(dt.numpy)
 
 
+def varied_rows(spec: ModelSpec, base: Case, batch: int) -> Case:
+    """A batch of ``batch`` rows shaped as ``base``'s rows, whose every input differs from row to
+    row by construction -- random samples may repeat a flag or an id in every row, and a user's
+    example inputs may be one request repeated (a mask of ones) -- so that a model reading a
+    per-request value from one row and applying it to the whole batch answers the other rows
+    differently than it answers them alone:
+
+    - bool: both values in every row (with two elements or more), alternating along the row one
+      by one, two by two, ..., and each row the negation of the one before (a per-row flag: True,
+      False, True, ...);
+    - int: each row shifted by a different part of the input's range [low, high), so the rows
+      spread over it (a per-row id: one value per row);
+    - float: ``base``'s rows shifted by offsets from -3 to +3 times their spread, so row 0 lies
+      well below the last row (a per-row threshold falls between them).
+    """
+    offsets = np.linspace(-3.0, 3.0, batch)
+    inputs = {}
+    for t in spec.inputs:
+        arr = np.asarray(base.inputs[t.name])
+        row_shape, rows = arr.shape[1:], [arr[i % arr.shape[0]] for i in range(batch)]
+        if arr.dtype == np.bool_:
+            size = int(np.prod(row_shape, dtype=np.int64))
+            r, j = np.arange(batch)[:, None], np.arange(size)[None, :]
+            pattern = ((j >> (r // 2)) + r) % 2 == 0  # TFTF.., FTFT.., TTFF.., FFTT.., ...
+            inputs[t.name] = pattern.reshape((batch, *row_shape))
+        elif np.issubdtype(arr.dtype, np.integer):
+            span = t.high - t.low
+            first = (np.asarray(rows[0], np.int64) - t.low) % span
+            step = max(1, span // batch)
+            inputs[t.name] = np.stack([t.low + (first + r * step) % span
+                                       for r in range(batch)]).astype(arr.dtype)
+        else:
+            values = np.stack(rows).astype(np.float64)
+            finite = values[np.isfinite(values)]
+            spread = float(finite.std()) if finite.size else 0.0
+            spread = spread if spread > 0 else 1.0
+            shift = (offsets * spread).reshape((batch,) + (1,) * len(row_shape))
+            inputs[t.name] = (values + shift).astype(arr.dtype)
+    return Case(f"{batch} varied rows", batch, inputs)
+
+
 def make_cases(spec: ModelSpec) -> list[Case]:
     rng = np.random.default_rng(spec.seed)
     cases = []
