@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import difflib
 import errno
-from pathlib import Path
+import re
+from pathlib import Path, PurePath
 from typing import Iterable
 
 
@@ -120,3 +121,31 @@ def os_error(e: BaseException) -> GenRepoError | None:
                             " a file-size limit (ulimit -f) was reached.",
                             "Free space or raise the limit, or write elsewhere (--out DIR).")
     return None
+
+
+_TYPED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b:")
+_SOURCE = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def what_failed(message: str) -> str:
+    """The line of an error message that says what failed. TorchScript's interpreter puts it
+    last, after "Traceback of TorchScript" and the frames; its compiler first -- often a bare
+    "...:" or "Arguments for call are not valid." before the source it points at -- so the
+    first place in the model's source it names follows as "(at file:line)"."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if any(ln.startswith("Traceback of TorchScript") for ln in lines):
+        typed = [ln for ln in lines if _TYPED.match(ln)]
+        return (typed or lines)[-1]
+    line = lines[0].rstrip(":").rstrip()
+    sites = [m for m in _SOURCE.finditer(message) if "/torch/" not in m.group(1)]
+    if sites and len(lines) > 1:
+        line += f" (at {PurePath(sites[0].group(1)).name}:{sites[0].group(2)})"
+    return line
+
+
+def error_line(type_name: str, message: str, limit: int = 300) -> str:
+    """``Type: what failed`` in one line (the type once, also where the line names its own)."""
+    line = what_failed(message)[:limit]
+    return line if _TYPED.match(line) else f"{type_name}: {line}" if line else type_name

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress
-from . import capacity, rows
+from . import capacity, diagnosis, rows
 from ..repository import layout
 from ..repository import staging as stage_dirs
 from ..variants import threads
@@ -28,7 +28,7 @@ from .check import CheckJob, check_artifacts
 from ..repository.compare import compare
 from ..repository import manifest
 from ..repository.config import build_header, model_config, record_spec, write_config
-from ..errors import ExportError, GenRepoError, RepositoryError, SpecError
+from ..errors import ExportError, GenRepoError, RepositoryError, SpecError, os_error
 from .outputs import flat_outputs, infer_output_specs, output_paths
 from .samples import make_cases, save_npz
 from .objects import from_object
@@ -184,7 +184,7 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
         notes.append(f"the model was in training mode with {', '.join(_mode_dependent(model))};"
                      " it was put into eval() mode (dropout off, batch-norm uses running"
                      " statistics)")
-    model.eval()
+    notes += filter(None, [diagnosis.put_in_eval(model)])  # a torch.export module refuses it
     inputs = spec.inputs or loaded.default_inputs
     if not inputs:
         raise SpecError(f"no inputs given for '{spec.source}'.",
@@ -285,13 +285,27 @@ def stage_variant(ctx: ExportContext, variant_name: str) -> Staged | VariantResu
         with progress.step(f"[{variant_name}] exporting") as timing:
             artifact = variant.export(ctx, version_dir)
         return Staged(variant, model_name, staging, artifact, timing["seconds"], start)
-    except GenRepoError as e:
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        failed = variant_failure(e, "exporting")
+        if failed is None:
+            raise
         return VariantResult(variant_name, model_name, FAILED, time.perf_counter() - start,
-                             e.message, [], e.tip)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                             failed.message, [], failed.tip)
+
+
+def variant_failure(e: BaseException, step: str) -> GenRepoError | None:
+    """What ``e``, raised while ``step`` one variant, says about that variant alone (the others
+    go on): a GenRepoError as it is, any other exception as its own error line; None for what
+    ends the whole build (Ctrl-C, a full disk)."""
+    if isinstance(e, GenRepoError):
+        return e
+    if not isinstance(e, Exception) or os_error(e) is not None:
+        return None
+    return GenRepoError(f"{step} failed: {diagnosis.error_line(type(e).__name__, str(e))}",
+                        "An error gen-repo does not explain, in this variant only: the others"
+                        " are not affected. Build without it (--variants); if the error is not"
+                        " your model's, report it as a gen-repo bug.")
 
 
 def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str],

@@ -63,9 +63,15 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
             " server and they are externed automatically, or move the model code into plain"
             " Python modules. Run with -v for details.") from e
     except Exception as e:
+        tip = ("The model (or an attribute of it) cannot be pickled: keep lambdas, open files and"
+               " locks out of the module's attributes.")
+        if "torch.export." in str(e):  # torch's own hooks on ExportedProgram.module()
+            tip = ("A module made by torch.export (ExportedProgram.module()) carries torch's own"
+                   " hooks, which pickle cannot write: build the nn.Module you exported for this"
+                   " variant (it serves the eager model); the TorchScript variants (libtorch)"
+                   " trace the exported one.")
         raise ExportError(f"torch.package failed to pickle the model: {type(e).__name__}: {e}.",
-                          "The model (or an attribute of it) cannot be pickled: keep lambdas, open"
-                          " files and locks out of the module's attributes.") from e
+                          tip) from e
     notes = data.notes()
     needs = sorted({m.split(".")[0] for m in externed} & set(installed) - set(SERVER_PROVIDES))
     if not needs:

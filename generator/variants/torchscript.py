@@ -18,6 +18,7 @@ silently bakes in data-dependent branches and shapes. What ships:
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 
@@ -26,7 +27,7 @@ import numpy as np
 from ..variants import threads
 from ..repository.compare import compare
 from ..variants.threads import CONTIGUOUS
-from ..errors import ExportError
+from ..errors import ExportError, error_line
 from ..runtime.model import CHANNELS_LAST, has_conv_weights, time_forward
 from ..spec import OPTION_BY_KEY
 from . import tracer_warnings
@@ -92,7 +93,29 @@ def _script(ctx: ExportContext):
 
 def make_torchscript(ctx: ExportContext) -> TorchScript:
     """The TorchScript module for both TorchScript variants, made once per build."""
-    return ctx.shared(CACHE_KEY, lambda c: _in_measured_layout(c, _make(c)))
+    return ctx.shared(CACHE_KEY, lambda c: _in_measured_layout(c, _saveable(_make(c))))
+
+
+def _saveable(made: TorchScript) -> TorchScript:
+    """``made``, once it has gone through torch.jit.save and load (as the variants save it and
+    the server loads it); refused, with what stops it, when it cannot."""
+    try:
+        _copy(made.module)
+    except Exception as e:
+        line = _first_line(e)
+        call = re.search(r"Python function call '([^']+)'", line)
+        if call:
+            tip = (f"forward() calls {call.group(1)}, Python code TorchScript keeps as a call"
+                   " back into Python (a custom torch.autograd.Function's apply(), or a function"
+                   " marked @torch.jit.ignore), which a saved module cannot hold. Inference needs"
+                   " no custom backward: under `if torch.jit.is_tracing():` compute the"
+                   " Function's forward with torch operations directly.")
+        else:
+            tip = "Make the model scriptable, or trace a model without this construct."
+        raise ExportError(f"torch.jit.save cannot write the TorchScript module ({made.summary}):"
+                          f" {line}", tip + " The python variant serves the eager model"
+                          " (--variants python).") from e
+    return made
 
 
 def _copy(ts):
@@ -125,14 +148,20 @@ def _in_measured_layout(ctx: ExportContext, made: TorchScript) -> TorchScript:
 
     if not ctx.spec.cpu_instances or not has_conv_weights(ctx.model):
         return made
-    converted = _copy(made.module).to(memory_format=torch.channels_last)
-    if _mismatch(converted, ctx) is not None:
-        return made
-    tensors = ctx.torch_inputs(ctx.cases[0])
-    ms = {CONTIGUOUS: [], CHANNELS_LAST: []}
-    for _ in range(2):
-        for fmt, module in ((CONTIGUOUS, made.module), (CHANNELS_LAST, converted)):
-            ms[fmt].append(_ms_per_call(module, tensors))
+    try:  # an optional trial: a model the layout breaks (x.view) keeps the default one
+        converted = _copy(made.module).to(memory_format=torch.channels_last)
+        failed = _mismatch(converted, ctx)
+        tensors = ctx.torch_inputs(ctx.cases[0])
+        ms = {CONTIGUOUS: [], CHANNELS_LAST: []}
+        for _ in range(2 if failed is None else 0):
+            for fmt, module in ((CONTIGUOUS, made.module), (CHANNELS_LAST, converted)):
+                ms[fmt].append(_ms_per_call(module, tensors))
+    except Exception as e:
+        failed = f"fails: {_first_line(e)}"
+    if failed is not None:
+        return replace(made, notes=made.notes + [
+            f"weights kept in contiguous layout: with channels_last weights (tried for speed)"
+            f" the module {failed}"])
     plain, fast = min(ms[CONTIGUOUS]), min(ms[CHANNELS_LAST])
     timed = (f"batch {ctx.cases[0].batch}: contiguous {plain:.2f} ms, channels_last {fast:.2f} ms"
              f" per forward pass, {torch.get_num_threads()} thread(s)")
@@ -248,9 +277,5 @@ def _refusal_tip(suspects: list, matched: bool) -> str:
 
 
 def _first_line(e: Exception) -> str:
-    """One line for a summary; TorchScript errors put the message last, after a traceback."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    if any("Traceback of TorchScript" in ln for ln in lines):
-        lines = lines[-1:]
-    line = lines[0][:300] if lines else ""
-    return line if line.startswith(type(e).__name__) else f"{type(e).__name__}: {line}"
+    """One line for a summary: the one that says what failed (errors.what_failed)."""
+    return error_line(type(e).__name__, str(e))
