@@ -1,7 +1,8 @@
 """Offline parity: the artifacts loaded in a fresh process and compared with the eager model.
 
-All variants of one build are checked in one fresh ``python -I`` process (one torch import),
-each through the runtime ``model.py`` the server will run, with the user's modules unimportable.
+Each variant of a build is checked in a fresh ``python -I`` process of its own (as each server
+instance's process imports only its own artifact), through the runtime ``model.py`` the server
+will run, with the user's modules unimportable.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..machine import cores
 from ..repository.staging import remove_orphans
 from ..repository.compare import Comparison, compare
 from ..repository.config import tensor_entries
@@ -104,7 +107,9 @@ def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
 
 def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                     block: list[str]) -> list[CheckResult]:
-    """Run every artifact on every case in one fresh process; compare with the references."""
+    """Run each artifact on every case in a fresh process of its own (what one variant's
+    import does to a process -- a custom op registered, the default dtype set -- never helps
+    another pass), up to ``cores()`` at once; compare with the references."""
     remove_orphans(Path(tempfile.gettempdir()).glob(f"{CHECK_PREFIX}pid*"))
     with tempfile.TemporaryDirectory(prefix=f"{CHECK_PREFIX}pid{os.getpid()}-") as tmp:
         tmp = Path(tmp)
@@ -123,22 +128,32 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
                                                       "batching": spec.batching},
                 "cases": [{"inputs": str(inputs[c.name]), "out": str(tmp / f"{i}_{c.name}.npz")}
                           for c in cases]})
-        spec_json = {"block": block, "jobs": worker_jobs, "threads": os.cpu_count() or 1,
-                     "inputs": tensor_entries(spec.inputs, spec.batching),
-                     "output_names": [t.name for t in spec.outputs]}
-        (tmp / "job.json").write_text(json.dumps(spec_json))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        try:
-            # By path, not -m: the worker imports nothing of gen-repo, so the check runs this
-            # checkout's worker even where another checkout is the installed one.
-            proc = subprocess.run([sys.executable, "-I", "-B", str(WORKER), str(tmp / "job.json")],
-                                  cwd=tmp, env=env, capture_output=True, text=True,
-                                  timeout=TIMEOUT_S, preexec_fn=die_with_parent)
-            crashed = None if proc.returncode in (0, 3) else \
-                worker_crash(proc.returncode, proc.stderr or proc.stdout)
-        except subprocess.TimeoutExpired:
-            crashed = (f"loading/running the artifacts took over {TIMEOUT_S} s", LOAD_TIP)
-        return [_result(spec, wj, cases, references, crashed, block) for wj in worker_jobs]
+        shared = {"block": block, "threads": os.cpu_count() or 1,
+                  "inputs": tensor_entries(spec.inputs, spec.batching),
+                  "output_names": [t.name for t in spec.outputs]}
+        paths = []
+        for i, wj in enumerate(worker_jobs):
+            paths.append(tmp / f"job_{i}.json")
+            paths[-1].write_text(json.dumps({**shared, "jobs": [wj]}))
+        with ThreadPoolExecutor(max_workers=max(1, min(len(paths), cores()))) as pool:
+            crashes = list(pool.map(lambda path: _run_worker(path, tmp), paths))
+        return [_result(spec, wj, cases, references, crashed, block)
+                for wj, crashed in zip(worker_jobs, crashes)]
+
+
+def _run_worker(job_file: Path, cwd: Path) -> tuple[str, str] | None:
+    """Run the check worker on one job file; (what ended it, the tip) when it crashed."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        # By path, not -m: the worker imports nothing of gen-repo, so the check runs this
+        # checkout's worker even where another checkout is the installed one.
+        proc = subprocess.run([sys.executable, "-I", "-B", str(WORKER), str(job_file)],
+                              cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=TIMEOUT_S, preexec_fn=die_with_parent)
+    except subprocess.TimeoutExpired:
+        return f"loading/running the artifact took over {TIMEOUT_S} s", LOAD_TIP
+    return None if proc.returncode in (0, 3) else \
+        worker_crash(proc.returncode, proc.stderr or proc.stdout)
 
 
 def _result(spec, wj, cases, references, crashed, block) -> CheckResult:
