@@ -24,7 +24,9 @@ from ..repository.config import tensor_entries
 from .samples import load_npz, save_npz
 from ..spec import ModelSpec
 from ..variants.base import RUNTIME_MODEL
-from ..variants.packaging import demangle, load_error_tip
+from ..errors import error_line
+from ..variants.packaging import demangle
+from .diagnosis import fresh_process_tip
 
 TIMEOUT_S = 900
 WORKER = Path(__file__).resolve().parent / "check_worker.py"
@@ -96,13 +98,12 @@ def worker_crash(returncode: int, output: str) -> tuple[str, str]:
 def _worker_error(path: Path, block: list[str]) -> tuple[str, str]:
     """(one line: the error and where in the archive's code it happened, the tip)."""
     err = json.loads(path.read_text())
-    first = err["message"].strip().splitlines()
-    line = f"{err['type']}: {demangle(first[0])[:400]}" if first else err["type"]
+    line = error_line(err["type"], demangle(err["message"]), 400)  # the line that says what
     frame = err.get("archive_frame")
     if frame:
         line += f" (at {frame['file']}:{frame['line']}" + \
             (f": `{frame['code']}`)" if frame["code"] else ")")
-    return line, load_error_tip(err["type"], err["message"], frame, block) or LOAD_TIP
+    return line, fresh_process_tip(err, frame, block)  # by the cause, and the stage it failed
 
 
 def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,

@@ -53,8 +53,10 @@ def _run_job(job, inputs, output_names) -> None:
         with open(job["log"], "a") as f:
             f.write(msg.replace("\n", " ") + "\n")
 
+    job["stage"] = "loading"  # what failed, for the tip: loading, running, timing
     model = runtime.load_model(job["version_dir"], job["params"], "cpu", inputs, log)
     input_names = [i["name"] for i in inputs]
+    job["stage"] = "running"
     for case in job["cases"]:
         with np.load(case["inputs"], allow_pickle=False) as data:
             tensors = [torch.from_numpy(np.ascontiguousarray(data[n])) for n in input_names]
@@ -66,6 +68,7 @@ def _run_job(job, inputs, output_names) -> None:
         with open(case["out"], "wb") as f:
             np.savez(f, **arrays)
     if job.get("time_threads"):
+        job["stage"] = "timing"
         timings = {"contiguous": _time_threads(runtime, model, job, input_names, torch, np)}
         if job["params"].get("loader") == "package" and runtime.has_conv_weights(model):
             try:  # an optional trial: a model the layout breaks (x.view) keeps the default one
@@ -135,7 +138,11 @@ def main(job_path: str) -> int:
         except BaseException as e:  # report to the parent; it turns this into a clear error
             failed += 1
             with open(job["error"], "w") as f:
-                json.dump({"type": type(e).__name__, "message": str(e)[:2000],
+                message = str(e)  # its end too: TorchScript says what failed last
+                json.dump({"type": type(e).__name__, "stage": job.get("stage"),
+                           "loader": job["params"].get("loader"),
+                           "message": message if len(message) <= 2000 else
+                           f"{message[:1000]}\n...\n{message[-1000:]}",
                            "traceback": traceback.format_exc()[-4000:],
                            "archive_frame": _archive_frame(e.__traceback__)}, f)
             if isinstance(e, KeyboardInterrupt):

@@ -1,10 +1,22 @@
 """Why a model failed a step of the build, in words that name the true cause and the route that
-works (the checks themselves are elsewhere; this module explains what they found).
+works (the checks themselves are elsewhere; this module explains what they found): a model that
+refuses ``eval()``, fails on the sample batch for want of the batch axis it expects, answers
+with complex numbers, draws random numbers in ``forward()``, or fails in the fresh process of
+the offline check.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 from ..errors import ExportError, error_line
+from ..spec import ModelSpec
+from ..variants.packaging import load_error_tip
+
+CHECK_INPUTS_TIP = ("Check --input names, dtypes and dims (dims exclude the batch dim when"
+                    " --max-batch-size > 0; -1 axes get lengths 8 and 5; int inputs take values"
+                    " from LOW..HIGH, default 0..10).")
 
 
 def put_in_eval(model) -> str | None:
@@ -35,3 +47,190 @@ def put_in_eval(model) -> str | None:
             "gen-repo serves a model in eval mode (dropout off, batch norm on its running"
             " statistics), so it calls eval(): make eval() work, or build the module it"
             " wraps.") from e
+
+
+# ---------------------------------------------------------------------------------------------
+# the eager model fails on the sample batch
+
+
+def eager_failure(e: Exception, spec: ModelSpec, case, call, tensors: list) -> ExportError:
+    """The refusal of a model that raised ``e`` on the sample ``case`` (``tensors``, as it got
+    them; ``call(tensors)`` calls it again). With batching, the model is tried again without the
+    batch axis and with the batch on another axis of its inputs: when one of those runs, the
+    error names it and the tip the config that serves it, instead of the input flags."""
+    shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
+                       for t in spec.inputs)
+    message = (f"the model fails on sample inputs ({shapes}):"
+               f" {error_line(type(e).__name__, str(e))}")
+    found = _batch_layout(spec, call, tensors) if spec.batching and not spec.batch_axis \
+        else None
+    if found is None:
+        return ExportError(message, CHECK_INPUTS_TIP)
+    return ExportError(f"{message}; {found[0]}", found[1])
+
+
+def _runs(call, tensors: list) -> bool:
+    import torch
+
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call(tensors)
+        return True
+    except Exception:
+        return False
+
+
+def _flags(inputs, batch_dims: dict[str, int]) -> str:
+    """--input flags of ``inputs`` without Triton batching: the batch, where the model takes one
+    (``batch_dims``: input name -> dim), a -1 dim of its own."""
+    out = []
+    for t in inputs:
+        dims = list(t.dims)
+        if t.name in batch_dims:
+            dims.insert(batch_dims[t.name], -1)
+        flag = str(dataclasses.replace(t, dims=tuple(dims)))
+        integer = not t.dtype.startswith(("float", "bfloat", "bool"))
+        out.append(f"--input {flag}" + (f":{t.low}..{t.high}" if integer else ""))
+    return " ".join(out)
+
+
+def _batch_layout(spec: ModelSpec, call, tensors: list) -> tuple[str, str] | None:
+    """(what runs, the tip) when the model runs on the sample with the batch on another dim of
+    every input, with one input's batch on another dim, or without the batch axis (in this
+    order: an RNN also takes unbatched inputs, and the batched route serves it better); else
+    None."""
+    inputs = spec.inputs
+    for k in range(1, min(t.dim() for t in tensors)):
+        if _runs(call, [t.movedim(0, k) for t in tensors]):
+            return (f"it runs with the batch on dim {k} of every input",
+                    f"The model takes its batch on dim {k}: build it with --batch-axis {k}"
+                    " (clients still send the batch first; the serving wrapper moves it).")
+    for i, (t, x) in enumerate(zip(inputs, tensors)):
+        for k in range(1, x.dim()):
+            moved = [y.movedim(0, k) if j == i else y for j, y in enumerate(tensors)]
+            if len(inputs) > 1 and _runs(call, moved):
+                batch_dims = {u.name: k if u.name == t.name else 0 for u in inputs}
+                return (f"it runs with {t.name}'s batch on dim {k} (the other inputs' on dim 0)",
+                        "Served inputs carry the batch on dim 0 (--batch-axis moves it for every"
+                        " input alike), so no batched config fits inputs whose batch dims"
+                        " differ: build it with --max-batch-size 0 and each input's full dims,"
+                        f" the batch a -1 dim ({_flags(inputs, batch_dims)}), or build a wrapper"
+                        f" module whose forward() takes {t.name} batch-first and passes"
+                        f" {t.name}.movedim(0, {k}) to the model.")
+    if _runs(call, [t[0] for t in tensors]):
+        return ("it runs on one sample without the batch axis ("
+                + ", ".join(f"{t.name}{list(x.shape[1:])}" for t, x in zip(inputs, tensors))
+                + ")",
+                "The model takes no batch axis: build it with --max-batch-size 0 and each input"
+                f" as the model takes it ({_flags(inputs, {})}); Triton then hands it one"
+                " request at a time.")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs Triton cannot carry
+
+
+def refuse_complex(flat: list, paths) -> None:
+    """Refuse a complex output with the route that keeps its imaginary part (a cast to a real
+    dtype drops it)."""
+    for p, value in zip(paths, flat):
+        if value.is_complex():
+            raise ExportError(
+                f"output '{p.name}' is complex ({value.dtype}), which Triton has no datatype"
+                " for.",
+                f"Return torch.view_as_real() of it: a real tensor with a last dim of 2 (real,"
+                " imaginary) that clients turn back with torch.view_as_complex or"
+                " numpy's a[..., 0] + 1j * a[..., 1]; or return its .real and .imag as two"
+                " outputs. A cast to a real dtype would drop the imaginary part.")
+
+
+# ---------------------------------------------------------------------------------------------
+# randomness in forward()
+
+
+def _rng_states() -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    _, keys, pos, *_ = np.random.get_state()
+    return {"torch's": torch.get_rng_state(), "numpy's": (keys.copy(), pos),
+            "Python's": random.getstate()}
+
+
+def _same(a, b) -> bool:
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, tuple) and a and isinstance(a[0], np.ndarray):
+        return np.array_equal(a[0], b[0]) and a[1] == b[1]
+    return a == b
+
+
+def draws(call):
+    """(``call()``, the random generators it drew from: torch's, numpy's, Python's)."""
+    before = _rng_states()
+    out = call()
+    after = _rng_states()
+    return out, [name for name in before if not _same(before[name], after[name])]
+
+
+def refuse_random(drew: list[str], repeat) -> None:
+    """Refuse a model whose forward() draws random numbers (``drew``: from which generators)
+    when two runs on the same input differ beyond the tolerances (``repeat``: their
+    Comparison): no export can answer as the eager run it is checked against."""
+    if not drew or repeat.ok:
+        return
+    raise ExportError(
+        f"forward() draws random numbers ({' and '.join(drew)} random generator advanced while"
+        " it ran), so two runs on the same input answer differently"
+        f" ({repeat.summary()}): no served variant can answer as the eager model did.",
+        "Make forward() deterministic in eval mode, the mode gen-repo serves: draw the noise"
+        " only while self.training, or take it as an input the client sends (--input"
+        " noise:float32:DIMS); a sampling model can serve its mean. Looser --atol/--rtol"
+        " would only hide the noise.")
+
+
+# ---------------------------------------------------------------------------------------------
+# the offline check's fresh process
+
+ARCHIVE_TIP = ("The artifact must load where your source code is not importable: keep model code"
+               " in modules torch.package can intern, and install third-party packages on the"
+               " server.")
+
+
+def fresh_process_tip(err: dict, frame: dict | None, blocked: list[str]) -> str:
+    """The tip for an artifact that failed in the check's fresh process (``err``: the worker's
+    report: type, message, stage -- loading, running or timing -- and the artifact's loader),
+    by what failed: a tip on reading data or importing code from an archive where one fits
+    (packaging.load_error_tip), else one for the stage it failed in."""
+    tip = load_error_tip(err["type"], err["message"], frame, blocked)
+    if tip:
+        return tip
+    stage, loader = err.get("stage"), err.get("loader")
+    eager = loader == "package"
+    if stage == "running":
+        what = "The model" if eager else "The saved artifact"
+        return (f"{what} ran on these inputs in the build but raises in a fresh process, loaded"
+                " as the server loads it: it depends on something only the build"
+                " process had -- a global or class attribute set outside the model, a file or"
+                " environment variable it reads, a module your script imported, patched or"
+                " registered (a custom op) -- not only on its inputs and weights. The other"
+                " variants are not affected.")
+    if stage == "timing":
+        return ("The artifact answered the sample batches but fails at a batch size timed to"
+                " choose its threads (1, and --max-batch-size: the largest batch the dynamic"
+                " batcher forms): make the model take every batch size up to"
+                " --max-batch-size, or lower it; --threads N skips the timing.")
+    if stage == "loading" and not eager and err["type"] not in ("ModuleNotFoundError",
+                                                                 "ImportError"):
+        return ("The saved artifact does not load in a fresh process: it needs something the"
+                " build process had loaded (a custom operator library, an extension module"
+                " your code imports), which the server must load too. The other variants are"
+                " not affected: build without this one (--variants).")
+    return ARCHIVE_TIP

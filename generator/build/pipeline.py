@@ -110,15 +110,9 @@ def _run_eager(model, spec: ModelSpec, binding: InputBinding, case):
     try:
         with torch.inference_mode():
             return binding.call(model, tensors)
-    except Exception as e:
-        shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
-                           for t in spec.inputs)
-        raise ExportError(
-            f"the model fails on sample inputs ({shapes}): {type(e).__name__}:"
-            f" {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}",
-            "Check --input names, dtypes and dims (dims exclude the batch dim when"
-            " --max-batch-size > 0; -1 axes get lengths 8 and 5; int inputs take values from"
-            " LOW..HIGH, default 0..10).") from e
+    except Exception as e:  # the error, and a batch layout the model runs with if any
+        raise diagnosis.eager_failure(e, spec, case, lambda ts: binding.call(model, ts),
+                                      tensors) from e
 
 
 def _to_numpy(tensors) -> list[np.ndarray]:
@@ -209,6 +203,7 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
         except (KeyError, IndexError, TypeError) as e:
             raise ExportError(f"the model's output structure changes between inputs: {e}.",
                               "Return the same tuple/dict keys for every input.") from e
+        diagnosis.refuse_complex(flat[cases[0].name], paths)
         outputs = infer_output_specs(flat[cases[0].name], flat[cases[1].name], paths,
                                      cases[0].batch, cases[1].batch, spec.batching)
 
@@ -227,13 +222,17 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
                          " them after every call, so every request is answered from the state"
                          " as loaded; make forward() pure if the state is meant to persist")
             flat = {c.name: run(c) for c in cases}
-        again = run(cases[0])
+        again, drew = diagnosis.draws(lambda: run(cases[0]))
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
-                         " differ); parity checks use the tolerances --atol/--rtol")
+                         " differ" + (f": forward() draws from {' and '.join(drew)} random"
+                                      " generator" if drew else "")
+                         + "); parity checks use the tolerances --atol/--rtol")
         names = [t.name for t in outputs]
-        if compare(dict(zip(names, _to_numpy(again))),
-                   dict(zip(names, _to_numpy(flat[cases[0].name]))), spec.atol, spec.rtol).ok:
+        repeat = compare(dict(zip(names, _to_numpy(again))),
+                         dict(zip(names, _to_numpy(flat[cases[0].name]))), spec.atol, spec.rtol)
+        diagnosis.refuse_random(drew, repeat)
+        if repeat.ok:
             # Only for a model that repeats itself within the tolerances: one that does not
             # fails its parity check anyway and would be misreported as mixing rows.
             notes += rows.check_rows_independent(run, flat, cases, names, spec)

@@ -31,3 +31,17 @@ def test_a_cnn_that_channels_last_weights_break_builds_in_its_own_layout(tmp_pat
     assert record["forward_pass"]["memory_format"] == "contiguous"
     assert list(record["forward_pass"]["timings_ms"]) == ["contiguous"]
     assert "memory_format" not in (tmp_path / "view_cnn_python" / "config.pbtxt").read_text()
+
+
+def test_a_model_that_needs_the_build_process_gets_the_tip_for_that_not_packaging(tmp_path,
+                                                                                 capsys):
+    # forward() reads a global only the factory set: it runs in the build, and raises in the
+    # check's fresh process -- a run-time dependence on the build process, not a packaging one
+    from generator.build.check import LOAD_TIP
+
+    assert _build(tmp_path, "needs_setup", "--variants", "python") == 1
+    err = capsys.readouterr().err
+    assert ("ERROR: variant python refused: fails to load/run in a fresh process: KeyError:"
+            " 'scale' (at causes.py:") in err
+    assert "TIP: The model ran on these inputs in the build but raises in a fresh process" in err
+    assert LOAD_TIP not in err
