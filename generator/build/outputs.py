@@ -88,32 +88,89 @@ def flat_outputs(value, paths: list[OutputPath]) -> list:
     return out
 
 
-def infer_output_specs(flat_a: list, flat_b: list, paths: list[OutputPath], batch_a: int,
-                       batch_b: int, batching: bool) -> tuple[TensorSpec, ...]:
-    """Output specs from two runs with different batch sizes / dynamic lengths.
+@dataclass
+class Point:
+    """One run of the eager model at which the output sizes are read."""
 
-    An axis whose size differs between the two runs is dynamic (-1). With batching, axis 0 must be
-    the batch axis in both runs.
+    label: str  # "sample case a", "a batch of 1, length 8"
+    batch: int  # rows of the batch (0: no batching)
+    length: int | None  # every dynamic input axis's length (None: as the case has it)
+    model: list  # the flat outputs as the model returns them (the batch at --batch-axis)
+    served: list | None = None  # the same, batch-first as served (once their ranks agree)
+
+
+SQUEEZE_BATCH_TIP = (
+    "squeeze() with no dim drops the batch axis when a batch has one row: use squeeze(-1) (or"
+    " squeeze(dim) with the axis meant), or build with --max-batch-size 0 and the batch axis in"
+    " the input dims.")
+SQUEEZE_LENGTH_TIP = (
+    "A squeeze() drops the axes of size 1 it is given (all of them with no dim): squeeze only an"
+    " axis that is 1 at every length, e.g. squeeze(-1); or give the input a fixed length in its"
+    " --input dims.")
+
+
+def _shape(t) -> list[int]:
+    return list(t.shape)
+
+
+def check_ranks(points: list[Point], paths: list[OutputPath], batching: bool) -> None:
+    """Refuse an output whose rank is not the same at every point: no config can declare it, and
+    a request like the odd point would get a wrongly shaped answer. ``points[0]`` is a sample
+    case, whose rank is the one the model is built with."""
+    for k, p in enumerate(paths):
+        ref = points[0]
+        rank = len(ref.model[k].shape)
+        odd = next((q for q in points if len(q.model[k].shape) != rank), None)
+        if odd is None:
+            continue
+        shapes = (f"shape {_shape(odd.model[k])} for {odd.label}, {_shape(ref.model[k])} for"
+                  f" {ref.label}")
+        if len(odd.model[k].shape) < rank and batching and odd.batch == 1:
+            raise ExportError(
+                f"output '{p.name}' loses its batch axis for a batch of one row: {shapes}."
+                " Triton splits a merged batch's outputs by their first axis and declares one"
+                " rank per output, so a one-row request would be answered with a wrong shape.",
+                SQUEEZE_BATCH_TIP)
+        if len(odd.model[k].shape) < rank and odd.length == 1:
+            raise ExportError(
+                f"output '{p.name}' loses an axis at length 1: {shapes}. Triton declares one"
+                " rank per output, so a request of length 1 would be answered with a wrong"
+                " shape.", SQUEEZE_LENGTH_TIP)
+        raise ExportError(f"output '{p.name}' changes rank between inputs: {shapes}.",
+                          "Triton needs a fixed rank per output.")
+
+
+def infer_output_specs(points: list[Point], paths: list[OutputPath],
+                       batching: bool) -> tuple[TensorSpec, ...]:
+    """Output specs from runs at several batch sizes and dynamic lengths (``points``, served
+    shapes filled in, ranks checked by check_ranks).
+
+    An axis is fixed only if it has the same size at every point; else it is dynamic (-1). With
+    batching, axis 0 must be the batch axis at every point.
     """
     specs = []
-    for p, a, b in zip(paths, flat_a, flat_b):
+    for k, p in enumerate(paths):
+        first = points[0].served[k]
         try:
-            dt = dtypes.from_torch(a.dtype)
+            dt = dtypes.from_torch(first.dtype)
         except KeyError as e:
-            raise ExportError(f"output '{p.name}' has dtype {a.dtype}, which Triton cannot serve.",
-                              "Cast it in the model, e.g. to float32.") from e
-        shape_a, shape_b = tuple(a.shape), tuple(b.shape)
-        if len(shape_a) != len(shape_b):
-            raise ExportError(f"output '{p.name}' changes rank between inputs ({shape_a} vs"
-                              f" {shape_b}).", "Triton needs a fixed rank per output.")
+            raise ExportError(f"output '{p.name}' has dtype {first.dtype}, which Triton cannot"
+                              " serve.", "Cast it in the model, e.g. to float32.") from e
+        shapes = [tuple(q.served[k].shape) for q in points]
+        if len({len(s) for s in shapes}) > 1:  # check_ranks refuses it first
+            raise ExportError(f"output '{p.name}' changes rank between inputs"
+                              f" ({' vs '.join(map(str, shapes))}).",
+                              "Triton needs a fixed rank per output.")
         if batching:
-            if not shape_a or shape_a[0] != batch_a or shape_b[0] != batch_b:
-                raise ExportError(
-                    f"output '{p.name}' has shape {shape_a} for a batch of {batch_a}: its first"
-                    " axis is not the batch axis.",
-                    "Serve the model without Triton batching (--max-batch-size 0) or return"
-                    " outputs with the batch first.")
-            shape_a, shape_b = shape_a[1:], shape_b[1:]
-        dims = tuple(x if x == y else -1 for x, y in zip(shape_a, shape_b))
+            for q, shape in zip(points, shapes):
+                if not shape or shape[0] != q.batch:
+                    raise ExportError(
+                        f"output '{p.name}' has shape {shape} for a batch of {q.batch}"
+                        f" ({q.label}): its first axis is not the batch axis.",
+                        "Serve the model without Triton batching (--max-batch-size 0) or return"
+                        " outputs with the batch first.")
+            shapes = [s[1:] for s in shapes]
+        dims = tuple(sizes.pop() if len(sizes) == 1 else -1
+                     for sizes in map(set, zip(*shapes)))
         specs.append(TensorSpec(p.name, dt.name, dims))
     return tuple(specs)

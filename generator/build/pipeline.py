@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, progress
-from . import capacity, diagnosis, rows
+from . import capacity, diagnosis, rows, sizes
 from ..repository import layout
 from ..repository import staging as stage_dirs
 from ..variants import threads
@@ -29,7 +29,7 @@ from ..repository.compare import compare
 from ..repository import manifest
 from ..repository.config import build_header, model_config, record_spec, write_config
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError, os_error
-from .outputs import flat_outputs, infer_output_specs, output_paths
+from .outputs import flat_outputs, output_paths
 from .samples import make_cases, save_npz
 from .objects import from_object
 from .sources import load_model, load_weights
@@ -204,14 +204,14 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
             raise ExportError(f"the model's output structure changes between inputs: {e}.",
                               "Return the same tuple/dict keys for every input.") from e
         diagnosis.refuse_complex(flat[cases[0].name], paths)
-        outputs = infer_output_specs(flat[cases[0].name], flat[cases[1].name], paths,
-                                     cases[0].batch, cases[1].batch, spec.batching)
 
-        def run(case) -> list:
-            """Flat served outputs for ``case``, from the state as loaded."""
-            out = _served(flat_outputs(_run_eager(model, spec, binding, case), paths), spec)
-            _restore_mutated_buffers(model, buffers)
-            return out
+        def run(case, served: bool = True) -> list:
+            """Flat outputs for ``case`` (served: batch-first), from the state as loaded."""
+            try:
+                out = flat_outputs(_run_eager(model, spec, binding, case), paths)
+            finally:
+                _restore_mutated_buffers(model, buffers)
+            return _served(out, spec) if served else out
 
         mutated = _restore_mutated_buffers(model, buffers)
         if mutated:
@@ -222,6 +222,10 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
                          " them after every call, so every request is answered from the state"
                          " as loaded; make forward() pure if the state is meant to persist")
             flat = {c.name: run(c) for c in cases}
+        # Sizes read at batch 1 and max_batch_size and at more lengths than the samples' two.
+        outputs, probed = sizes.output_specs(lambda c: run(c, served=False),
+                                             lambda f: _served(f, spec), spec, cases, raw, paths)
+        notes += probed
         again, drew = diagnosis.draws(lambda: run(cases[0]))
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"

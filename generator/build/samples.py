@@ -48,6 +48,13 @@ def random_tensor(t: TensorSpec, batch: int, dyn_len: int, rng: np.random.Genera
     return rng.standard_normal(shape).astype(dt.numpy)
 
 
+def sized_case(spec: ModelSpec, name: str, batch: int, dyn_len: int,
+               rng: np.random.Generator) -> Case:
+    """Random inputs with ``batch`` rows (0: no batch dim) and every dynamic axis ``dyn_len``
+    long: a point at which the output sizes are read (sizes.output_specs)."""
+    return Case(name, batch, {t.name: random_tensor(t, batch, dyn_len, rng) for t in spec.inputs})
+
+
 def varied_rows(spec: ModelSpec, base: Case, batch: int) -> Case:
     """A batch of ``batch`` rows shaped as ``base``'s rows, whose every input differs from row to
     row by construction -- random samples may repeat a flag or an id in every row, and a user's

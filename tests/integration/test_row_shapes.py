@@ -1,6 +1,6 @@
 """What the batch means to a model, end to end on the real embedded tritonserver: per-row scalars
-(served [B, 1], the model gets [B]), scalars without batching, rows that depend on each other, and
-detectors that return one result per image."""
+(served [B, 1], the model gets [B]), scalars without batching, an output length that neither sample
+case had, rows that depend on each other, and detectors that return one result per image."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from generator.runtime import model as runtime
 from generator.serve.protocols import PROTOCOLS, Protocol
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
+from tests.fixtures import batch_probes
 from tests.fixtures import models as fixtures
 from tests.integration.conftest import (build_fixture, copy_model, edit_config, embedded_server,
                                         models_named)
@@ -29,6 +30,7 @@ ROWS = "row_scalars"  # x: [B, 8], t: one value per row -> logits [B, 5], label/
 UNBATCHED = "row_scalars_nobatch"  # the same with --max-batch-size 0: t and label/... are 0-d
 CENTRED = "batch_centred_nobatch"  # centres over its batch; only servable without batching
 RANKER = "ranker"  # the README's examples/ranker (its score is one value per row)
+SUBSAMPLED = "subsample_by_4"  # ceil(T/4) frames: 2 at both sample lengths, 8 and 5
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +44,14 @@ def repo(tmp_path_factory):
     assert main(["-q", "build", f"{ROOT}/examples/ranker/net.py:make_model",  # its docstring's
                  "--input", "tokens:int64:-1:0..1000", "--input", "mask:bool:-1",  # command
                  "--name", RANKER, "--variants", "python", "--out", str(repo)]) == 0
+    assert main(["-q", "build", f"{ROOT}/tests/fixtures/batch_probes.py:{SUBSAMPLED}",
+                 "--input", "x:float32:-1x16", "--variants", "python", "--out", str(repo)]) == 0
     return repo
 
 
 OLD_RANKER = "old_ranker"
 SERVED = [f"{ROWS}_python", f"{ROWS}_python_compile", f"{UNBATCHED}_python", f"{CENTRED}_python",
-          f"{RANKER}_python"]
+          f"{RANKER}_python", f"{SUBSAMPLED}_python"]
 
 
 def _without_reshape(repo, source: str, name: str) -> None:
@@ -199,6 +203,26 @@ def test_bench_sends_per_row_scalars_as_one_element_rows(repo, tmp_path, run_cli
     assert {p.batch_size for p in points} == {1, 4}
     assert all(p.status in ("ok", "unstable") and p.throughput > 0 for p in points), points
     assert results.ceiling and all(c["throughput"] > 0 for c in results.ceiling)
+
+
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_an_output_length_no_sample_had_is_served_as_the_metadata_declares(served, kind):
+    """The build read the output's sizes at more lengths than 8 and 5 (2 frames at both), so
+    it declares the frames dynamic, and the server's answer at T=9 (3 frames) fits its own
+    metadata."""
+    proto = Protocol(kind, served.http_url if kind == "http" else served.grpc_url)
+    client = proto.client()
+    try:
+        meta = proto.metadata(client, f"{SUBSAMPLED}_python")
+    finally:
+        client.close()
+    assert meta["outputs"] == [("output", "FP32", [-1, -1, 64])]
+    x = np.random.default_rng(4).standard_normal((1, 9, 16)).astype(np.float32)
+    got = _infer(kind, served, f"{SUBSAMPLED}_python", [("x", x, "FP32")], ["output"])
+    with torch.inference_mode():
+        want = batch_probes.subsample_by_4().eval()(torch.from_numpy(x)).numpy()
+    assert got["output"].shape == want.shape == (1, 3, 64)
+    np.testing.assert_allclose(got["output"], want, rtol=1e-5, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
