@@ -134,6 +134,10 @@ OPTIONS: tuple[Option, ...] = (
            " both sample cases), on your own responsibility: the warnings say it may answer"
            " wrongly for inputs that take another branch. Default: torch.jit.script instead, or"
            " the TorchScript variants are refused"),
+    Option("mapped_weights", "bool", True,
+           "python variants: save the weights apart from the archive (1/weights.pt) and map them"
+           " read-only, so that the instances of a model share one copy in memory; off: inside"
+           " model.package, one copy per instance"),
     Option("compile_mode", "str", "default",
            "torch.compile mode of the python-compile variant: default, reduce-overhead,"
            " max-autotune, max-autotune-no-cudagraphs", "MODE"),
@@ -180,6 +184,7 @@ class ModelSpec:
     threads: int = _default("threads")
     script: bool = _default("script")
     accept_trace_warnings: bool = _default("accept_trace_warnings")
+    mapped_weights: bool = _default("mapped_weights")
     compile_mode: str = _default("compile_mode")
     dtype: str = _default("dtype")
     batch_axis: int = _default("batch_axis")

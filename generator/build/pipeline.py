@@ -38,6 +38,7 @@ from ..status import FAILED, OK
 from ..table import format_table
 from ..variants import registry
 from ..variants.base import ExportContext
+from ..variants.weights import store_layout
 from .wrapper import make_wrapper
 
 
@@ -321,6 +322,11 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
     if choice:
         parameters.update(choice.parameters)
         notes = notes + [choice.note()]
+        if "weights" in artifact.load_params:  # mapped weights: stored in the layout served
+            changed = store_layout(staged.staging / layout.VERSION, artifact.load_params,
+                                   choice.parameters)
+            artifact.load_params.update(changed)
+            parameters.update(changed)
     try:
         if not check.ok:
             return VariantResult(variant.name, staged.model_name, FAILED,

@@ -9,6 +9,7 @@ from ..runtime.model import sha256_of
 from .base import (EAGER, Artifact, ExportContext, Variant, install_runtime,
                    python_backend_parameters)
 from .packaging import export_package
+from .weights import WEIGHTS, save_weights, weights_on_meta
 
 ARTIFACT = "model.package"
 
@@ -22,9 +23,26 @@ class PythonPackageVariant(Variant):
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         path = version_dir / ARTIFACT
-        notes = export_package(ctx, path)
+        load_params = {"artifact": ARTIFACT, "loader": "package"}
+        notes, files = [], [ARTIFACT, "model.py"]
+        if ctx.spec.mapped_weights:
+            try:
+                save_weights(ctx.model, version_dir / WEIGHTS)
+            except Exception as e:  # a tensor a weights-only load cannot read: keep them inside
+                (version_dir / WEIGHTS).unlink(missing_ok=True)
+                notes.append(f"the weights stay inside {ARTIFACT} (each instance holds its own"
+                             f" copy): a mapped weights-only load cannot read them"
+                             f" ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+            else:
+                load_params.update(weights=WEIGHTS,
+                                   weights_sha256=sha256_of(version_dir / WEIGHTS))
+                files.append(WEIGHTS)
+        if "weights" in load_params:
+            with weights_on_meta(ctx.model):
+                notes += export_package(ctx, path)
+        else:
+            notes += export_package(ctx, path)
         install_runtime(version_dir)
-        load_params = {"artifact": ARTIFACT, "loader": "package",
-                       "artifact_sha256": sha256_of(path)}
-        return Artifact([ARTIFACT, "model.py"], load_params,
-                        python_backend_parameters(ctx.spec, load_params), notes)
+        load_params["artifact_sha256"] = sha256_of(path)
+        return Artifact(files, load_params, python_backend_parameters(ctx.spec, load_params),
+                        notes)

@@ -110,6 +110,8 @@ def test_user_file_model_two_inputs_dict_output_hermetic(tmp_path, run_cli):
     groups = sorted((g.kind, g.count, list(g.gpus)) for g in py.config.instance_group)
     assert groups == [(1, 2, [0, 1]), (2, 1, [])]
     # Load the archive in a fresh interpreter, elsewhere, with no path to examples/.
+    params = {k: v.string_value for k, v in py.config.parameters.items()}
+    assert params["weights"] == "weights.pt" and params["loader"] == "package"
     script = textwrap.dedent(f"""
         import sys, numpy as np, torch
         assert not any('examples' in p for p in sys.path)
@@ -118,8 +120,11 @@ def test_user_file_model_two_inputs_dict_output_hermetic(tmp_path, run_cli):
             raise SystemExit('user module importable: test is not hermetic')
         except ImportError:
             pass
-        imp = torch.package.PackageImporter({str(py.path / '1/model.package')!r})
-        model = imp.load_pickle('model', 'model.pkl').eval()
+        import importlib.util  # the runtime the server runs: model.package + mapped weights.pt
+        spec = importlib.util.spec_from_file_location("runtime", {str(py.path / '1/model.py')!r})
+        runtime = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(runtime)
+        model = runtime.load_model({str(py.path / '1')!r}, {params!r})
         s = np.load({str(py.path / layout.SAMPLES)!r})
         ref = np.load({str(py.path / layout.REFERENCE)!r})
         with torch.inference_mode():

@@ -43,6 +43,7 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
         "preferred_batch_sizes = [2, 4]", "max_queue_delay_us = 5", "cpu_instances = 2",
         "gpu_instances = 1", "gpus = [0, 1]", "threads = 1", "script = true",
         "accept_trace_warnings = true", "atol = 0.1", "inputs_by_position = true",
+        "mapped_weights = false",
         "rtol = 0.2", "seed = 3", "force = true", 'dtype = "bf16"', "batch_axis = 1",
         "max_queue_size = 0", "queue_timeout_us = 0", 'compile_mode = "max-autotune"']))
     values = specmod.load_spec_file(f)
