@@ -6,13 +6,15 @@ the instances take to load.
                                                   [--rounds 3] [--out shared_weights]
 
 Builds the model's python variant twice with ``gen-repo build`` (``--no-mapped-weights`` and
-the default), and a tiny model (tests/fixtures/models.py:tiny_mlp) the same way, each with
-``--cpu-instances N``. Each round loads every model alone on the embedded tritonserver, in turn
-(the settings alternate within the round), and sums the PSS of its N stub processes (shared
-pages counted once across them, /proc/<pid>/smaps_rollup). What the weights add is the model's
-PSS minus the tiny model's of the same setting (torch, the stub and the runtime cost the same),
-in copies of the weights' bytes. Load time: from the load request to READY. Medians over the
-rounds; each round kept in ``results.json``, the table in ``shared_weights.md``.
+the default), and a tiny torchvision model (tests/fixtures/weights.py:tiny_torchvision: its
+stubs import torch and torchvision too) the same way, each with ``--cpu-instances N``. Each
+round loads every model alone on the embedded tritonserver, in turn (the settings alternate
+within the round), sends it requests from several clients at once so that every instance has
+run the model, and sums the PSS of its N stub processes (shared pages counted once across them,
+/proc/<pid>/smaps_rollup). What the weights add is the model's PSS minus the tiny model's of
+the same setting, in copies of the weights' bytes (activations and allocator caches of the
+forward passes count too). Load time: from the load request to READY. Medians over the rounds;
+each round kept in ``results.json``, the table in ``shared_weights.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from generator.serve.processes import stub_processes, stubs_of  # noqa: E402
 from generator.serve.server import EmbeddedServer  # noqa: E402
 from generator.status import READY  # noqa: E402
 
-TINY = f"{HERE.parent}/tests/fixtures/models.py:tiny_mlp"
+TINY = f"{HERE.parent}/tests/fixtures/weights.py:tiny_torchvision"
 SETTINGS = {"archive": "--no-mapped-weights", "mapped": "--mapped-weights"}
 
 
@@ -56,12 +58,37 @@ def pss_bytes(pid: int) -> int:
     raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
+def exercise(server: EmbeddedServer, model: layout.BuiltModel, clients: int = 8) -> None:
+    """Requests from ``clients`` clients at once, so that every instance runs the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.http as httpclient
+    from tritonclient.utils import np_to_triton_dtype
+
+    samples = model.samples()
+
+    def one(_):
+        client = httpclient.InferenceServerClient(server.http_url)
+        tensors = []
+        for name, array in samples.items():
+            t = httpclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            t.set_data_from_numpy(array)
+            tensors.append(t)
+        for _ in range(5):
+            client.infer(model.name, tensors)
+        client.close()
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(clients)))
+
+
 def measure(server: EmbeddedServer, model: layout.BuiltModel) -> dict:
     start = time.perf_counter()
     (status,) = server.load([model])
     seconds = time.perf_counter() - start
     if status.state != READY:
         raise SystemExit(f"{model.name}: {status.state}: {status.reason}")
+    exercise(server, model)
     stubs = stubs_of(stub_processes(server.pid).values(), model.name)
     pss = sum(pss_bytes(p.pid) for p in stubs)
     server.unload(model.name)
