@@ -47,6 +47,22 @@ def _load_package(path, device):
     return model.eval()
 
 
+def _assign_mapped_weights(model, path, want, device):
+    """Give ``model`` (its weights meta tensors, as the build pickled it) the weights of
+    ``path``, mapped read-only: the instances of the model on this machine share their pages."""
+    if not path.is_file():
+        raise ArtifactError(f"weights file {path} is missing")
+    got = sha256_of(path)
+    if got != want:
+        raise ArtifactError(
+            f"weights file {path} has SHA-256 {got}, but the build recorded {want or 'none'}:"
+            " the file was changed or damaged after the build. Rebuild the model with gen-repo"
+            " build.")
+    state = torch.load(str(path), mmap=True, weights_only=True, map_location="cpu")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device) if str(device) != "cpu" else model
+
+
 def _load_torchscript(path, device):
     try:
         return torch.jit.load(str(path), map_location=device).eval()
@@ -135,6 +151,9 @@ def load_model(version_dir, params, device="cpu", inputs=(), log=print):
     if loader is None:
         raise ArtifactError(f"unknown loader {params['loader']!r}; known: {sorted(LOADERS)}")
     model = loader(path, device)
+    if params.get("weights"):
+        model = _assign_mapped_weights(model, Path(version_dir) / params["weights"],
+                                       params.get("weights_sha256", ""), device)
     if params.get(MEMORY_FORMAT) == CHANNELS_LAST:
         model = to_channels_last(model)
     if params.get("compile_mode"):
