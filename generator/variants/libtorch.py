@@ -16,25 +16,20 @@ and ENABLE_WEIGHT_SHARING makes the instances on one device share one copy of th
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from ..repository.config import Engine
 from ..runtime.model import sha256_of, threads_for
 from .base import TORCHSCRIPT, Artifact, ExportContext, Variant
-from .torchscript import TorchScript, make_torchscript
+from .torchscript import TorchScript, make_torchscript, save
 
 ARTIFACT = "model.pt"
 
 
 def save_torchscript(ctx: ExportContext, version_dir: Path) -> tuple[dict[str, str], TorchScript]:
-    import torch
-
     made = make_torchscript(ctx)
     path = version_dir / ARTIFACT
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.save is deprecated"
-        torch.jit.save(made.module, str(path))
+    save(made, path)
     params = {"artifact": ARTIFACT, "loader": "torchscript", "artifact_sha256": sha256_of(path),
               "torchscript_method": made.method}
     return params, made

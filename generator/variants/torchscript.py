@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -93,15 +94,20 @@ def _script(ctx: ExportContext):
 
 def make_torchscript(ctx: ExportContext) -> TorchScript:
     """The TorchScript module for both TorchScript variants, made once per build."""
-    return ctx.shared(CACHE_KEY, lambda c: _in_measured_layout(c, _saveable(_make(c))))
+    return ctx.shared(CACHE_KEY, lambda c: _in_measured_layout(c, _make(c)))
 
 
-def _saveable(made: TorchScript) -> TorchScript:
-    """``made``, once it has gone through torch.jit.save and load (as the variants save it and
-    the server loads it); refused, with what stops it, when it cannot."""
+def save(made: TorchScript, path) -> None:
+    """torch.jit.save ``made`` to ``path``; refused, with what stops it, when it cannot be
+    written (the fresh-process check then loads it as the server will)."""
+    import torch
+
     try:
-        _copy(made.module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.save is deprecated"
+            torch.jit.save(made.module, str(path))
     except Exception as e:
+        Path(path).unlink(missing_ok=True)
         line = _first_line(e)
         call = re.search(r"Python function call '([^']+)'", line)
         if call:
@@ -115,7 +121,6 @@ def _saveable(made: TorchScript) -> TorchScript:
         raise ExportError(f"torch.jit.save cannot write the TorchScript module ({made.summary}):"
                           f" {line}", tip + " The python variant serves the eager model"
                           " (--variants python).") from e
-    return made
 
 
 def _copy(ts):

@@ -233,8 +233,8 @@ def test_objects_changed_in_the_bucket_are_named_before_a_load(aws_env, model_co
     s3c = s3.client(location)
     push(layout.list_models(model_copy), location, s3c)
     (model,) = s3.remote_models(location, cache=tmp_path / "ok")
-    assert model.file_problems() == [] and set(model.remote_digests) == {"1/model.package",
-                                                                         "1/model.py"}
+    assert model.file_problems() == [] and set(model.remote_digests) == {
+        "1/model.package", "1/model.py", "1/weights.pt"}
     raw = aws_env.client()
     key = f"tamper/{model.name}"
     raw.put_object(Bucket=BUCKET, Key=f"{key}/1/model.py", Body=b"import os\n")  # no metadata
