@@ -70,6 +70,11 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
                    " hooks, which pickle cannot write: build the nn.Module you exported for this"
                    " variant (it serves the eager model); the TorchScript variants (libtorch)"
                    " trace the exported one.")
+        elif "ScriptModule" in str(e):  # a torch.jit.load'ed or scripted model
+            tip = ("The model is a TorchScript module: it has no Python code for the eager"
+                   " variant to carry. Serve it with the TorchScript variants (--variants"
+                   " libtorch,python-ts), or build the python variant from the nn.Module it"
+                   " was made from.")
         raise ExportError(f"torch.package failed to pickle the model: {type(e).__name__}: {e}.",
                           tip) from e
     notes = data.notes()

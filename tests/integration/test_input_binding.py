@@ -46,3 +46,11 @@ def test_several_inputs_by_position_need_the_users_word(tmp_path, run_cli):
     code, out, err = run_cli(*args, "--inputs-by-position")
     assert code == 0, err
     assert "by position, in --input order as --inputs-by-position says" in out
+
+
+def test_the_python_variant_of_a_torchscript_module_is_refused_with_the_route(tmp_path, run_cli):
+    code, _, err = run_cli("build", f"{SOURCE}:loaded_torchscript", "--out", tmp_path / "repo",
+                           "--variants", "python", "--input", "minuend:float32:4",
+                           "--input", "subtrahend:float32:4")
+    assert code == 1 and "TIP: The model is a TorchScript module" in err, err
+    assert "--variants libtorch,python-ts" in err
