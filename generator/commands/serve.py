@@ -247,14 +247,14 @@ def run(args) -> int:
                 f"no model of {args.repo} is READY, so there is nothing to serve.",
                 f"See the reasons above and the server log at {server.log_path}; {hint}.")
         failed = [s.name for s in statuses if s.state == FAILED]
-        print(f"serving {sum(s.state == READY for s in statuses)} of {len(statuses)} models:"
-              f" HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
-              flush=True)
-        print(listening_note(server), flush=True)
-        print(f"server log: {server.log_path}", flush=True)
-        print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
-              f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)
-        try:
+        try:  # from the first line that says it serves, Ctrl-C is the way to stop: exit 0
+            print(f"serving {sum(s.state == READY for s in statuses)} of {len(statuses)} models:"
+                  f" HTTP {server.http_url}  gRPC {server.grpc_url}  metrics {server.metrics_url}",
+                  flush=True)
+            print(listening_note(server), flush=True)
+            print(f"server log: {server.log_path}", flush=True)
+            print(f"check it: gen-repo verify --repo {args.repo} --http-url {server.http_url}"
+                  f" --grpc-url {server.grpc_url}   (Ctrl-C stops the server)", flush=True)
             _watch(server, args.max_dead_stubs)
         except KeyboardInterrupt:
             progress.info("Ctrl-C: stopping the server")

@@ -54,6 +54,30 @@ def models_named(repo: Path, *names: str) -> list[layout.BuiltModel]:
     return [layout.BuiltModel(repo / n) for n in names]
 
 
+def infer(kind: str, server, model: str, tensors, outputs) -> dict:
+    """One request with tritonclient (``kind``: http or grpc); the answers by output name."""
+    from generator.serve.protocols import Protocol
+
+    proto = Protocol(kind, server.http_url if kind == "http" else server.grpc_url)
+    client = proto.client()
+    try:
+        return proto.infer(client, model, tensors, outputs)
+    finally:
+        client.close()
+
+
+def assert_verified(repo: Path, server, names, requests: int) -> None:
+    """gen-repo verify of the models ``names`` passes over HTTP and gRPC, each of them."""
+    from generator.serve.verify import OK, VerifyOptions, verify_repository
+
+    report = verify_repository(models_named(repo, *names), server.http_url, server.grpc_url,
+                               VerifyOptions(requests=requests, concurrency=4))
+    assert {(r.model, r.protocol) for r in report.results} == \
+        {(n, p) for n in names for p in ("HTTP", "gRPC")}
+    for r in report.results:
+        assert r.status == OK, f"{r.model} {r.protocol}: {r.detail}"
+
+
 def copy_model(repo: Path, source: str, name: str) -> Path:
     """A copy of model ``source`` served under ``name`` (config name and build record renamed)."""
     dst = repo / name
@@ -196,3 +220,11 @@ class Lines:
             if line.startswith(needle) if start else needle in line:
                 return line
         raise AssertionError(f"no {needle!r} within {timeout:.0f} s in: {''.join(self.seen)}")
+
+    def rest(self, timeout: float = 5.0) -> str:
+        """Every line seen so far and those that follow until none comes for ``timeout`` s."""
+        while True:
+            try:
+                self.seen.append(self.queue.get(timeout=timeout))
+            except queue.Empty:
+                return "".join(self.seen)

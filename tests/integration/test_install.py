@@ -131,7 +131,7 @@ def serving(bin_dir: Path, env: dict, cwd: Path, repo: str):
         lines.until("serving", timeout=180, start=True)
         yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}", lines
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, "".join(lines.seen)
+        assert proc.wait(timeout=60) == 0, lines.rest()
     finally:
         kill_with_descendants(proc)
 

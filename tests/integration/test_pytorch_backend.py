@@ -184,7 +184,7 @@ def test_serve_starts_the_server_again_when_it_dies(seq_repo, tmp_path):
         assert rep.ok and not rep.failures, rep.results
         procs = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, "".join(out.seen)
+        assert proc.wait(timeout=60) == 0, out.rest()
     assert alive(procs) == []
 
 

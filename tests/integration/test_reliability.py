@@ -804,5 +804,5 @@ def test_serve_loads_a_model_again_when_its_stub_dies(repo, tmp_path, how):
         assert_answers(ask_faulty(proto, good), good)
         procs = [p for p in psutil.Process(proc.pid).children(recursive=True)]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) == 0, "".join(out.seen)
+        assert proc.wait(timeout=60) == 0, out.rest()
     assert not [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

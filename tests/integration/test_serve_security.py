@@ -160,7 +160,7 @@ def test_serve_says_where_it_listens_and_keeps_the_key_private(repo, tmp_path):
         # verify (another process, same user) sends the key where it needs it
         assert control.headers_for(f"127.0.0.1:{ports.grpc}", "grpc")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        assert proc.wait(60) == 0, lines.rest()
     assert not path.exists() and not control.key_path(ports.grpc).exists()
 
 
@@ -184,4 +184,4 @@ def test_a_model_unloaded_through_model_control_is_reported_and_serve_goes_on(re
         assert client.is_model_ready("tiny_mlp_python")
         assert not client.is_model_ready("other_python")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0, "".join(lines.seen)
+        assert proc.wait(60) == 0, lines.rest()
