@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import dtypes
+from . import dtypes, releases
 from .errors import SpecError, did_you_mean
 
 DEFAULT_SOURCE = "torchvision:resnet18"
@@ -110,9 +110,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("example_inputs", "str", None,
            "a .npz of example inputs (one array per input name, with the batch dim) used instead"
            " of random samples", "FILE"),
+    Option("check_lengths", "ints", (),
+           "the two lengths every -1 axis has in the checks' sample cases, e.g. 16000,12345 for"
+           " a model that needs a minimum length (default: 8,5); the output sizes are also"
+           " probed at longer lengths co-prime to them, never shorter than the shorter one",
+           "L1,L2"),
     Option("out", "str", DEFAULT_REPO, "output repository directory", "DIR"),
     Option("variants", "strs", DEFAULT_VARIANTS,
            f"variants to build, comma separated: {', '.join(VARIANT_NAMES)}", "LIST"),
+    Option("triton_release", "str", releases.EMBEDDED_RELEASE,
+           "the Triton release the configs are written for, as its NGC image tag names it"
+           " (26.06 for nvcr.io/nvidia/tritonserver:26.06-py3): it decides what each variant's"
+           f" config may use (aoti: refused before {releases.TORCH_AOTI.since}, tensors named by"
+           f" the package's call spec from {releases.AOTI_CALL_SPEC_NAMES.since}, batching from"
+           f" {releases.AOTI_BATCHING.since}; BF16 tensors on the PyTorch backend from"
+           f" {releases.PYTORCH_BF16.since}); see docs/triton-releases.md (default:"
+           f" {releases.EMBEDDED_RELEASE}, the embedded server's)", "YY.MM"),
     Option("max_batch_size", "int", 8,
            "Triton max_batch_size; 0 = the model has no batch dimension", "N"),
     Option("dynamic_batching", "bool", True, "enable Triton's dynamic batcher (when batching)"),
@@ -170,8 +183,10 @@ class ModelSpec:
     outputs: tuple[TensorSpec, ...] = ()  # inferred by running the model
     inputs_by_position: bool = _default("inputs_by_position")
     example_inputs: str | None = _default("example_inputs")
+    check_lengths: tuple[int, ...] = _default("check_lengths")
     out: str = _default("out")
     variants: tuple[str, ...] = _default("variants")
+    triton_release: str = _default("triton_release")
     max_batch_size: int = _default("max_batch_size")
     dynamic_batching: bool = _default("dynamic_batching")
     preferred_batch_sizes: tuple[int, ...] = _default("preferred_batch_sizes")
@@ -192,6 +207,9 @@ class ModelSpec:
     rtol: float = _default("rtol")
     seed: int = _default("seed")
     force: bool = _default("force")
+    # inferred by running the model: "no_grad" for one that takes gradients inside forward(),
+    # which inference mode forbids (the runtime's forward_context)
+    forward_mode: str = "inference_mode"
 
     # -- derived facts -----------------------------------------------------------------------
     @property
@@ -215,7 +233,7 @@ class ModelSpec:
         d = dict(d)
         d["inputs"] = tuple(TensorSpec.from_dict(t) for t in d.get("inputs", ()))
         d["outputs"] = tuple(TensorSpec.from_dict(t) for t in d.get("outputs", ()))
-        for k in ("variants", "preferred_batch_sizes", "gpus"):
+        for k in ("variants", "preferred_batch_sizes", "gpus", "check_lengths"):
             if k in d:
                 d[k] = tuple(d[k])
         known = {f.name for f in dataclasses.fields(cls)}
@@ -395,7 +413,9 @@ def build_spec(values: dict[str, Any]) -> ModelSpec:
     spec = ModelSpec(**{
         **fields, "name": name, "inputs": tuple(v["input"]),
         "variants": tuple(dict.fromkeys(v["variants"])),
-        "preferred_batch_sizes": tuple(v["preferred_batch_sizes"]), "gpus": tuple(v["gpus"])})
+        "preferred_batch_sizes": tuple(v["preferred_batch_sizes"]), "gpus": tuple(v["gpus"]),
+        "check_lengths": tuple(v["check_lengths"]),
+        "triton_release": releases.parse(v["triton_release"])})
     validate(spec)
     return spec
 
@@ -454,12 +474,23 @@ def validate(spec: ModelSpec) -> None:
     if spec.batch_axis and not spec.batching:
         raise SpecError(f"--batch-axis {spec.batch_axis} given with --max-batch-size 0.",
                         "A model without Triton batching has no batch axis to move.")
+    check_lengths(spec.check_lengths)
     if spec.atol < 0 or spec.rtol < 0:
         raise SpecError("tolerances must be >= 0.", "Example: --atol 1e-4 --rtol 1e-3")
     names = [t.name for t in spec.inputs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise SpecError(f"input names repeat: {sorted(dup)}.", "Give each --input its own name.")
+
+
+def check_lengths(lengths: tuple[int, ...]) -> None:
+    """--check-lengths: none (the defaults), or two different lengths of at least 1."""
+    if lengths and (len(lengths) != 2 or min(lengths) < 1 or lengths[0] == lengths[1]):
+        raise SpecError(f"--check-lengths {','.join(map(str, lengths))} is not two different"
+                        " lengths of at least 1.",
+                        "Give the two lengths the sample cases use for every -1 axis, e.g."
+                        " --check-lengths 16000,12345: two, so that a shape baked into an"
+                        " export is caught.")
 
 
 def merge_values(file_values: dict[str, Any], cli_values: dict[str, Any]) -> dict[str, Any]:

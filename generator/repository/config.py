@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import __version__, dtypes
+from .. import __version__, dtypes, releases
 from ..errors import RepositoryError
 from ..spec import ModelSpec
 from . import manifest
 from .files import write_atomic
 
 CONFIG = "config.pbtxt"
+PYTORCH_PLATFORMS = ("pytorch_libtorch", "torch_aoti")  # the platforms of the PyTorch backend
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,31 @@ def model_config(spec: ModelSpec, model_name: str, engine: Engine, parameters: d
     except json_format.ParseError as e:  # pragma: no cover - a gen-repo bug
         raise RepositoryError(f"the config of {model_name} is not a valid ModelConfig: {e}.",
                               "Report this gen-repo bug.") from e
+    lacking = releases.missing(spec.triton_release, release_needs(config))
+    if lacking:  # a variant wrote what its target release cannot load: a gen-repo bug
+        raise RepositoryError(
+            f"the config of {model_name} uses {lacking[0].what}, which Triton"
+            f" {lacking[0].since} brought, but it is written for Triton {spec.triton_release}.",
+            "Report this gen-repo bug; nothing was written.")
     return config
+
+
+def release_needs(config) -> list[releases.Feature]:
+    """The features of the release table that a server needs to serve ``config`` (a
+    ModelConfig): the torch_aoti platform, batching on it, BF16 tensors on the PyTorch backend.
+    Its tensor names are none of them: before 26.05 torch_aoti binds names that are not
+    INPUT__i/OUTPUT__i by config order."""
+    from tritonclient.grpc import model_config_pb2
+
+    needs = []
+    if config.platform == "torch_aoti":
+        needs.append(releases.TORCH_AOTI)
+        if config.max_batch_size > 0:
+            needs.append(releases.AOTI_BATCHING)
+    if config.platform in PYTORCH_PLATFORMS and any(
+            t.data_type == model_config_pb2.TYPE_BF16 for t in (*config.input, *config.output)):
+        needs.append(releases.PYTORCH_BF16)
+    return needs
 
 
 # The spec's fields config.pbtxt holds: gen_repo.json's spec leaves them out, and a model's spec

@@ -27,14 +27,12 @@ import numpy as np
 from ..errors import RepositoryError
 from ..spec import ModelSpec
 from . import manifest
-from .config import CONFIG, config_facts, parse_config
+from .config import CONFIG, PYTORCH_PLATFORMS, config_facts, parse_config
 
 RECORD = "gen_repo.json"
 SAMPLES = "gen_repo_samples.npz"
 REFERENCE = "gen_repo_reference.npz"
 VERSION = "1"
-# Platforms newer than some servers: the oldest Triton release that knows each.
-PLATFORM_MIN_RELEASE = {"torch_aoti": "26.03"}
 # The Python backend's parameter naming a packed Python environment (gen-repo pack-env).
 PACKED_ENV_PARAM = "EXECUTION_ENV_PATH"
 
@@ -87,6 +85,11 @@ class BuiltModel:
     def variant(self) -> str:
         return self.record.get("variant", "")
 
+    @property
+    def target_release(self) -> str | None:
+        """The Triton release its config was written for (None: not recorded, an older build)."""
+        return (self.record.get("spec") or {}).get("triton_release")
+
     def file_problems(self) -> list[str]:
         """What differs between the model's files and its gen_repo.sha256 ([] when all match)."""
         return manifest.problems(self.path, self.remote_digests)
@@ -102,7 +105,7 @@ class BuiltModel:
         c = self.config
         if c.backend:
             return c.backend
-        return "pytorch" if c.platform in ("pytorch_libtorch", "torch_aoti") else c.platform
+        return "pytorch" if c.platform in PYTORCH_PLATFORMS else c.platform
 
     def samples(self) -> dict[str, np.ndarray]:
         return _load_npz(self.path / SAMPLES)

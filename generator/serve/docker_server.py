@@ -17,8 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import progress
+from .. import progress, releases
 from ..errors import ServerError, SpecError, ToolError
+from ..repository.config import release_needs
 from ..repository.layout import PACKED_ENV_PARAM
 from ..repository.s3 import is_s3_url
 from . import control
@@ -26,7 +27,7 @@ from .arguments import server_args
 from .lifecycle import BUILTIN_BACKENDS, TritonServer
 from .ports import Ports
 
-DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = the embedded server (2.51.0)
+DEFAULT_IMAGE = releases.image(releases.EMBEDDED_RELEASE)  # the embedded server's release
 CONTAINER_REPO = "/models"
 CONTAINER_BACKENDS = "/opt/tritonserver/backends"
 NETWORKS = ("host", "bridge")
@@ -148,13 +149,27 @@ def packed_env(model) -> bool:
         return False
 
 
+def release_warning(model, release: str) -> str | None:
+    """A warning for a PyTorch-backend model whose config was written for another Triton
+    release than ``release`` (the image's) and that this release still serves (one it cannot
+    serve is SKIPPED with the route: lifecycle.unsupported_reason); None otherwise."""
+    target = model.target_release
+    if model.backend != "pytorch" or not target or target == release \
+            or releases.missing(release, release_needs(model.config)):
+        return None
+    return (f"{model.name} was built for Triton {target} (--triton-release) and the image is"
+            f" {release}: it serves the config as written, but a rebuild with --triton-release"
+            f" {release} writes what {release} allows (docs/triton-releases.md).")
+
+
 def compatibility_warnings(models, image: str) -> list[str]:
-    """Warnings for models the image may not load: torch version skew, no torch for Python."""
+    """Warnings for models the image may not load or may serve otherwise than built for: torch
+    version skew, no torch for Python, another target release."""
     release = image_release(image)
     if release is None:
         return []
     image_torch = IMAGE_TORCH.get(release)
-    warnings = []
+    warnings = [w for w in (release_warning(m, release) for m in models) if w]
     for m in models:
         built = (m.record.get("versions") or {}).get("torch", "")
         if m.backend == "pytorch" and image_torch and built \

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .. import progress
+from .. import progress, releases
 from ..errors import GenRepoError, ServerError, ServerTimeoutError, log_tail
 from ..machine import cache_dir, cores
 from ..repository import manifest
-from ..repository.layout import PLATFORM_MIN_RELEASE
+from ..repository.config import release_needs
 from ..repository.s3 import is_s3_url
 from ..status import FAILED, READY, SKIPPED
 from . import control
@@ -97,17 +97,28 @@ class TritonServer:
         return None
 
     def unsupported_reason(self, model) -> str | None:
-        """Why this server's release cannot load ``model``'s platform, or None."""
+        """Why this server's release cannot serve ``model``'s config (what of the release table
+        it needs that the release lacks), with the route; None when it can or it is unknown."""
+        if not self.release:
+            return None
         try:
-            platform = model.config.platform
+            lacking = releases.missing(self.release, release_needs(model.config))
         except GenRepoError:  # no readable local config: the server will say
             return None
-        need = PLATFORM_MIN_RELEASE.get(platform)
-        if need and self.release and self.release < need:
-            return (f"platform {platform} needs Triton {need} or newer, and this server is"
-                    f" release {self.release}: serve it with a newer NGC image (--docker --image"
-                    f" nvcr.io/nvidia/tritonserver:{need}-py3)")
-        return None
+        if not lacking:
+            return None
+        need = max(f.since for f in lacking)
+        newer = f"serve it with Triton {need} or newer (--docker --image {releases.image(need)})"
+        if releases.TORCH_AOTI in lacking:
+            route = (f"{newer}, or build the python-aoti variant, which serves the same .pt2 on"
+                     " the Python backend")
+        elif releases.PYTORCH_BF16 in lacking:
+            route = f"{newer}, or serve the python variant, which carries BF16 on every release"
+        else:  # batching: a config written for this release serves batch 1
+            route = (f"rebuild it for this server (gen-repo build --triton-release"
+                     f" {self.release}), or {newer}")
+        return (f"its config uses {' and '.join(f.what for f in lacking)}, which this server"
+                f" (Triton {self.release}) lacks: {route}")
 
     def _stub_processes(self) -> dict:
         """{pid: psutil.Process} of the running Python-backend stubs ({} when not visible)."""

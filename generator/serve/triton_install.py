@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..errors import SpecError, ToolError
 from ..machine import cache_dir
+from ..releases import EMBEDDED_RELEASE, image
 
 
 # The default of --backend-directory for serve, bench and demo: directories of extra Triton backends
@@ -29,8 +30,7 @@ BACKEND_DIRS_ENV = "GEN_REPO_BACKEND_DIRECTORY"
 # Where Triton keeps its backends (its own install, the NGC image): used when the variable is
 # unset and it holds a PyTorch backend.
 SYSTEM_BACKENDS = Path("/opt/tritonserver/backends")
-EMBEDDED_RELEASE = "24.10"  # the tritonserver of nvidia-pytriton 0.7.0 (2.51.0)
-NGC_IMAGE = f"nvcr.io/nvidia/tritonserver:{EMBEDDED_RELEASE}-py3"  # the same release's image
+NGC_IMAGE = image(EMBEDDED_RELEASE)  # the embedded server's release, as an NGC image
 # How to get a PyTorch backend for the embedded server: the one of the same Triton release.
 GET_PYTORCH_BACKEND = (
     f"copy the backends of the NGC image of the same Triton release (`docker create --name tb"

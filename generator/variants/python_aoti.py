@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..repository.config import Engine
-from .aoti import copy_package
+from .aoti import batcher_sizes, copy_package
 from .base import Artifact, ExportContext, Variant, install_runtime, python_backend_parameters
 
 
@@ -14,6 +14,10 @@ class PythonAotiVariant(Variant):
     name = "python-aoti"
     label = "AOTInductor (.pt2) through the Python backend"
     engine = Engine("backend", "python")
+    exported = True
+
+    def check_batch_sizes(self, spec) -> tuple[int, ...]:
+        return batcher_sizes(spec)
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         load_params = copy_package(ctx, version_dir)

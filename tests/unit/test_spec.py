@@ -45,14 +45,16 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
         "accept_trace_warnings = true", "atol = 0.1", "inputs_by_position = true",
         "mapped_weights = false",
         "rtol = 0.2", "seed = 3", "force = true", 'dtype = "bf16"', "batch_axis = 1",
-        "max_queue_size = 0", "queue_timeout_us = 0", 'compile_mode = "max-autotune"']))
+        "max_queue_size = 0", "queue_timeout_us = 0", 'compile_mode = "max-autotune"',
+        "check_lengths = [16000, 12345]", 'triton_release = "26.06"']))
     values = specmod.load_spec_file(f)
     assert set(values) == {o.key for o in specmod.OPTIONS}
     spec = specmod.build_spec(values)
     assert spec.gpus == (0, 1) and spec.preferred_batch_sizes == (2, 4)
     assert spec.inputs[0].dims == (3, 4, 4) and not spec.dynamic_batching
     assert spec.dtype == "bfloat16" and spec.batch_axis == 1 and spec.atol == 0.1
-    assert spec.accept_trace_warnings
+    assert spec.accept_trace_warnings and spec.check_lengths == (16000, 12345)
+    assert spec.triton_release == "26.06"
 
 
 def test_spec_file_unknown_key_did_you_mean(tmp_path):
@@ -89,6 +91,9 @@ def test_input_tables_in_spec_file(tmp_path):
     ({"dtype": "fp8"}, "unknown"),
     ({"dtype": "int64"}, "not a compute dtype"),
     ({"batch_axis": 1, "max_batch_size": 0}, "given with --max-batch-size 0"),
+    ({"check_lengths": (100,)}, "is not two different lengths"),
+    ({"check_lengths": (100, 100)}, "is not two different lengths"),
+    ({"check_lengths": (0, 5)}, "is not two different lengths"),
 ])
 def test_validation(values, fragment):
     with pytest.raises(SpecError) as e:
@@ -113,7 +118,7 @@ def test_model_spec_has_one_field_per_option_with_its_default():
 
     fields = {f.name: f.default for f in dataclasses.fields(specmod.ModelSpec)}
     keys = {"inputs" if o.key == "input" else o.key for o in specmod.OPTIONS}
-    assert set(fields) == keys | {"outputs"}
+    assert set(fields) == keys | {"outputs", "forward_mode"}  # the two the build infers
     for o in specmod.OPTIONS:
         if o.key != "name":  # "" until build_spec names the model
             assert fields["inputs" if o.key == "input" else o.key] == o.default, o.key
