@@ -4,17 +4,23 @@ the instances take to load.
 
     .venv/bin/python benchmarks/shared_weights.py [--model torchvision:resnet50] [--instances 4]
                                                   [--rounds 3] [--out shared_weights]
+                                                  [--idle-seconds 2.5]
 
 Builds the model's python variant twice with ``gen-repo build`` (``--no-mapped-weights`` and
-the default), and a tiny torchvision model (tests/fixtures/weights.py:tiny_torchvision: its
-stubs import torch and torchvision too) the same way, each with ``--cpu-instances N``. Each
-round loads every model alone on the embedded tritonserver, in turn (the settings alternate
-within the round), sends it requests from several clients at once so that every instance has
-run the model, and sums the PSS of its N stub processes (shared pages counted once across them,
-/proc/<pid>/smaps_rollup). What the weights add is the model's PSS minus the tiny model's of
-the same setting, in copies of the weights' bytes (activations and allocator caches of the
-forward passes count too). Load time: from the load request to READY. Medians over the rounds;
-each round kept in ``results.json``, the table in ``shared_weights.md``.
+the default), and a baseline the same way, each with ``--cpu-instances N``: a conv net with
+~10 k weights that takes resnet50's input and answers 1000 logits through the same kinds of
+layers (tests/fixtures/weights.py:tiny_convnet; ``--baseline``/``--baseline-input`` for other
+models), so that its stubs import the same libraries, run the same kinds of kernels and move
+requests and responses of the same sizes. Each round loads every model alone on the embedded
+tritonserver, in turn (the settings alternate within the round), sends it requests from several
+clients at once so that every instance has run the model (sampling the summed PSS of its N
+stubs every 0.1 s: the peak under load), lets it idle ``--idle-seconds`` and sums the PSS again
+(shared pages counted once across the stubs, /proc/<pid>/smaps). What the model adds is its PSS
+minus the baseline's of the same setting, in copies of the weights' bytes, in all and per kind
+of mapping (the weights file, heap and anonymous memory, libraries, the Python backend's shared
+memory for requests). Load time: from the load request to READY; and each step of one
+instance's load in a fresh process of its own. Medians over the rounds; each round kept in
+``results.json``, the tables in ``shared_weights.md``.
 """
 
 from __future__ import annotations
@@ -33,29 +39,21 @@ sys.path.insert(0, str(HERE.parent))
 from generator.cli import main as gen_repo  # noqa: E402
 from generator.repository import layout  # noqa: E402
 from generator.serve.ports import Ports, free_ports  # noqa: E402
-from generator.serve.processes import stub_processes, stubs_of  # noqa: E402
+from generator.serve.processes import (PeakMemory, mappings, stub_processes, stubs_of,  # noqa: E402
+                                       total_memory)
 from generator.serve.server import EmbeddedServer  # noqa: E402
 from generator.status import READY  # noqa: E402
 
-TINY = f"{HERE.parent}/tests/fixtures/weights.py:tiny_torchvision"
+BASELINE = f"{HERE.parent}/tests/fixtures/weights.py:tiny_convnet"
+BASELINE_INPUT = "x:float32:3,224,224"  # resnet50's
 SETTINGS = {"archive": "--no-mapped-weights", "mapped": "--mapped-weights"}
 
 
 def build(repo: Path, source: str, name: str, instances: int, extra: list[str]) -> None:
     args = ["-q", "build", source, "--name", name, "--variants", "python", "--out", str(repo),
             "--cpu-instances", str(instances), "--force", *extra]
-    if source == TINY:
-        args += ["--input", "x:float32:16"]
     if gen_repo(args) != 0:
         raise SystemExit(f"building {name} failed")
-
-
-def pss_bytes(pid: int) -> int:
-    """Proportional set size of process ``pid`` (shared pages split among their users)."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no Pss in /proc/{pid}/smaps_rollup")
 
 
 def exercise(server: EmbeddedServer, model: layout.BuiltModel, clients: int = 8) -> None:
@@ -82,22 +80,83 @@ def exercise(server: EmbeddedServer, model: layout.BuiltModel, clients: int = 8)
         list(pool.map(one, range(clients)))
 
 
-def measure(server: EmbeddedServer, model: layout.BuiltModel) -> dict:
+def measure(server: EmbeddedServer, model: layout.BuiltModel, idle_s: float) -> dict:
+    """Load ``model`` alone, exercise it while sampling its stubs' PSS (the peak under load),
+    let it idle ``idle_s`` (the runtime gives freed memory back after 1 s idle) and read the PSS
+    again, in all and per kind of mapping; unload it."""
     start = time.perf_counter()
     (status,) = server.load([model])
     seconds = time.perf_counter() - start
     if status.state != READY:
         raise SystemExit(f"{model.name}: {status.state}: {status.reason}")
-    exercise(server, model)
     stubs = stubs_of(stub_processes(server.pid).values(), model.name)
-    pss = sum(pss_bytes(p.pid) for p in stubs)
+    with PeakMemory(stubs, every=0.1) as peak:
+        exercise(server, model)
+    time.sleep(idle_s)
+    pss = total_memory(stubs).pss
+    kinds = pss_by_kind([p.pid for p in stubs])
     server.unload(model.name)
     deadline = time.monotonic() + 60
     while stubs_of(stub_processes(server.pid).values(), model.name):  # gone before the next
         if time.monotonic() > deadline:
             raise SystemExit(f"{model.name}'s stub processes did not exit after its unload")
         time.sleep(0.2)
-    return {"pss": pss, "stubs": len(stubs), "load_seconds": seconds}
+    return {"pss": pss, "peak_pss": max(peak.pss or 0, pss), "kinds": kinds,
+            "stubs": len(stubs), "load_seconds": seconds}
+
+
+KINDS = ("weights file", "heap and anonymous", "libraries", "shared memory (requests)", "other")
+
+
+def pss_by_kind(pids) -> dict[str, int]:
+    """PSS (bytes) of processes ``pids`` summed per kind of mapping: the mapped weights.pt, heap
+    and anonymous memory, shared libraries' pages, the Python backend's shared memory for
+    requests and responses (/dev/shm), the rest."""
+    total = dict.fromkeys(KINDS, 0)
+    for pid in pids:
+        for path, size in mappings(pid):
+            kind = ("weights file" if Path(path).name == "weights.pt" else
+                    "shared memory (requests)" if path.startswith("/dev/shm/") else
+                    "libraries" if ".so" in Path(path).name else
+                    "heap and anonymous" if path in ("", "[heap]") else "other")
+            total[kind] += size["Pss"]
+    return total
+
+
+BREAKDOWN = r"""
+import sys, time
+t0 = time.perf_counter()
+import numpy, torch
+t1 = time.perf_counter()
+from pathlib import Path
+version_dir = Path(sys.argv[1])
+sys.path.insert(0, str(version_dir))
+import json, model as runtime
+params = json.loads(sys.argv[2])
+importer = torch.package.PackageImporter(str(version_dir / params["artifact"]))
+for name in importer.extern_modules:
+    __import__(name)
+t2 = time.perf_counter()
+runtime.sha256_of(version_dir / params["artifact"])
+if params.get("weights"):
+    runtime.sha256_of(version_dir / params["weights"])
+t3 = time.perf_counter()
+runtime.load_model(version_dir, params, torch.device("cpu"))
+t4 = time.perf_counter()
+print(json.dumps({"import torch": t1 - t0, "import the archive's extern modules": t2 - t1,
+                  "SHA-256 of the files": t3 - t2, "load the model": t4 - t3 - (t3 - t2)}))
+"""
+
+
+def load_breakdown(model: layout.BuiltModel) -> dict:
+    """Seconds of each step of an instance's load, in a fresh process on its own (what a stub
+    does in initialize(); the stub's own start is not in it)."""
+    import subprocess
+
+    params = {k: v.string_value for k, v in model.config.parameters.items()}
+    got = subprocess.run([sys.executable, "-I", "-c", BREAKDOWN, str(model.path / "1"),
+                          json.dumps(params)], capture_output=True, text=True, check=True)
+    return json.loads(got.stdout.strip().splitlines()[-1])
 
 
 def weight_bytes(model: layout.BuiltModel) -> int:
@@ -110,18 +169,28 @@ def weight_bytes(model: layout.BuiltModel) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="torchvision:resnet50")
+    p.add_argument("--baseline", default=BASELINE,
+                   help="a model with few weights that takes the model's inputs")
+    p.add_argument("--baseline-input", action="append",
+                   help=f"the baseline's --input (default {BASELINE_INPUT})")
     p.add_argument("--instances", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default="shared_weights")
+    p.add_argument("--idle-seconds", type=float, default=2.5,
+                   help="idle time before the memory is read (the runtime releases freed"
+                        " memory after 1 s idle)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     repo = Path(tempfile.mkdtemp(prefix="shared-weights-")) / "repo"
     names = {}
     for setting, flag in SETTINGS.items():
-        for kind, source in (("model", args.model), ("tiny", TINY)):
+        for kind, source, extra in (
+                ("model", args.model, []),
+                ("tiny", args.baseline, [f"--input={i}" for i in
+                                         args.baseline_input or [BASELINE_INPUT]])):
             names[setting, kind] = f"{kind}_{setting}"
-            build(repo, source, names[setting, kind], args.instances, [flag])
+            build(repo, source, names[setting, kind], args.instances, [flag, *extra])
     models = {key: layout.BuiltModel(repo / f"{name}_python") for key, name in names.items()}
     weights = weight_bytes(models["mapped", "model"])
     rounds = []
@@ -130,21 +199,43 @@ def main(argv=None) -> int:
             row = {}
             order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
             for setting in order:
-                got = {kind: measure(server, models[setting, kind]) for kind in ("model", "tiny")}
-                row[setting] = {**got, "copies": (got["model"]["pss"] - got["tiny"]["pss"])
-                                / weights}
-                print(f"round {r + 1} {setting}: weights add {row[setting]['copies']:.2f} copies;"
-                      f" load {got['model']['load_seconds']:.1f} s", flush=True)
+                got = {kind: measure(server, models[setting, kind], args.idle_seconds)
+                       for kind in ("model", "tiny")}
+                row[setting] = {
+                    **got, "copies": (got["model"]["pss"] - got["tiny"]["pss"]) / weights,
+                    "peak_copies": (got["model"]["peak_pss"] - got["tiny"]["peak_pss"]) / weights,
+                    "kinds": {k: (got["model"]["kinds"][k] - got["tiny"]["kinds"][k]) / weights
+                              for k in KINDS},
+                    "breakdown": load_breakdown(models[setting, "model"])}
+                print(f"round {r + 1} {setting}: the model adds {row[setting]['copies']:.2f}"
+                      f" copies of its weights idle, {row[setting]['peak_copies']:.2f} at the"
+                      f" peak under load (" + ", ".join(
+                          f"{k} {v:.2f}" for k, v in row[setting]["kinds"].items()) + "); load"
+                      f" {got['model']['load_seconds']:.1f} s", flush=True)
             rounds.append(row)
     med = {s: {"copies": statistics.median(r[s]["copies"] for r in rounds),
+               "peak": statistics.median(r[s]["peak_copies"] for r in rounds),
+               "steps": {k: statistics.median(r[s]["breakdown"][k] for r in rounds)
+                         for k in rounds[0][s]["breakdown"]},
+               "kinds": {k: statistics.median(r[s]["kinds"][k] for r in rounds) for k in KINDS},
                "load": statistics.median(r[s]["model"]["load_seconds"] for r in rounds)}
            for s in SETTINGS}
     lines = [f"{args.model}, {args.instances} CPU instances, weights {weights / 2**20:.1f} MiB;"
              f" medians of {args.rounds} rounds (settings alternating)", "",
-             "| weights | memory the weights add to the instances (copies of the weights) |"
-             " load to READY (s) |", "|---|---|---|"]
+             "| weights | memory the model adds to the instances, idle (copies of the weights) |"
+             " peak under load | load to READY (s) |", "|---|---|---|---|"]
     for s in SETTINGS:
-        lines.append(f"| {s} | {med[s]['copies']:.2f} | {med[s]['load']:.1f} |")
+        lines.append(f"| {s} | {med[s]['copies']:.2f} | {med[s]['peak']:.2f} |"
+                     f" {med[s]['load']:.1f} |")
+    lines += ["", "What the model adds idle, by kind of memory (copies of the weights):", "",
+              "| weights | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
+    for s in SETTINGS:
+        lines.append(f"| {s} | " + " | ".join(f"{med[s]['kinds'][k]:.2f}" for k in KINDS) + " |")
+    steps = list(med["mapped"]["steps"])
+    lines += ["", "One instance's load, step by step, in a fresh process of its own (seconds):", "",
+              "| weights | " + " | ".join(steps) + " |", "|---|" + "---|" * len(steps)]
+    for s in SETTINGS:
+        lines.append(f"| {s} | " + " | ".join(f"{med[s]['steps'][k]:.2f}" for k in steps) + " |")
     lines += ["", f"mapped / archive: memory {med['mapped']['copies'] / med['archive']['copies']:.2f}x,"
               f" load time {med['mapped']['load'] / med['archive']['load']:.2f}x"]
     (out / "results.json").write_text(json.dumps({"model": args.model, "weights": weights,

@@ -6,6 +6,8 @@ in-process ceiling out (results.json, report.md/html with plots, the verdict).
     targets.py         bench's own embedded server, or a running one (--url)
     ceiling.py         the same artifacts in-process, no server
     sweep.py           variants x instances x batch sizes x concurrency, progress, partial results
+    footprint.py       per load: memory (stubs' PSS/USS, server growth), GPU memory, load time,
+                       first request
     results.py         results.json (versioned schema)
     analysis.py        ratios, scaling, verdict sentences, shortfalls
     plots.py, report.py  PNG plots, report.md and report.html

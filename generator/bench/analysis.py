@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..status import POINT_UNSTABLE
+from ..status import POINT_UNSTABLE, READY
 from ..variants.base import EAGER, TORCHSCRIPT
+from . import footprint
 from .results import Point, Results
 from .workspace import FLOOR  # the Python backend's own cost (workspace.derive_floor)
 
@@ -103,6 +104,45 @@ class FloorShare:
         if self.forward_ms is None:
             return None
         return self.p50_ms - self.floor_p50_ms - self.forward_ms
+
+
+@dataclass
+class MemoryRow:
+    """One model at one instance count: what it costs besides speed (footprint.py), beside the
+    Python backend's floor at the same instance count (its fixed cost)."""
+
+    model: str
+    variant: str
+    instances: int
+    memory: int | None  # bytes attributable to the model (footprint.attributable)
+    measured_as: str  # footprint.PSS or footprint.RSS_GROWTH
+    stubs: int | None
+    uss: int | None
+    gpu: int | None
+    load_seconds: float | None
+    first_request_ms: float | None
+    throughput: float | None  # best over concurrency at the smallest batch measured
+    floor: int | None = None  # the floor's memory at the same instance count
+    peak: int | None = None  # a Python-backend model's stubs: the PSS peak during the warm-up
+
+    @property
+    def per_instance(self) -> float | None:
+        return self.memory / self.instances if self.memory is not None else None
+
+    @property
+    def gpu_per_instance(self) -> float | None:
+        return self.gpu / self.instances if self.gpu is not None else None
+
+    @property
+    def floor_per_instance(self) -> float | None:
+        return self.floor / self.instances if self.floor is not None else None
+
+    @property
+    def over_floor(self) -> float | None:
+        """Per instance, what the model takes beyond the Python backend's fixed cost."""
+        if self.variant == FLOOR or self.measured_as != footprint.PSS or self.floor is None:
+            return None
+        return self.per_instance - self.floor_per_instance
 
 
 @dataclass
@@ -251,6 +291,29 @@ def scaling(results: Results, base: str, batch: int) -> dict[str, dict[int, floa
     return out
 
 
+def memory_rows(results: Results, base: str) -> list[MemoryRow]:
+    """Every READY load of ``base``'s models that has a memory figure, by variant and instance
+    count, the floor last."""
+    names = {m["name"]: m.get("variant", "") for m in results.models if m.get("base") == base}
+    batches = [p.batch_size for p in results.measured() if p.model in names]
+    entries = {(e["model"], e["instances"]): e for e in results.loads
+               if e["model"] in names and e["state"] == READY}
+    floor = {inst: footprint.attributable(e)[0] for (model, inst), e in entries.items()
+             if names[model] == FLOOR}
+    rows = []
+    for (model, inst), e in entries.items():
+        memory, how = footprint.attributable(e)
+        if memory is None:
+            continue
+        best = [p.throughput for p in results.measured(model=model, instances=inst,
+                                                       batch_size=min(batches, default=1))]
+        rows.append(MemoryRow(model, names[model], inst, memory, how, e.get("stubs"),
+                              e.get("uss_bytes"), e.get("gpu_bytes"), e.get("seconds"),
+                              e.get("first_request_ms"), max(best, default=None),
+                              floor.get(inst), e.get("peak_pss_bytes")))
+    return sorted(rows, key=lambda r: (r.variant == FLOOR, r.variant, r.instances))
+
+
 def summarize(results: Results, base: str) -> ModelSummary:
     s = ModelSummary(base)
     measured = [p for p in results.points if p.base == base and p.throughput is not None]
@@ -327,7 +390,32 @@ def verdict(results: Results) -> list[str]:
                 variant = results.model_info(model).get("variant", model)
                 lines.append(f"{base}: {words(variant)} with {hi} instances reaches"
                              f" {_x(per[hi] / per[lo])} its throughput with {lo}.")
+        lines += _memory_line(results, base)
     return lines
+
+
+def mib(n: float | None) -> str:
+    """Bytes as MiB for a sentence or a table cell ('' for None)."""
+    return f"{n / 2**20:,.0f}" if n is not None else ""
+
+
+def _memory_line(results: Results, base: str) -> list[str]:
+    """The eager variant's memory per instance against the floor's, its load and first
+    request, at its fewest instances."""
+    rows = [r for r in memory_rows(results, base) if r.variant == eager_variant()]
+    if not rows:
+        return []
+    r = rows[0]
+    text = (f"{base}: {words(r.variant)} takes {mib(r.per_instance)} MiB per instance"
+            f" ({r.measured_as} of {r.instances} stub process(es) idle after the warm-up)")
+    if r.over_floor is not None:
+        text += (f", {mib(r.floor_per_instance)} MiB of it the Python backend's fixed cost (the"
+                 f" floor's) and {mib(r.over_floor)} MiB the model's own")
+    if r.load_seconds is not None:
+        text += f"; it loads in {r.load_seconds:.1f} s"
+    if r.first_request_ms is not None:
+        text += f" and answers its first request in {r.first_request_ms:.0f} ms"
+    return [text + "."]
 
 
 def _floor_bound(results: Results, base: str, f: FloorShare) -> str:

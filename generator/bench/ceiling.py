@@ -195,13 +195,15 @@ def _measure_artifact(runtime, torch, a: Artifact, job: dict) -> list[dict]:
                                log=lambda *_: None)
     run = _synchronized(runtime.run_batch, torch, device)
     points = []
-    for threads in job["threads"]:
-        torch.set_num_threads(threads)
-        for b in (job["batch_sizes"] if a.batching else [1]):
-            tensors = [t.to(device) for t in _rows(samples, inputs, a.batching, b)]
-            n, elapsed, times = runtime.time_forward(model, tensors, job["seconds"], run)
-            points.append(CeilingPoint(a.model, a.kind, a.source, b, threads, n * b / elapsed,
-                                       statistics.median(times) * 1e3, n, a.device).to_dict())
+    with runtime.forward_context(a.load_params.get(runtime.FORWARD_MODE)):  # as served
+        for threads in job["threads"]:
+            torch.set_num_threads(threads)
+            for b in (job["batch_sizes"] if a.batching else [1]):
+                tensors = [t.to(device) for t in _rows(samples, inputs, a.batching, b)]
+                n, elapsed, times = runtime.time_forward(model, tensors, job["seconds"], run)
+                points.append(CeilingPoint(a.model, a.kind, a.source, b, threads,
+                                           n * b / elapsed, statistics.median(times) * 1e3, n,
+                                           a.device).to_dict())
     return points
 
 

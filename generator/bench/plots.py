@@ -4,6 +4,8 @@
     p99 latency vs throughput     the classic serving curve
     throughput vs instances       best throughput at each instance count (the interpreter question)
     served / ceiling              a bar per variant x batch size
+    memory vs throughput          a point per variant x instance count; the floor's memory (the
+                                  Python backend's fixed cost) as dotted lines
 """
 
 from __future__ import annotations
@@ -155,11 +157,40 @@ def ceiling_ratio(results: Results, base: str, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def memory_vs_throughput(results: Results, base: str, path: Path) -> Path | None:
+    rows = analysis.memory_rows(results, base)
+    served = [r for r in rows if r.variant != FLOOR and r.throughput]
+    if not served:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for variant in sorted({r.variant for r in served}):
+        own = sorted((r for r in served if r.variant == variant), key=lambda r: r.instances)
+        xs = [r.memory / 2**20 for r in own]
+        ax.plot(xs, [r.throughput for r in own], marker="o",
+                label=f"{variant} ({own[0].measured_as})")
+        for r, x in zip(own, xs, strict=True):
+            ax.annotate(f"×{r.instances}", (x, r.throughput), fontsize=7, alpha=0.8,
+                        xytext=(3, 3), textcoords="offset points")
+    for r in rows:
+        if r.variant == FLOOR:
+            ax.axvline(r.memory / 2**20, color="black", linestyle=":", alpha=0.6,
+                       label=f"Python backend's fixed cost ×{r.instances} (floor),"
+                             f" {analysis.mib(r.memory)} MiB")
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    _label_axes(ax, "memory attributable to the model (MiB)",
+                "best throughput over concurrency (inferences/s)",
+                f"{base}: memory vs throughput")
+    return _save(fig, path)
+
+
 PLOTS = (
     ("throughput_vs_concurrency", throughput_vs_concurrency, "Throughput vs concurrency"),
     ("latency_vs_throughput", latency_vs_throughput, "p99 latency vs throughput"),
     ("throughput_vs_instances", throughput_vs_instances, "Throughput vs instances"),
     ("ceiling_ratio", ceiling_ratio, "Served / in-process ceiling"),
+    ("memory_vs_throughput", memory_vs_throughput, "Memory vs throughput"),
 )
 
 

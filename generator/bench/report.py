@@ -16,6 +16,7 @@ from ..repository.files import write_atomic
 from ..status import FAILED, POINT_FAILED, POINT_UNSTABLE, SKIPPED
 from . import analysis, plots
 from .results import Results, busy_at_start
+from .workspace import FLOOR
 
 MD, HTML = "report.md", "report.html"
 
@@ -128,6 +129,41 @@ def _ceiling_table(results: Results, base: str) -> Block | None:
                            "p50 ms / forward", "iterations"], rows)
 
 
+def _memory_blocks(results: Results, base: str) -> list[Block]:
+    rows = analysis.memory_rows(results, base)
+    if not rows:
+        return []
+    table = []
+    for r in rows:
+        variant = (f"{r.variant} (the Python backend's fixed cost)" if r.variant == FLOOR
+                   else r.variant)
+        how = f"{r.measured_as} of {r.stubs} stub(s)" if r.stubs is not None else r.measured_as
+        table.append([variant, str(r.instances), how, analysis.mib(r.memory),
+                      analysis.mib(r.per_instance), analysis.mib(r.over_floor),
+                      analysis.mib(r.uss), analysis.mib(r.gpu_per_instance),
+                      f"{r.load_seconds:.1f}" if r.load_seconds is not None else "",
+                      f"{r.first_request_ms:.1f}" if r.first_request_ms is not None else "",
+                      f"{r.throughput:.1f}" if r.throughput else "",
+                      analysis.mib(r.peak)])
+    text = ("Read once per model and instance count, idle after the warm-up (an instance"
+            " gives back what its forward passes freed after 1 s without a request), with every"
+            " model of the run loaded; the peak is the PSS sampled during the model's warm-up"
+            " (under load). A Python-backend model's memory is the PSS of its stub processes"
+            " (one per instance), summed: a page shared with other processes (torch's libraries,"
+            " mapped weights) is split among all that map it -- the other models' stubs and"
+            " bench itself included -- so it counts once across them; USS is what is private to"
+            " the stubs. A model of a backend inside the server is the server process's resident"
+            " memory after its load less before. The floor, measured the same way, is the"
+            " Python backend's fixed cost; \"over the floor\" is what the model adds to it per"
+            " instance. Load: from the load request to READY (models loaded one at a time);"
+            " first request: one sample row right after READY, before the warm-up.")
+    return [Block("h3", "Memory and cold start"), Block("p", text),
+            Block("table", ["variant", "inst", "measured as", "memory MiB", "per instance MiB",
+                            "over the floor, per instance MiB", "USS MiB", "GPU MiB per instance",
+                            "load s", "first request ms", "best infer/s",
+                            "peak PSS under warm-up MiB"], table)]
+
+
 def build_blocks(results: Results, out_dir: Path) -> list[Block]:
     bases = results.bases()
     blocks = [Block("h1", f"gen-repo bench: {', '.join(bases) or 'no models'}")]
@@ -143,6 +179,7 @@ def build_blocks(results: Results, out_dir: Path) -> list[Block]:
         if summary.shortfalls:
             blocks += [Block("h3", "Where it falls short, and why"),
                        Block("ul", summary.shortfalls)]
+        blocks += _memory_blocks(results, base)
         blocks += [Block("h3", "Measured points"), _points_table(results, base)]
         ceiling = _ceiling_table(results, base)
         if ceiling:

@@ -6,7 +6,11 @@ atomically after each point, so an interrupted run keeps everything it measured.
     {"schema": "gen-repo-bench/1", "created", "finished", "complete", "stopped_by",
      "command", "machine", "versions", "server", "settings",
      "models":  [{name, base, variant, label, backend, derived_from}],
-     "loads":   [{model, instances, state, reason, seconds}],
+     "loads":   [{model, instances, state, reason, seconds (load request to READY),
+                  first_request_ms, pss_bytes, uss_bytes, stubs (Python backend: its stub
+                  processes, idle after the warm-up), peak_pss_bytes (their PSS peak during
+                  the warm-up), rss_before_bytes, rss_after_bytes (a backend
+                  inside the server: the server process around the load), gpu_bytes}],
      "points":  [{model, base, variant, instances, threads, batch_size, concurrency, protocol,
                   status ok|unstable|failed, stability, throughput, p50_us ... p99_us,
                   server_queue_us, server_compute_{input,infer,output}_us, ..., csv, command,

@@ -8,15 +8,13 @@ point.
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import progress
 from ..status import POINT_FAILED, POINT_OK, POINT_UNSTABLE, READY, SKIPPED
-from . import perf_analyzer as pa
+from . import footprint, perf_analyzer as pa
 from .results import Point, Results
 from .workspace import FLOOR, BenchModel, config_parameters, instances_of
 
@@ -80,7 +78,6 @@ class Sweep:
         self._done = 0
         self._total = 0
         self._point_s: list[float] = []
-        self._lock = threading.Lock()  # loads run in parallel threads
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _eta(self) -> str:
@@ -90,31 +87,31 @@ class Sweep:
         return progress.duration(left * per)
 
     def _save(self) -> None:
-        with self._lock:
-            self.results.save(self.results_path)
+        self.results.save(self.results_path)
 
     def _record_load(self, model: BenchModel, instances, state: str, reason: str,
-                     seconds: float) -> None:
-        with self._lock:
-            self.results.loads.append({"model": model.name, "instances": instances,
-                                       "state": state, "reason": reason,
-                                       "seconds": round(seconds, 2)})
+                     facts: dict) -> dict:
+        entry = {"model": model.name, "instances": instances, "state": state, "reason": reason,
+                 "seconds": 0.0, **facts}
+        self.results.loads.append(entry)
         self._save()
+        return entry
 
     # -- the sweep -----------------------------------------------------------------------------
     def run(self, models: list[BenchModel]) -> None:
         """Measure every point; raises KeyboardInterrupt / ServerError after saving results.
 
-        For each instance count all models are loaded together (in parallel) and measured in
-        turn at each (batch size, concurrency), so that variants being compared are measured
-        minutes apart at most, under the same background load; a loaded but idle model costs
-        memory, not CPU.
+        For each instance count all models are loaded, one at a time (so that each load's time
+        and memory are its own), then measured in turn at each (batch size, concurrency), so
+        that variants being compared are measured minutes apart at most, under the same
+        background load; a loaded but idle model costs memory, not CPU. Each model's memory is
+        read during its warm-up (the peak) and once idle after every warm-up (footprint.py).
         """
         runnable = []
         for m in models:
             reason = self.target.missing_backend_reason(m.built.backend)
             if reason:
-                self._record_load(m, None, SKIPPED, reason, 0.0)
+                self._record_load(m, None, SKIPPED, reason, {})
                 progress.info(f"{m.name}: {SKIPPED} ({reason.split(':')[0]})")
             else:
                 runnable.append(m)
@@ -122,25 +119,31 @@ class Sweep:
         progress.info(f"sweep: {len(runnable)} model(s), {self._total} points, about"
                       f" {self._eta()}")
         targets = {m.name: self._target_of(m) for m in runnable}
+        if self.target.pid is not None:
+            footprint.prime(self.target, {m.built.backend for m in runnable})
         for instances in self.plan.instances:
-            loaded: list[tuple[BenchModel, int, int | None]] = []
+            loaded: list[tuple[BenchModel, int, int | None, dict]] = []
             try:
-                with ThreadPoolExecutor(max_workers=max(1, len(runnable))) as pool:
-                    for entry in pool.map(self._load, runnable, [instances] * len(runnable)):
-                        if entry:
-                            loaded.append(entry)
-                for m, _, _ in loaded:
-                    for b in self.plan.batch_sizes_for(m):
-                        pa.warm_up(self.tool, targets[m.name], b, max(self.plan.concurrency),
-                                   self.work_dir)
+                for m in runnable:
+                    entry = self._load(m, instances)
+                    if entry:
+                        loaded.append(entry)
+                for m, _, _, entry in loaded:
+                    with footprint.under_load(self.target, m) as peak:
+                        for b in self.plan.batch_sizes_for(m):
+                            pa.warm_up(self.tool, targets[m.name], b,
+                                       max(self.plan.concurrency), self.work_dir)
+                    if peak.pss is not None:
+                        entry["peak_pss_bytes"] = peak.pss
+                self._memory(loaded)
                 for b in self.plan.batch_sizes:
                     for c in self.plan.concurrency:
-                        for m, count, threads in loaded:
+                        for m, count, threads, _ in loaded:
                             if b in self.plan.batch_sizes_for(m):
                                 self._point(m, targets[m.name], count, threads, b, c)
             finally:
                 if instances is not None:
-                    for m, _, _ in loaded:
+                    for m, _, _, _ in loaded:
                         self.target.unload(m)
 
     def _target_of(self, model: BenchModel) -> pa.Target:
@@ -153,23 +156,35 @@ class Sweep:
                          input_data)
 
     def _load(self, model: BenchModel, instances: int | None):
-        """Load with ``instances``; (model, instance count, threads) when READY, else None."""
-        start = time.perf_counter()
-        status = self.target.load(model, instances)
-        seconds = time.perf_counter() - start
+        """Load with ``instances``; (model, instance count, threads, its load entry) when
+        READY, else None."""
+        status, facts = footprint.load(self.target, model, instances, self.plan.protocol)
         count = instances if instances is not None else instances_of(model.built)
-        self._record_load(model, count, status.state, status.reason, seconds)
+        entry = self._record_load(model, count, status.state, status.reason, facts)
         if status.state != READY:
             progress.warn(f"{model.name} with {count} instance(s) is {status.state}:"
                           f" {status.reason}")
-            with self._lock:
-                self._total -= len(self.plan.batch_sizes_for(model)) * len(self.plan.concurrency)
+            self._total -= len(self.plan.batch_sizes_for(model)) * len(self.plan.concurrency)
             self.target.check_running()
             return None
         threads = threads_per_instance(model)
         progress.info(f"{model.name}: {count} instance(s)"
-                      + (f" x {threads} intra-op thread(s)" if threads else ""))
-        return model, count, threads
+                      + (f" x {threads} intra-op thread(s)" if threads else "")
+                      + f", READY in {facts['seconds']:.1f} s")
+        return model, count, threads, entry
+
+    def _memory(self, loaded: list[tuple[BenchModel, int, int | None, dict]]) -> None:
+        """Each loaded model's idle memory (footprint.memory) into its load entry; the note when
+        there is no GPU to measure."""
+        if any("peak_pss_bytes" in e for *_, e in loaded):
+            footprint.wait_idle(time.monotonic())  # the last warm-up just ended
+        for m, _, _, entry in loaded:
+            entry.update(footprint.memory(self.target, m))
+        owned = self.target.pid is not None
+        if owned and loaded and not any("gpu_bytes" in e for *_, e in loaded) and \
+                footprint.NO_GPU not in self.results.notes:
+            self.results.notes.append(footprint.NO_GPU)
+        self._save()
 
     def _point(self, model: BenchModel, target: pa.Target, instances: int,
                threads: int | None, batch_size: int, concurrency: int) -> None:

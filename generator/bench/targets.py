@@ -45,6 +45,16 @@ class ManagedServer:
     def __exit__(self, *exc) -> None:
         self.server.__exit__(*exc)
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (its Python-backend stubs are its descendants)."""
+        return self.server.pid
+
+    @property
+    def repo(self) -> Path:
+        """The repository copy it serves."""
+        return self.server.repo
+
     def url(self, protocol: str) -> str:
         return self.server.grpc_url if protocol == "grpc" else self.server.http_url
 
@@ -101,6 +111,7 @@ class RemoteServer:
 
     kind = "remote"
     can_scale = False
+    pid = None  # another machine's, or not ours to measure
 
     def __init__(self, url: str, protocol: str):
         self._url = url

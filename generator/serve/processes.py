@@ -1,5 +1,6 @@
-"""The processes of a running tritonserver: its Python-backend stubs, their memory, and the
-helpers that stop its whole process group without touching a recycled process id.
+"""The processes of a running tritonserver: its Python-backend stubs, their memory (resident,
+proportional and unique; GPU memory as nvidia-smi lists it), and the helpers that stop its whole
+process group without touching a recycled process id.
 
 Each Python-backend model instance runs in a stub process (``STUB_PROCESS``) whose command line
 starts with the model's file, <repository>/<model>/<version>/model.py; psutil finds them among the
@@ -10,10 +11,12 @@ and stays so while the server is an unreaped zombie (``wait_exit_unreaped`` leav
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 STUB_PROCESS = "triton_python_backend_stub"  # one process per Python-backend model instance
 
@@ -99,9 +102,9 @@ def stubs_of(stubs: Iterable, name: str) -> list:
     return found
 
 
-def resident_bytes(pid: int | None) -> int | None:
-    """Resident memory of process ``pid`` and all its descendants, in bytes (None when it is not
-    running)."""
+def resident_bytes(pid: int | None, with_descendants: bool = True) -> int | None:
+    """Resident memory of process ``pid`` and (``with_descendants``) all its descendants, in bytes
+    (None when it is not running)."""
     import psutil
 
     if not pid:
@@ -111,12 +114,156 @@ def resident_bytes(pid: int | None) -> int | None:
     except psutil.Error:
         return None
     total = 0
-    for proc in [root, *descendants(pid)]:
+    for proc in [root, *(descendants(pid) if with_descendants else [])]:
         try:
             total += proc.memory_info().rss
         except psutil.Error:  # exited meanwhile
             pass
     return total
+
+
+class ProcessMemory(NamedTuple):
+    """Memory of one or more processes, in bytes."""
+
+    pss: int  # proportional set size: each shared page split among the processes that map it
+    uss: int  # unique set size: the pages no other process maps (private clean and dirty)
+    rss: int = 0  # resident set size: every page it maps, shared ones in full
+
+
+def private_and_shared(procs: Iterable) -> tuple[int, int] | None:
+    """(private, shared) bytes of processes ``procs`` (psutil.Process; those of one model):
+    their private pages summed, and the pages they share with any process (libraries, mapped
+    weights) as the largest of them maps them -- the stubs of one model share nearly the same
+    set, so private + shared is what they take on a machine where nothing else maps those pages.
+    None when none can be read."""
+    found = [m for m in (process_memory(p.pid) for p in procs) if m is not None]
+    return _split(found) if found else None
+
+
+def _split(found: list[ProcessMemory]) -> tuple[int, int]:
+    return sum(m.uss for m in found), max(m.rss - m.uss for m in found)
+
+
+class PeakMemory:
+    """Within the block, the largest private and shared memory (``private_and_shared``) and
+    summed PSS of processes ``procs`` (psutil.Process), read every ``every`` seconds and once at
+    the end: what they hold under load, before an idle instance gives freed memory back.
+    ``private``, ``shared`` and ``pss`` are None when ``procs`` is empty or none could be
+    read."""
+
+    def __init__(self, procs: list, every: float = 0.25):
+        import threading
+
+        self._procs, self._every = procs, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.private: int | None = None
+        self.shared: int | None = None
+        self.pss: int | None = None
+
+    def _sample(self) -> None:
+        found = [m for m in (process_memory(p.pid) for p in self._procs) if m is not None]
+        if found:
+            private, shared = _split(found)
+            self.private = max(self.private or 0, private)
+            self.shared = max(self.shared or 0, shared)
+            self.pss = max(self.pss or 0, sum(m.pss for m in found))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self._sample()
+
+    def __enter__(self) -> "PeakMemory":
+        if self._procs:
+            self._sample()
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._procs:
+            self._stop.set()
+            self._thread.join()
+            self._sample()
+
+
+def process_memory(pid: int) -> ProcessMemory | None:
+    """PSS, USS and RSS of process ``pid``, from /proc/<pid>/smaps_rollup (None when the process is
+    gone or the file cannot be read)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    kib = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if len(parts) == 2 and parts[1] == "kB":
+            kib[key] = int(parts[0])
+    if "Pss" not in kib:
+        return None
+    return ProcessMemory(kib["Pss"] * 1024,
+                         (kib.get("Private_Clean", 0) + kib.get("Private_Dirty", 0)) * 1024,
+                         kib.get("Rss", 0) * 1024)
+
+
+def mappings(pid: int) -> list[tuple[str, dict[str, int]]]:
+    """Each mapping of process ``pid`` as (path, {"Rss": bytes, "Pss": bytes}), from
+    /proc/<pid>/smaps; the path is "" for anonymous memory; [] when the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
+        return []
+    out: list[tuple[str, dict[str, int]]] = []
+    for line in text.splitlines():
+        head = line.split(None, 5)
+        if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:  # a mapping's line
+            out.append((head[5] if len(head) == 6 else "", {"Rss": 0, "Pss": 0}))
+        elif out and head and head[0][:-1] in out[-1][1]:
+            out[-1][1][head[0][:-1]] += int(head[1]) * 1024
+    return out
+
+
+def file_memory(pid: int, file_name: str) -> dict[str, int]:
+    """Rss and Pss (bytes) of process ``pid``'s mappings of files named ``file_name`` (e.g. a
+    python variant's mapped weights.pt); zeros when it maps none or is gone."""
+    total = {"Rss": 0, "Pss": 0}
+    for path, kib in mappings(pid):
+        if Path(path).name == file_name:
+            for key in total:
+                total[key] += kib[key]
+    return total
+
+
+def total_memory(procs: Iterable) -> ProcessMemory:
+    """PSS and USS summed over ``procs`` (psutil.Process; one that has exited counts 0)."""
+    found = [m for m in (process_memory(p.pid) for p in procs) if m is not None]
+    return ProcessMemory(sum(m.pss for m in found), sum(m.uss for m in found),
+                         sum(m.rss for m in found))
+
+
+def gpu_memory() -> dict[int, int] | None:
+    """GPU memory each process uses, in bytes, as ``nvidia-smi`` lists the compute processes
+    (summed over the GPUs); None when there is no nvidia-smi or it fails (no GPU)."""
+    tool = shutil.which("nvidia-smi")
+    if not tool:
+        return None
+    try:
+        done = subprocess.run([tool, "--query-compute-apps=pid,used_memory",
+                               "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_gpu_memory(done.stdout) if done.returncode == 0 else None
+
+
+def parse_gpu_memory(text: str) -> dict[int, int]:
+    """nvidia-smi's ``pid, used_memory`` CSV rows (MiB, no header, no units) -> {pid: bytes}."""
+    out: dict[int, int] = {}
+    for line in text.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+            out[int(fields[0])] = out.get(int(fields[0]), 0) + int(fields[1]) * 2**20
+    return out
 
 
 def kill_group(pid: int) -> None:

@@ -3,12 +3,16 @@ production model's gen_repo.json say, computed once here.
 
     resnet18: python-compile ×1, 2 threads, batching delay 2 ms — 1.31× the throughput of the
     default libtorch config at p99 48 ms
+
+With a memory budget the sentence goes on with how many instances of the winner's model fit in
+it and, when the budget excludes the config that would win without it, which config that is and
+why.
 """
 
 from __future__ import annotations
 
 from .candidate import Candidate
-from .objective import MIN_LATENCY, Objective, Score
+from .objective import GIB, MIN_LATENCY, Objective, Score
 from .search import Outcome, Search
 
 
@@ -47,7 +51,8 @@ def sentence(objective: Objective, base: str, d: dict) -> str:
     head = f"{base}: {w['describe']}"
     if d.get("winner_is_default"):
         return (f"{head} — the default {variant} config stays the best"
-                f" ({w['throughput']:.1f} infer/s at p99 {w['p99_ms']:.1f} ms)")
+                f" ({w['throughput']:.1f} infer/s at p99 {w['p99_ms']:.1f} ms)"
+                + _memory_budget(objective, d))
     r = d.get("ratio")
     if objective.kind == MIN_LATENCY:
         compare = (f"p99 {w['p99_ms']:.1f} ms at concurrency {w['concurrency']}, "
@@ -59,7 +64,41 @@ def sentence(objective: Objective, base: str, d: dict) -> str:
                    " figure under the objective)") + f" at p99 {_figure_ms(w['p99_ms'])} ms"
     if objective.p99_budget_ms:
         compare += f" (budget {objective.p99_budget_ms:g} ms)"
-    return f"{head} — {compare}"
+    return f"{head} — {compare}" + _memory_budget(objective, d)
+
+
+def _memory_budget(objective: Objective, d: dict) -> str:
+    """What the memory budget did: how many instances of the winner's model fit in it, and the
+    config it excluded that would have won without it."""
+    text = ""
+    fit = d.get("fit")
+    if fit:
+        n, k = fit["instances"], d["winner"]["candidate"]["instances"]
+        shared = (f", and {fit['shared_bytes'] / GIB:.2f} GB they share once"
+                  if fit.get("shared_bytes") else "")
+        text += (f". {_count(n, 'instance')} of {fit['model']} {_fit(n)} in"
+                 f" {objective.memory_budget_gb:g} GB ({fit['per_instance_bytes'] / GIB:.2f} GB"
+                 f" each as measured{shared})")
+        if k > 1:
+            models = fit.get("models", n // k)
+            text += f"; the winner runs {k}, so {_count(models, 'such model')} {_fit(models)}"
+    free = d.get("without_memory_budget")
+    if free:
+        text += (f". Without the {objective.memory_budget_gb:g} GB memory budget it would have"
+                 f" picked {free['describe']} ({_figures(free)}), which {free['excluded']}")
+    return text
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _fit(n: int) -> str:
+    return "fits" if n == 1 else "fit"
+
+
+def _figures(f: dict) -> str:
+    return f"{f['throughput']:.1f} infer/s at p99 {_figure_ms(f['p99_ms'])} ms"
 
 
 def entry(search: Search, o: Outcome, error: str | None = None) -> dict:
@@ -83,8 +122,24 @@ def entry(search: Search, o: Outcome, error: str | None = None) -> dict:
          "runner_up": figures(search, o, r2.candidate) if r2 else None,
          "winner_is_default": bool(w and w.candidate == default),
          "ranking": [e.candidate.key for e in o.ranking],
+         "pareto": [e.candidate.key for e in o.pareto],
          "ratio": ratio(objective, w.score if w else None, default_score),
          "error": error}
+    shared, per_instance = (search.memory_model(o, w.candidate.model) if w else None) \
+        or (0.0, None)
+    fits = objective.instances_that_fit(per_instance, shared)
+    if fits is not None:
+        d["fit"] = {"model": w.candidate.model, "instances": fits,
+                    "per_instance_bytes": per_instance}
+        if shared:
+            d["fit"]["shared_bytes"] = shared
+        k = w.candidate.instances
+        if k > 1:  # models of this config, each with its own instances and shared pages
+            d["fit"]["models"] = objective.instances_that_fit(shared + k * per_instance)
+    if o.unbudgeted:
+        c = o.unbudgeted.candidate
+        d["without_memory_budget"] = dict(figures(search, o, c),
+                                          excluded=dict(o.excluded)[c])
     d["sentence"] = sentence(objective, o.base, d)
     return d
 

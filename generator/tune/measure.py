@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Callable
 
 from .. import progress
-from ..bench import perf_analyzer as pa
+from ..bench import footprint, perf_analyzer as pa
 from ..bench.sweep import Plan, measure_point, summary
 from ..bench.workspace import BenchModel
-from ..repository import layout, manifest
 from ..repository.config import write_config
-from ..repository.layout import BuiltModel
+from ..serve import processes
 from ..status import READY
 from .candidate import Candidate, configure
 from ..status import CANDIDATE_FAILED, CANDIDATE_MEASURED, POINT_FAILED
@@ -67,20 +66,9 @@ class Measurer:
         self.results.save(self.results_path)
 
     def prime(self, backends: set[str]) -> None:
-        """Load and unload a tiny model of each backend whose instances live in the server
-        process (pytorch), unmeasured: the first model of such a backend brings the backend's
-        libraries into the server (~0.5 GB for libtorch), which no candidate should be charged
-        with. The Python backend's instances are processes of their own, counted in full."""
-        if "pytorch" not in backends:
-            return
-        model = BenchModel(_identity_torchscript(self.work_dir / "repo" / PRIME_MODEL))
-        status = self.server.load(model, None)
-        if status.state == READY:
-            self.server.unload(model)
-        else:
-            progress.warn(f"the PyTorch backend did not load a one-layer model"
-                          f" ({status.reason}); the first libtorch candidate's memory includes"
-                          " the backend's libraries")
+        """The backends that run inside the server get their libraries loaded before any
+        candidate is measured (footprint.prime)."""
+        footprint.prime(self.server, backends)
 
     def stored(self, c: Candidate) -> Measured | None:
         """The candidate as results.json has it, when its measurement is complete."""
@@ -111,6 +99,7 @@ class Measurer:
             progress.warn("Python-backend processes of an unloaded model are still running:"
                           f" the memory measured for {c.key} may be low")
         before = self.server.resident_bytes()
+        server_before = processes.resident_bytes(self.server.pid, with_descendants=False)
         status = self.server.load(model, None)
         record["load_seconds"] = round(time.perf_counter() - start, 2)
         points: list[TunePoint] = []
@@ -122,26 +111,32 @@ class Measurer:
                 return Measured(c, record, points)
             loaded = self.server.resident_bytes()
             target = self._target(model)
-            pa.warm_up(self.tool, target, self.batch_size, max(self.plan.concurrency),
-                       self.work_dir)
-            record.update(state=CANDIDATE_MEASURED, reason="")
-            for conc in sorted(self.plan.concurrency):
-                point = self.results.point_at(c.key, self.batch_size, conc)
-                if point is not None:
-                    self.reused_points += 1
-                else:
-                    point = self._point(model, target, c, conc)
-                points.append(point)
-                if point.status == POINT_FAILED:
-                    self.server.check_running()
-                why = stop(points) if stop else None
-                if why:
-                    record["stopped_early"] = why
-                    break
+            with footprint.under_load(self.server, model) as peak:
+                pa.warm_up(self.tool, target, self.batch_size, max(self.plan.concurrency),
+                           self.work_dir)
+                record.update(state=CANDIDATE_MEASURED, reason="")
+                for conc in sorted(self.plan.concurrency):
+                    point = self.results.point_at(c.key, self.batch_size, conc)
+                    if point is not None:
+                        self.reused_points += 1
+                    else:
+                        point = self._point(model, target, c, conc)
+                    points.append(point)
+                    if point.status == POINT_FAILED:
+                        self.server.check_running()
+                    why = stop(points) if stop else None
+                    if why:
+                        record["stopped_early"] = why
+                        break
             after = self.server.resident_bytes()
             if before is not None and loaded is not None and after is not None:
                 record.update(rss_before_bytes=before, rss_after_bytes=max(loaded, after),
                               memory_bytes=max(0, max(loaded, after) - before))
+            server_after = processes.resident_bytes(self.server.pid, with_descendants=False)
+            if peak.private is not None and server_before is not None and server_after:
+                # a Python-backend candidate: the pages its stubs share counted once
+                record.update(memory_bytes=max(0, server_after - server_before) + peak.private
+                              + peak.shared, memory_shared_bytes=peak.shared)
             if all(p.status == POINT_FAILED for p in points):
                 record.update(state=CANDIDATE_FAILED, reason=points[0].error if points else "no point")
             record["complete"] = True
@@ -173,31 +168,3 @@ class Measurer:
         self.save()
         progress.info(f"  {c.key} c{concurrency}: {summary(point)}")
         return point
-
-
-PRIME_MODEL = "gen_repo_prime_pytorch"
-PRIME_CONFIG = {  # Triton's JSON model config; "name" is the model directory's
-    "platform": "pytorch_libtorch", "max_batch_size": 0,
-    "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [1]}],
-    "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [1]}],
-    "instance_group": [{"kind": "KIND_CPU", "count": 1}],
-    "parameters": {"INTRA_OP_THREAD_COUNT": {"string_value": "1"}}}
-
-
-def _identity_torchscript(target: Path) -> BuiltModel:
-    """A model directory holding a scripted identity for the PyTorch backend."""
-    import warnings
-
-    import torch
-    from google.protobuf import json_format
-    from tritonclient.grpc import model_config_pb2
-
-    (target / layout.VERSION).mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.script is deprecated"
-        torch.jit.script(torch.nn.Identity()).save(str(target / layout.VERSION / "model.pt"))
-    config = json_format.ParseDict(dict(PRIME_CONFIG, name=target.name),
-                                   model_config_pb2.ModelConfig())
-    write_config(target, config, "Written by gen-repo tune: primes the PyTorch backend.")
-    manifest.write(target)
-    return BuiltModel(target)

@@ -1,4 +1,5 @@
-"""What "best" means: the objective, the budgets, the ranking, the tie rule, the Pareto front.
+"""What "best" means: the objective, the budgets, the ranking, the tie rule, the Pareto front
+(throughput, p99 and memory).
 
     max-throughput   the highest throughput over the measured concurrency levels (default)
     min-latency      the lowest p99, taken at its worst over the measured concurrency levels
@@ -15,7 +16,9 @@ of the incumbent.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from ..bench.results import Point
 from ..status import POINT_FAILED
@@ -125,6 +128,15 @@ class Objective:
         return not self.memory_budget_gb or memory_bytes is None or \
             memory_bytes <= self.memory_budget_gb * GIB
 
+    def instances_that_fit(self, per_instance_bytes: float | None,
+                           shared_bytes: float = 0.0) -> int | None:
+        """How many instances of ``per_instance_bytes`` each, besides ``shared_bytes`` they
+        share, the memory budget holds (None without a budget or a figure)."""
+        if not self.memory_budget_gb or not per_instance_bytes:
+            return None
+        return max(0, math.floor((self.memory_budget_gb * GIB - shared_bytes)
+                                 / per_instance_bytes))
+
 
 # ---------------------------------------------------------------------------------------------
 # many candidates
@@ -150,14 +162,25 @@ def rank(entries: list[Ranked]) -> list[Ranked]:
     return [first] + [e for e in ordered if e is not first]
 
 
-def pareto_front(points: list[Point]) -> list[Point]:
-    """The points no other point beats on both throughput (higher) and p99 (lower), by
-    throughput ascending."""
-    ok = sorted((p for p in points if p.throughput and p.get("p99_us")),
-                key=lambda p: (-p.throughput, p.get("p99_us")))
-    front, best_p99 = [], float("inf")
-    for p in ok:
-        if p.get("p99_us") < best_p99:
-            front.append(p)
-            best_p99 = p.get("p99_us")
-    return sorted(front, key=lambda p: p.throughput)
+T = TypeVar("T")
+
+
+def dominates(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    """Figures ``a`` at least as good as ``b`` on every axis and better on one (higher is
+    better on each)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and a != b
+
+
+def pareto_front(items: list[T], figures: Callable[[T], tuple[float, ...]]) -> list[T]:
+    """The items no other item dominates (``figures``: an item's figures, higher is better on
+    each), in their order."""
+    figs = [figures(i) for i in items]
+    return [item for item, f in zip(items, figs, strict=True)
+            if not any(dominates(g, f) for g in figs)]
+
+
+def tradeoff(score: Score, memory_bytes: float | None) -> tuple[float, float, float]:
+    """A config's figures on the Pareto front's three axes, higher is better on each:
+    throughput, p99 (negated) and memory (negated; unknown counts as the most)."""
+    return (score.throughput, -score.p99_ms,
+            -memory_bytes if memory_bytes is not None else -math.inf)

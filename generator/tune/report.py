@@ -1,6 +1,7 @@
 """tune's report.md + report.html, from results.json alone (so it can be written again from a
-stopped run): the decision first, then per model the throughput-vs-p99 plot with the Pareto
-front and the winner marked, and the table of every measured candidate.
+stopped run): the decision first, then per model the throughput-vs-p99 plot with the configs on
+the Pareto front (throughput, p99, memory) and the winner marked, and the table of every
+measured candidate.
 
 Built with bench's blocks and renderers (one Markdown and one HTML writer for both reports) and
 bench's plot setup.
@@ -17,7 +18,7 @@ from ..bench.report import Block, write_blocks
 from ..bench.results import busy_at_start
 from ..status import CANDIDATE_MEASURED, POINT_FAILED, POINT_UNSTABLE
 from .candidate import Candidate
-from .objective import MIN_LATENCY, TIE, Objective, pareto_front
+from .objective import MIN_LATENCY, TIE, Objective
 from .results import TuneResults
 from .settings import Settings
 
@@ -40,6 +41,7 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
         if entry:
             marks.setdefault(entry["key"], []).append(label.replace("_", "-"))
     excluded = {e["key"]: e["reason"] for e in decision.get("excluded", [])}
+    front = set(decision.get("pareto", []))
     records = [r for r in results.candidates if r.get("base") == base]
     scores = {r["key"]: objective.score(results.points_of(r["key"])) for r in records
               if r.get("state") == CANDIDATE_MEASURED}
@@ -56,6 +58,8 @@ def candidate_rows(results: TuneResults, base: str) -> list[list[str]]:
         if ranking and c.key == ranking[0] and top and score and score.goodness < top.goodness:
             note.append(f"within {TIE:.0%} of the best figure ({_figure_of(top)}): a tie, and"
                         " the simpler config wins")
+        if r.get("key") in front:
+            note.append("on the Pareto front (throughput, p99, memory)")
         if r.get("key") in excluded:
             note.append(excluded[r["key"]])
         if r.get("stopped_early"):
@@ -88,8 +92,9 @@ def _ms(us) -> str:
 
 
 def tradeoff_plot(results: TuneResults, base: str, path: Path) -> Path | None:
-    """Throughput against p99 of every measured point, a colour per variant, the Pareto front
-    as a line, the winner and the default config marked."""
+    """Throughput against p99 of every measured point, a colour per variant, the configs on the
+    Pareto front (throughput, p99, memory) circled at their figure, the winner and the default
+    config marked."""
     points = [p for p in results.points if p.base == base and p.status != POINT_FAILED
               and p.throughput and p.get("p99_us")]
     if not points:
@@ -100,17 +105,21 @@ def tradeoff_plot(results: TuneResults, base: str, path: Path) -> Path | None:
         own = [p for p in points if p.variant == variant]
         ax.scatter([p.throughput for p in own], [p.get("p99_us") / 1000 for p in own], s=22,
                    alpha=0.75, label=variant)
-    front = pareto_front(points)
-    ax.plot([p.throughput for p in front], [p.get("p99_us") / 1000 for p in front],
-            color="black", linewidth=1, linestyle="--", label="Pareto front")
     decision = results.decision(base) or {}
+    objective = _objective(results)
+    front = [score.point for score in (objective.score(results.points_of(k))
+                                       for k in decision.get("pareto", [])) if score]
+    if front:
+        ax.scatter([p.throughput for p in front], [p.get("p99_us") / 1000 for p in front],
+                   s=300, facecolors="none", edgecolors="black", linewidths=1.2, zorder=6,
+                   label="Pareto front (throughput, p99, memory)")
     for label, marker, colour in (("default", "D", "tab:grey"), ("winner", "*", "tab:red")):
         entry = decision.get(label)
         if entry and entry.get("throughput"):
             ax.scatter([entry["throughput"]], [entry["p99_ms"]], marker=marker, s=200 if
                        marker == "*" else 90, color=colour, edgecolor="black", zorder=5,
                        label=f"{label}: {entry['describe']}")
-    budget = _objective(results).p99_budget_ms
+    budget = objective.p99_budget_ms
     if budget:
         ax.axhline(budget, color="tab:red", linestyle=":", label=f"p99 budget {budget:g} ms")
     ax.set_ylim(bottom=0)

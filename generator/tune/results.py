@@ -7,8 +7,12 @@ plus what the search needs to go on where it stopped and to explain its choice.
      "candidates": [{key, base, model, variant, instances, threads, dynamic_batching,
                      max_queue_delay_us, preferred_batch_sizes, max_batch_size, stage, state
                      measured|failed, reason, complete, stopped_early, memory_bytes,
+                     memory_shared_bytes (python: what its stubs share, counted once),
                      rss_before_bytes, rss_after_bytes, load_seconds, seconds, run}],
-     "decisions":  [{base, objective, winner, runner_up, default, ratio, ...}],
+     "decisions":  [{base, objective, winner, runner_up, default, ratio, pareto (the keys on
+                    the front of throughput, p99 and memory), fit (with a memory budget: how many
+                    instances of the winner's model fit), without_memory_budget (the winner
+                    without it, when the budget excludes that one), sentence, ...}],
      "runs":       [{run, started, finished, reused_points, measured_points, stopped_by}]}
 
 Every point carries its candidate's key and the run that measured it, so ``--resume`` reuses

@@ -35,7 +35,8 @@ from ..errors import BudgetError
 from ..spec import DEFAULT_VARIANTS
 from .candidate import Batching, Candidate
 from .measure import Measured, Measurer
-from .objective import GIB, KEEP, MIN_LATENCY, Objective, Ranked, Score, rank
+from .objective import (GIB, KEEP, MIN_LATENCY, Objective, Ranked, Score, pareto_front,
+                        rank, tradeoff)
 from .settings import GRID, Settings
 from .space import ModelSpace
 
@@ -59,6 +60,8 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     ranking: list[Ranked] = field(default_factory=list)
     excluded: list[tuple[Candidate, str]] = field(default_factory=list)  # measured, cannot win
+    unbudgeted: Ranked | None = None  # the winner without the memory budget, when it excludes it
+    pareto: list[Ranked] = field(default_factory=list)  # throughput x p99 x memory, budget aside
 
     @property
     def baseline(self) -> Candidate:
@@ -218,12 +221,14 @@ class Search:
         """Measure ``c`` (or reuse what is stored); None when it is not measured, with why."""
         if c.key in o.measured:
             return o.measured[c.key]
-        per_instance = self.memory_per_instance(o, c.model)
-        if self.objective.memory_budget_gb and per_instance and \
-                c.instances * per_instance > self.objective.memory_budget_gb * GIB:
+        model = self.memory_model(o, c.model)
+        if self.objective.memory_budget_gb and model and \
+                self.memory_of(o, c) > self.objective.memory_budget_gb * GIB:
+            shared = f" + {model[0] / GIB:.2f} GB shared by them" if model[0] else ""
             o.not_measured.append((c, stage, (
-                f"{c.instances} instance(s) × {per_instance / GIB:.2f} GB measured per"
-                f" instance would not fit the {self.objective.memory_budget_gb:g} GB budget")))
+                f"{c.instances} instance(s) × {model[1] / GIB:.2f} GB measured per"
+                f" instance{shared} would not fit the {self.objective.memory_budget_gb:g} GB"
+                " budget")))
             return None
         stored = self.measurer.stored(c)
         if stored is None:
@@ -278,26 +283,36 @@ class Search:
         m = o.measured.get(c.key)
         return self.objective.score(m.points) if m and m.ok else None
 
-    def memory_per_instance(self, o: Outcome, model: str) -> float | None:
-        """The model's memory per instance: the largest growth of the server's resident memory
-        per instance over the loads of this model directory measured so far (a later load may
-        reuse memory an earlier one freed, so the largest is the honest figure)."""
-        per = [m.record["memory_bytes"] / max(1, m.candidate.instances)
-               for m in o.measured.values() if m.candidate.model == model
-               and m.record.get("memory_bytes")]
-        return max(per) if per else None
+    def memory_model(self, o: Outcome, model: str) -> tuple[float, float] | None:
+        """(shared, per instance) bytes of the model's memory over the loads of this model
+        directory measured so far: the pages its instances share (a Python-backend model's
+        libraries and mapped weights, counted once whatever the count; 0 inside the server) and
+        the rest per instance -- each the largest measured (a later load may reuse memory an
+        earlier one freed, so the largest is the honest figure). None before any measurement."""
+        measured = [m for m in o.measured.values() if m.candidate.model == model
+                    and m.record.get("memory_bytes")]
+        if not measured:
+            return None
+        shared = max(float(m.record.get("memory_shared_bytes") or 0) for m in measured)
+        per = max((m.record["memory_bytes"] - float(m.record.get("memory_shared_bytes") or 0))
+                  / max(1, m.candidate.instances) for m in measured)
+        return shared, per
 
     def memory_of(self, o: Outcome, c: Candidate) -> float | None:
-        per = self.memory_per_instance(o, c.model)
-        return c.instances * per if per else None
+        model = self.memory_model(o, c.model)
+        return model[0] + c.instances * model[1] if model else None
 
-    def entries(self, o: Outcome, models: list[str] | None = None) -> list[Ranked]:
+    def entries(self, o: Outcome, models: list[str] | None = None,
+                memory_budget: bool = True) -> list[Ranked]:
+        """The measured candidates (of ``models``) with a score, and (``memory_budget``) that
+        fit the memory budget."""
         out = []
         for m in o.measured.values():
             if models is not None and m.candidate.model not in models:
                 continue
             score = self.score_of(o, m.candidate)
-            if score is not None and self.objective.memory_fits(self.memory_of(o, m.candidate)):
+            if score is not None and (not memory_budget or self.objective.memory_fits(
+                    self.memory_of(o, m.candidate))):
                 out.append(Ranked(m.candidate, score))
         return out
 
@@ -341,6 +356,8 @@ class Search:
 
     # -- the choice ----------------------------------------------------------------------------
     def decide(self, o: Outcome) -> None:
+        """The ranking within the budgets; the candidates the memory budget excludes, and the
+        winner without it when the budget excludes that one; the Pareto front."""
         o.ranking = rank(self.entries(o))
         o.excluded = []
         for m in o.measured.values():
@@ -350,6 +367,12 @@ class Search:
                 o.excluded.append((m.candidate, f"needs {memory / GIB:.2f} GB, over the"
                                                 f" {self.objective.memory_budget_gb:g} GB"
                                                 " memory budget"))
+        everything = self.entries(o, memory_budget=False)
+        free = rank(everything)
+        excluded = {c.key for c, _ in o.excluded}
+        o.unbudgeted = free[0] if free and free[0].candidate.key in excluded else None
+        o.pareto = pareto_front(everything, lambda e: tradeoff(e.score, self.memory_of(
+            o, e.candidate)))
 
 
 def first_estimate(model, plan) -> float:

@@ -18,6 +18,7 @@ module inside an archive has no folder on disk and no importable name, so ``__fi
 
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import re
 import sys
@@ -36,8 +37,61 @@ def installed_top_levels() -> dict[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
-def export_package(ctx: ExportContext, path: Path) -> list[str]:
-    """Write the archive; return notes (what the server image must add)."""
+def baked_parametrizations(model) -> tuple[object, list[str]]:
+    """(a copy of ``model`` whose parametrized tensors -- torch.nn.utils.parametrize: weight_norm,
+    spectral_norm, orthogonal -- are plain parameters holding the values their parametrizations
+    compute, a note); ``model`` itself and no note when it has none, or when a parametrization
+    computes different values twice (not a function of the parameters alone)."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    names = [name or "the model" for name in _parametrized(model)]
+    if not names:
+        return model, []
+    baked = copy.deepcopy(model)
+    for m in [m for m in baked.modules() if parametrize.is_parametrized(m)]:
+        # The copy shares its Parametrized<class> with the model, from which removing a
+        # parametrization deletes the property: the copy gets a class of its own first.
+        cls = type(m)
+        m.__class__ = type(cls.__name__, cls.__bases__, {
+            k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")})
+        for tensor in list(m.parametrizations):
+            with torch.no_grad():
+                if not torch.equal(getattr(m, tensor), getattr(m, tensor)):
+                    return model, []
+            parametrize.remove_parametrizations(m, tensor, leave_parametrized=True)
+        _drop_parametrization_hooks(m)
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return baked, [f"parametrized modules ({shown}: torch.nn.utils.parametrize, e.g."
+                   " weight_norm) cannot be pickled, so the archive holds a copy in which each"
+                   " parametrized tensor is the value its parametrization computes"
+                   " (remove_parametrizations(module, name, leave_parametrized=True)): the"
+                   " values every forward pass computes from the same parameters"]
+
+
+def _parametrized(model) -> dict[str, list[str]]:
+    """{module name: its parametrized tensors} for ``model``'s parametrized modules, the names
+    as in the user's model, which the serving wrapper holds as .model ("" for that model)."""
+    from torch.nn.utils import parametrize
+
+    return {name.removeprefix("model").removeprefix("."): list(m.parametrizations)
+            for name, m in model.named_modules() if parametrize.is_parametrized(m)}
+
+
+def _drop_parametrization_hooks(module) -> None:
+    """Remove ``module``'s load_state_dict pre-hooks that torch.nn.utils.parametrizations added
+    (weight_norm's, which maps old weight_g/weight_v keys onto the parametrization baked away): a
+    local function, which pickle cannot write."""
+    hooks = module._load_state_dict_pre_hooks
+    for key in [k for k, h in hooks.items()
+                if getattr(getattr(h, "hook", h), "__module__", None)  # a _WrappedHook's function
+                == "torch.nn.utils.parametrizations"]:
+        del hooks[key]
+
+
+def export_package(ctx: ExportContext, path: Path, model) -> list[str]:
+    """Write the archive of ``model`` (the served wrapper, ctx.model or a copy of it); return
+    notes (what the server image must add)."""
     from torch.package import PackageExporter
     from torch.package.package_exporter import PackagingError
 
@@ -51,7 +105,7 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
                 exp.intern([mod, f"{mod}.**"], allow_empty=True)
             exp.extern([p for top in extern_tops for p in (top, f"{top}.**")], allow_empty=True)
             exp.intern("**", allow_empty=True)  # everything else is the user's code, found beside it
-            exp.save_pickle(*PACKAGE_RESOURCE, ctx.model)
+            exp.save_pickle(*PACKAGE_RESOURCE, model)
             externed = exp.externed_modules()
             data = package_data(exp.interned_modules())
             for package, name, file in data.files:
@@ -70,13 +124,24 @@ def export_package(ctx: ExportContext, path: Path) -> list[str]:
                    " hooks, which pickle cannot write: build the nn.Module you exported for this"
                    " variant (it serves the eager model); the TorchScript variants (libtorch)"
                    " trace the exported one.")
+        elif "parametrized modules" in str(e):  # a parametrization that could not be baked
+            sites = [(f"model.{name}" if name else "model", tensor)
+                     for name, tensors in _parametrized(model).items() for tensor in tensors]
+            calls = "; ".join(f'remove_parametrizations({m}, "{t}")' for m, t in sites)
+            tip = ("A parametrized module (torch.nn.utils.parametrize) cannot be pickled, and a"
+                   " parametrization here computes different values on each call, so it was not"
+                   " baked in: in the factory, bake it yourself with"
+                   f" torch.nn.utils.parametrize's {calls} (leave_parametrized=True keeps the"
+                   " values it computes then), or for weight norm use the older hook-based"
+                   " torch.nn.utils.weight_norm, which pickles.")
         elif "ScriptModule" in str(e):  # a torch.jit.load'ed or scripted model
             tip = ("The model is a TorchScript module: it has no Python code for the eager"
                    " variant to carry. Serve it with the TorchScript variants (--variants"
                    " libtorch,python-ts), or build the python variant from the nn.Module it"
                    " was made from.")
-        raise ExportError(f"torch.package failed to pickle the model: {type(e).__name__}: {e}.",
-                          tip) from e
+        said = " ".join(str(e).split())  # one paragraph (pickle's messages span lines)
+        raise ExportError(f"torch.package failed to pickle the model: {type(e).__name__}:"
+                          f" {said}{'' if said.endswith('.') else '.'}", tip) from e
     notes = data.notes()
     needs = sorted({m.split(".")[0] for m in externed} & set(installed) - set(SERVER_PROVIDES))
     if not needs:

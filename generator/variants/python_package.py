@@ -8,7 +8,7 @@ from ..repository.config import Engine
 from ..runtime.model import sha256_of
 from .base import (EAGER, Artifact, ExportContext, Variant, install_runtime,
                    python_backend_parameters)
-from .packaging import export_package
+from .packaging import baked_parametrizations, export_package
 from .weights import WEIGHTS, save_weights, weights_on_meta
 
 ARTIFACT = "model.package"
@@ -24,10 +24,11 @@ class PythonPackageVariant(Variant):
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
         path = version_dir / ARTIFACT
         load_params = {"artifact": ARTIFACT, "loader": "package"}
-        notes, files = [], [ARTIFACT, "model.py"]
+        model, notes = baked_parametrizations(ctx.model)
+        files = [ARTIFACT, "model.py"]
         if ctx.spec.mapped_weights:
             try:
-                save_weights(ctx.model, version_dir / WEIGHTS)
+                save_weights(model, version_dir / WEIGHTS)
             except Exception as e:  # a tensor a weights-only load cannot read: keep them inside
                 (version_dir / WEIGHTS).unlink(missing_ok=True)
                 notes.append(f"the weights stay inside {ARTIFACT} (each instance holds its own"
@@ -38,10 +39,10 @@ class PythonPackageVariant(Variant):
                                    weights_sha256=sha256_of(version_dir / WEIGHTS))
                 files.append(WEIGHTS)
         if "weights" in load_params:
-            with weights_on_meta(ctx.model):
-                notes += export_package(ctx, path)
+            with weights_on_meta(model):
+                notes += export_package(ctx, path, model)
         else:
-            notes += export_package(ctx, path)
+            notes += export_package(ctx, path, model)
         install_runtime(version_dir)
         load_params["artifact_sha256"] = sha256_of(path)
         return Artifact(files, load_params, python_backend_parameters(ctx.spec, load_params),

@@ -50,8 +50,19 @@ def save_weights(model, path: Path) -> None:
     mapped, weights-only load; raises what that load raises when it is not."""
     import torch
 
-    torch.save({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    torch.save(_same_metadata(model.state_dict(), lambda v: v.detach().contiguous()), str(path))
     torch.load(str(path), mmap=True, weights_only=True, map_location="cpu")
+
+
+def _same_metadata(state, convert):
+    """``state`` with ``convert`` applied to every tensor, keeping its ``_metadata`` (the
+    per-module versions that a module's own _load_from_state_dict may require, e.g. MNASNet's)."""
+    from collections import OrderedDict
+
+    out = OrderedDict((k, convert(v)) for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        out._metadata = state._metadata
+    return out
 
 
 def store_layout(version_dir: Path, load_params: dict, chosen: dict) -> dict:
@@ -65,6 +76,6 @@ def store_layout(version_dir: Path, load_params: dict, chosen: dict) -> dict:
         return {}
     path = version_dir / load_params["weights"]
     state = torch.load(str(path), weights_only=True, map_location="cpu")
-    torch.save({k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                for k, v in state.items()}, str(path))
+    torch.save(_same_metadata(state, lambda v: v.contiguous(memory_format=torch.channels_last)
+                              if v.dim() == 4 else v), str(path))
     return {"weights_sha256": sha256_of(path)}

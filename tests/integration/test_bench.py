@@ -80,6 +80,14 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     for model in ("tiny_mlp_python", torchscript, "tiny_mlp_floor"):
         loads = [(e["instances"], e["state"]) for e in results.loads if e["model"] == model]
         assert loads == [(n, "READY") for n in counts]
+        for e in (e for e in results.loads if e["model"] == model):  # memory and cold start
+            assert e["seconds"] > 0 and e["first_request_ms"] > 0, e
+            if models[model]["backend"] == "python":
+                assert e["stubs"] == e["instances"] and 0 < e["uss_bytes"] <= e["pss_bytes"], e
+                assert model == "tiny_mlp_floor" or e["pss_bytes"] > 50 * 2**20 * e["instances"]
+                assert e["peak_pss_bytes"] >= 0.8 * e["pss_bytes"], e  # sampled under load
+            else:
+                assert e["rss_after_bytes"] > e["rss_before_bytes"] > 0, e
         for inst in counts:
             for conc in (1, 4):
                 (p,) = [p for p in results.points if p.model == model and p.instances == inst
@@ -116,8 +124,9 @@ def test_bench_sweeps_variants_and_instances_on_its_own_server(tiny_repo, tmp_pa
     assert models["tiny_mlp_floor"]["derived_from"] == "tiny_mlp_python"
     assert "the Python backend's floor (an identity model, no torch) bounds" in report
     assert re.search(r"is the floor's [\d.]+ ms \+ [\d.]+ ms for the forward pass", report)
-    assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == (4 if len(counts) > 1 else 3)
-    assert (out / "report.html").read_text().count("<img ") == (4 if len(counts) > 1 else 3)
+    assert "### Memory and cold start" in report and "MiB per instance" in report
+    assert len(list((out / "plots").glob("tiny_mlp_*.png"))) == (5 if len(counts) > 1 else 4)
+    assert (out / "report.html").read_text().count("<img ") == (5 if len(counts) > 1 else 4)
     assert "results:" in stdout and "reaches" in stdout
 
     assert _snapshot(tiny_repo) == before  # the user's repository is never touched

@@ -5,15 +5,13 @@ archive (each instance its own copy, no mapping)."""
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from generator.repository import layout
-from generator.serve.processes import stub_processes, stubs_of
+from generator.serve.processes import file_memory, stub_processes, stubs_of
 from generator.serve.verify import VerifyOptions, verify_repository
 from generator.status import OK, READY
 from tests.conftest import ROOT
@@ -23,16 +21,6 @@ pytestmark = pytest.mark.integration
 
 SOURCE = f"{ROOT}/tests/fixtures/weights.py:wide_mlp"
 WEIGHTS_MIB = (2048 * 2048 + 2048 + 2048 * 8 + 8) * 4 / 2**20
-
-
-def weights_mapping(pid: int) -> dict[str, int]:
-    """Rss and Pss (KiB) of the process's mappings of a weights.pt."""
-    total = {"Rss": 0, "Pss": 0}
-    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", Path(f"/proc/{pid}/smaps").read_text()):
-        if block.splitlines()[0].endswith("/weights.pt"):
-            for key in total:
-                total[key] += int(re.search(rf"^{key}:\s+(\d+)", block, re.M).group(1))
-    return total
 
 
 def _exercise(server, name: str) -> None:
@@ -67,11 +55,11 @@ def test_instances_share_the_mapped_weights(tmp_path, run_cli):
             _exercise(server, model.name)
         stubs = {m.name: stubs_of(stub_processes(server.pid).values(), m.name) for m in models}
         assert [len(s) for s in stubs.values()] == [2, 2], stubs
-        mapped = [weights_mapping(p.pid) for p in stubs["mapped_python"]]
-        size_kib = WEIGHTS_MIB * 1024
+        mapped = [file_memory(p.pid, "weights.pt") for p in stubs["mapped_python"]]
+        size = WEIGHTS_MIB * 2**20
         for m in mapped:  # each maps the whole file; its pages are counted once across the two
-            assert m["Rss"] > 0.9 * size_kib and m["Pss"] < 0.6 * size_kib, mapped
-        assert all(weights_mapping(p.pid)["Rss"] == 0 for p in stubs["inside_python"])
+            assert m["Rss"] > 0.9 * size and m["Pss"] < 0.6 * size, mapped
+        assert all(file_memory(p.pid, "weights.pt")["Rss"] == 0 for p in stubs["inside_python"])
         report = verify_repository(models, server.http_url, server.grpc_url,
                                    VerifyOptions(requests=8, concurrency=4))
         assert {r.status for r in report.results} == {OK}, report.results

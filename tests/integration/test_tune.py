@@ -72,7 +72,7 @@ def test_tune_writes_the_verified_winner_and_a_report(tiny_repo, tmp_path, run_c
     before = _snapshot(tiny_repo)
     prod, out = tmp_path / "prod", tmp_path / "tune"
     code, stdout, stderr = run_cli("tune", "--repo", tiny_repo, "--out", prod, "--results", out,
-                                   *SMALL)
+                                   "--memory-budget-gb", "64", *SMALL)
     assert code == 0, stderr
     data = json.loads((out / "results.json").read_text())
     assert data["schema"] == SCHEMA
@@ -100,6 +100,9 @@ def test_tune_writes_the_verified_winner_and_a_report(tiny_repo, tmp_path, run_c
     first = report.split("## Decision", 1)[1].strip().splitlines()[0]
     assert first.startswith("- tiny_mlp: ") and "verified over HTTP and gRPC" in first
     assert tune["decision"] in first and tune["decision"] in stdout
+    fit = results.decision("tiny_mlp")["fit"]  # a budget no candidate comes near
+    assert f"{fit['instances']} instances of {fit['model']} fit in 64 GB" in first
+    assert fit["instances"] > 1 and "Without the" not in first
     assert report.count("| libtorch |") + report.count("| python |") == len(results.candidates)
     assert (out / "plots" / "tiny_mlp_throughput_vs_p99.png").is_file()
     assert "<img " in (out / "report.html").read_text()

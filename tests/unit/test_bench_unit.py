@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -381,6 +382,145 @@ def test_unstable_points_are_labelled(tmp_path):
     text = md.read_text()
     assert "unstable (±50%)" in text
     assert "(from points marked unstable: rough numbers)" in text.split("## Verdict")[1][:1500]
+
+
+# ---------------------------------------------------------------------------------------------
+# memory and cold start
+
+
+MIB = 2**20
+
+
+def with_footprints(r: Results) -> Results:
+    """synthetic_results with the floor, and what the sweep records after each load: the PSS
+    and USS of a Python-backend model's stubs, the server's RSS around a libtorch load."""
+    r.models.append({"name": "mlp_floor", "base": "mlp", "variant": "floor", "backend": "python",
+                     "label": "floor", "derived_from": "mlp_python"})
+    r.models[0]["backend"] = "pytorch"
+    r.loads = []
+    for inst in (1, 2):
+        r.points += [_point("mlp_floor", "floor", 8, 5000.0, inst),
+                     _point("mlp_libtorch", "libtorch", 8, 1100.0 * inst, inst)]
+        r.loads += [
+            {"model": "mlp_python", "instances": inst, "state": "READY", "reason": "",
+             "seconds": 2.5, "first_request_ms": 40.0, "pss_bytes": inst * 300 * MIB,
+             "uss_bytes": inst * 200 * MIB, "stubs": inst, "gpu_bytes": inst * 500 * MIB},
+            {"model": "mlp_python_ts", "instances": inst, "state": "READY", "reason": "",
+             "seconds": 2.0, "first_request_ms": 30.0, "pss_bytes": inst * 280 * MIB,
+             "uss_bytes": inst * 190 * MIB, "stubs": inst},
+            {"model": "mlp_floor", "instances": inst, "state": "READY", "reason": "",
+             "seconds": 1.0, "first_request_ms": 2.0, "pss_bytes": inst * 40 * MIB,
+             "uss_bytes": inst * 30 * MIB, "stubs": inst},
+            {"model": "mlp_libtorch", "instances": inst, "state": "READY", "reason": "",
+             "seconds": 0.5, "first_request_ms": 5.0, "rss_before_bytes": 900 * MIB,
+             "rss_after_bytes": (900 + 150 * inst) * MIB}]
+    return r
+
+
+def test_process_memory_reads_pss_and_uss_of_a_running_process():
+    import os
+
+    import psutil
+
+    from generator.serve import processes
+
+    mine = processes.process_memory(os.getpid())
+    rss = psutil.Process().memory_info().rss
+    assert 0 < mine.uss <= mine.pss <= rss * 1.05
+    assert processes.total_memory([psutil.Process()]).pss >= mine.uss
+    assert processes.process_memory(2**22 + 12345) is None  # no such process
+    assert processes.parse_gpu_memory("123, 520\n123, 10\n456, 802\nNo running processes\n") \
+        == {123: 530 * MIB, 456: 802 * MIB}
+
+
+def test_the_peak_of_private_memory_is_kept_and_shared_pages_count_once():
+    import psutil
+
+    from generator.serve import processes
+
+    me = psutil.Process()
+    private, shared = processes.private_and_shared([me])
+    m = processes.process_memory(me.pid)
+    assert private > 0 and shared > 0 and abs(private + shared - m.rss) < 16 * MIB
+    assert processes.private_and_shared([me, me])[1] == pytest.approx(shared, rel=0.05)
+    with processes.PeakMemory([], every=0.01) as none:
+        pass
+    assert none.private is None and none.shared is None
+    with processes.PeakMemory([me], every=0.01) as peak:
+        held = bytearray(64 * MIB)  # private pages, touched
+        held[::4096] = b"x" * len(held[::4096])
+        time.sleep(0.2)  # sampled while held
+        del held
+    assert peak.private >= private + 48 * MIB  # the peak, though the block freed them
+
+
+def test_a_load_inside_the_server_records_its_resident_memory_around_the_load():
+    """footprint.load on a backend inside the server: the server process's own RSS before and
+    after, the seconds to READY; a server that is not bench's (no pid) gives the seconds only."""
+    import os
+    from types import SimpleNamespace
+
+    from generator.bench import footprint
+    from generator.serve.lifecycle import ModelStatus
+
+    class Target:
+        pid = os.getpid()
+
+        def url(self, protocol):
+            return "127.0.0.1:1"
+
+        def load(self, model, instances):
+            self.grown = bytearray(64 * MIB)  # the model's memory, in the "server"
+            self.grown[::4096] = b"x" * len(self.grown[::4096])
+            return ModelStatus(model.name, "pytorch", "READY")
+
+    model = SimpleNamespace(name="m_libtorch", built=SimpleNamespace(
+        backend="pytorch", built_by_gen_repo=False))
+    status, facts = footprint.load(Target(), model, 1, "grpc")
+    assert status.state == "READY" and facts["seconds"] >= 0
+    assert facts["first_request_ms"] is None  # no stored samples to send
+    grown, how = footprint.attributable(facts)
+    assert how == footprint.RSS_GROWTH and grown >= 60 * MIB
+    assert footprint.memory(Target(), model) == {}  # its stubs: none, it runs in the server
+    Target.pid = None
+    assert set(footprint.load(Target(), model, 1, "grpc")[1]) == {"seconds"}
+
+
+def test_memory_rows_attribute_pss_or_the_servers_growth_and_subtract_the_floor():
+    rows = {(r.variant, r.instances): r for r in analysis.memory_rows(with_footprints(
+        synthetic_results()), "mlp")}
+    eager = rows["python", 2]
+    assert (eager.memory, eager.measured_as, eager.stubs) == (600 * MIB, "PSS", 2)
+    assert eager.per_instance == 300 * MIB and eager.floor_per_instance == 40 * MIB
+    assert eager.over_floor == 260 * MIB  # the model's own, beyond the backend's fixed cost
+    assert eager.throughput == 1350 and eager.first_request_ms == 40.0
+    libtorch = rows["libtorch", 2]
+    assert (libtorch.memory, libtorch.measured_as) == (300 * MIB, "server RSS growth")
+    assert libtorch.over_floor is None  # the floor is the Python backend's cost, not its
+    assert rows["floor", 1].over_floor is None
+    assert list(rows)[-2:] == [("floor", 1), ("floor", 2)]  # the yardstick last
+
+
+def test_memory_and_load_figures_reach_results_json_the_report_and_one_plot(tmp_path):
+    r = with_footprints(synthetic_results())
+    back = Results.load(r.save(tmp_path / "results.json"))
+    entry = next(e for e in back.loads if e["model"] == "mlp_python" and e["instances"] == 1)
+    assert {"seconds", "first_request_ms", "pss_bytes", "uss_bytes", "stubs"} <= set(entry)
+    md, page = write_report(back, tmp_path)
+    text = md.read_text()
+    assert "### Memory and cold start" in text
+    assert "| python | 2 | PSS of 2 stub(s) | 600 | 300 | 260 | 400 | 500 | 2.5 | 40.0 | 1350.0 |" \
+        in text
+    assert "| floor (the Python backend's fixed cost) | 1 | PSS of 1 stub(s) | 40 | 40 |" in text
+    assert "| libtorch | 1 | server RSS growth | 150 | 150 |" in text
+    line = next(v for v in analysis.verdict(back) if "per instance" in v)
+    assert line == ("mlp: the eager Python variant takes 300 MiB per instance (PSS of 1 stub"
+                    " process(es) idle after the warm-up), 40 MiB of it the Python backend's fixed"
+                    " cost (the floor's) and 260 MiB the model's own; it loads in 2.5 s and"
+                    " answers its first request in 40 ms.")
+    png = tmp_path / "plots" / "mlp_memory_vs_throughput.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and "](plots/mlp_memory_vs_throughput.png)" in text
+    assert page.read_text().count("<img src='plots/") == 5
 
 
 # ---------------------------------------------------------------------------------------------

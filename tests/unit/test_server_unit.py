@@ -318,6 +318,8 @@ def test_no_docker_engine_is_a_clear_error(tmp_path, monkeypatch):
 
 
 class _FakeModel:  # the two attributes compatibility_warnings reads from a layout.BuiltModel
+    target_release = None  # built before --triton-release was recorded
+
     def __init__(self, name, backend, torch):
         self.name, self.backend = name, backend
         self.record = {"versions": {"torch": torch}}

@@ -18,7 +18,7 @@ from generator.spec import ModelSpec, TensorSpec
 from generator.tune import objective as obj
 from generator.tune.candidate import Batching, Candidate, configure, default_of, served_spec
 from generator.tune.measure import Measured
-from generator.tune.objective import KEEP, Objective, Ranked, pareto_front, rank
+from generator.tune.objective import GIB, KEEP, Objective, Ranked, pareto_front, rank
 from generator.tune.report import write_report
 from generator.tune.results import TunePoint, TuneResults
 from generator.tune.search import Outcome, Search, no_winner_error
@@ -282,6 +282,38 @@ def test_a_memory_budget_counts_instances_times_the_memory_measured_per_instance
     assert "smallest measured needs" in e.message
 
 
+def test_the_pages_python_instances_share_count_once_whatever_the_instance_count(tmp_path):
+    """A Python-backend candidate's record keeps the pages its stubs share (libraries, mapped
+    weights): more instances multiply only the rest."""
+    import dataclasses
+    import math
+
+    from generator.tune import decision
+
+    search, o = decide_on_everything_recorded(tmp_path, Objective(memory_budget_gb=2))
+    python = next(m for m in o.measured.values() if m.candidate.model == "tiny_mlp_python")
+    total = python.record["memory_bytes"]  # one instance measured
+    python.record["memory_shared_bytes"] = total - 0.1 * GIB
+    shared, per = search.memory_model(o, "tiny_mlp_python")
+    assert shared == pytest.approx(total - 0.1 * GIB) and per == pytest.approx(0.1 * GIB)
+    four = dataclasses.replace(python.candidate, instances=4)
+    assert search.memory_of(o, four) == pytest.approx(total + 0.3 * GIB)  # not 4 x total
+    libtorch = next(m for m in o.measured.values() if m.candidate.model == "tiny_mlp_libtorch")
+    assert search.memory_model(o, "tiny_mlp_libtorch")[0] == 0  # inside the server: none
+    assert search.memory_of(o, dataclasses.replace(libtorch.candidate, instances=3)) == \
+        pytest.approx(3 * search.memory_model(o, "tiny_mlp_libtorch")[1])
+    assert Objective(memory_budget_gb=2).instances_that_fit(per, shared) == \
+        math.floor((2 * GIB - shared) / per)
+    w = {"describe": "python ×2, 1 thread", "throughput": 900.0, "p99_ms": 2.0,
+         "candidate": {"variant": "python", "instances": 2}}
+    d = {"winner": w, "default": w, "winner_is_default": True,
+         "fit": {"model": "m_python", "instances": 12, "per_instance_bytes": 0.1 * GIB,
+                 "shared_bytes": 0.75 * GIB, "models": 2}}
+    assert decision.sentence(Objective(memory_budget_gb=2), "m", d).endswith(
+        ". 12 instances of m_python fit in 2 GB (0.10 GB each as measured, and 0.75 GB they"
+        " share once); the winner runs 2, so 2 such models fit")
+
+
 def _ranked(key: str, instances: int, delay: int, thr: float) -> Ranked:
     c = Candidate(key, "libtorch", instances, 1, True, delay, (), 8)
     p = TunePoint(key, "m", "libtorch", instances, 1, 1, 8, "grpc", "ok",
@@ -302,8 +334,69 @@ def test_the_pareto_front_keeps_only_undominated_points():
     pts = [TunePoint("m", "m", "v", 1, 1, 1, 1, "grpc", "ok",
                      metrics={"throughput": t, "p99_us": p99})
            for t, p99 in ((100, 5), (200, 9), (150, 10), (300, 20), (250, 25))]
-    assert [(p.throughput, p.get("p99_us")) for p in pareto_front(pts)] == \
-        [(100, 5), (200, 9), (300, 20)]
+    front = pareto_front(pts, lambda p: (p.throughput, -p.get("p99_us")))
+    assert [(p.throughput, p.get("p99_us")) for p in front] == [(100, 5), (200, 9), (300, 20)]
+
+
+def test_memory_is_the_pareto_fronts_third_axis():
+    """A config is dominated only by one at least as good on throughput, p99 and memory, and
+    better on one: the leaner config stays on the front although another is faster."""
+    fast = _ranked("fast", 2, 0, 1000.0)  # p99 1 ms each
+    lean = _ranked("lean", 1, 0, 900.0)
+    slow = _ranked("slow", 1, 0, 800.0)
+    memory = {"fast": 2 * GIB, "lean": GIB, "slow": GIB}
+
+    def figures(e):
+        return obj.tradeoff(e.score, memory[e.candidate.model])
+
+    assert pareto_front([fast, lean, slow], figures) == [fast, lean]
+    assert pareto_front([fast, lean, slow], lambda e: figures(e)[:2]) == [fast]  # without it
+    memory["slow"] = 0.5 * GIB  # the leanest now: on the front too
+    assert pareto_front([fast, lean, slow], figures) == [fast, lean, slow]
+    assert pareto_front([fast, _ranked("twin", 2, 0, 1000.0)], lambda e: obj.tradeoff(
+        e.score, 2 * GIB)) == [fast, _ranked("twin", 2, 0, 1000.0)]  # equal: neither dominates
+    assert obj.tradeoff(fast.score, None)[2] == -float("inf")  # unknown memory: the most
+
+
+def test_the_decision_says_what_the_memory_budget_excluded_and_how_many_instances_fit(
+        tmp_path):
+    from generator.tune import decision
+
+    search, o = decide_on_everything_recorded(tmp_path, Objective(memory_budget_gb=0.6))
+    d = decision.entry(search, o)
+    assert d["winner"]["key"] == "tiny_mlp_libtorch/i1-t1-d100-m8"
+    assert d["without_memory_budget"]["key"] == "tiny_mlp_libtorch/i2-t1-d2000-m8"
+    assert d["fit"] == {"model": "tiny_mlp_libtorch", "instances": 1,
+                        "per_instance_bytes": pytest.approx(0.509 * GIB, rel=1e-3)}
+    assert d["sentence"].endswith(
+        ". 1 instance of tiny_mlp_libtorch fits in 0.6 GB (0.51 GB each as measured). Without"
+        " the 0.6 GB memory budget it would have picked libtorch ×2, 1 thread, batching delay 2"
+        " ms (13068.7 infer/s at p99 1.2 ms), which needs 1.02 GB, over the 0.6 GB memory"
+        " budget")
+    # a budget that excludes nothing the winner needs: how many fit, and nothing about exclusion
+    search, o = decide_on_everything_recorded(tmp_path, Objective(memory_budget_gb=4))
+    d = decision.entry(search, o)
+    assert "without_memory_budget" not in d and d["fit"]["instances"] == 7
+    assert d["sentence"].endswith(". 7 instances of tiny_mlp_libtorch fit in 4 GB (0.51 GB each"
+                                  " as measured); the winner runs 2, so 3 such models fit")
+    # the front is the same with and without the budget: it shows what the budget costs
+    assert d["pareto"] == ["tiny_mlp_python/i1-t2-d100-m8", "tiny_mlp_libtorch/i1-t1-d100-m8",
+                           "tiny_mlp_libtorch/i2-t1-d2000-m8"]
+    search, o = decide_on_everything_recorded(tmp_path, Objective())
+    d = decision.entry(search, o)
+    assert "fit" not in d and "without_memory_budget" not in d and " GB" not in d["sentence"]
+
+
+def test_a_default_config_that_stays_the_best_still_says_how_many_instances_fit():
+    from generator.tune import decision
+
+    w = {"describe": "python ×1, 1 thread", "throughput": 4017.6, "p99_ms": 0.4,
+         "candidate": {"variant": "python", "instances": 1}}
+    d = {"winner": w, "default": w, "winner_is_default": True,
+         "fit": {"model": "m_python", "instances": 87, "per_instance_bytes": 0.73 * GIB}}
+    text = decision.sentence(Objective(memory_budget_gb=64), "m", d)
+    assert "the default python config stays the best (4017.6 infer/s at p99 0.4 ms)" in text
+    assert text.endswith(". 87 instances of m_python fit in 64 GB (0.73 GB each as measured)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +536,8 @@ def test_the_report_leads_with_the_decision_and_plots_the_pareto_front(tmp_path)
     assert len(rows) == 1 + len(STAGED_ORDER)  # the header, then every measured candidate
     assert "winner" in text and "runner-up" in text and "default" in text
     assert "dropped after stage 2" in text
+    front = back.decision("tiny_mlp")["pareto"]
+    assert front and text.count("on the Pareto front (throughput, p99, memory)") == len(front)
     png = tmp_path / "out" / "plots" / "tiny_mlp_throughput_vs_p99.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert "<img src='plots/tiny_mlp_throughput_vs_p99.png'" in page.read_text()

@@ -75,10 +75,16 @@ def _load_torchscript(path, device):
 
 
 def _load_aoti(path, device):
+    """The AOTInductor package, called with the inputs in config order: by keyword when it was
+    exported with keyword inputs (gen-repo's packages are), else by position."""
     import torch._inductor
 
     index = device.index if getattr(device, "type", "cpu") == "cuda" else -1
-    return torch._inductor.aoti_load_package(str(path), device_index=index or -1)
+    package = torch._inductor.aoti_load_package(str(path), device_index=index or -1)
+    _, tree = json.loads(package.loader.get_call_spec()[0])  # (args, kwargs) of forward()
+    kwargs = tree["children_spec"][1]
+    names = json.loads(kwargs["context"]) if kwargs["children_spec"] else []
+    return (lambda *tensors: package(**dict(zip(names, tensors)))) if names else package
 
 
 LOADERS = {"package": _load_package, "torchscript": _load_torchscript, "aoti": _load_aoti}
@@ -124,7 +130,8 @@ def compile_model(model, version_dir, params, inputs, device, log=print):
         compiled = torch.compile(model, mode=None if mode == "default" else mode, dynamic=True)
         for size in sizes:
             tensors = _warm_up_inputs(version_dir, inputs, size)
-            run_batch(compiled, [t.to(device) for t in tensors])
+            with forward_context(params.get(FORWARD_MODE)):
+                run_batch(compiled, [t.to(device) for t in tensors])
         log(f"gen-repo: torch.compile (mode {mode}) warmed up for batch sizes {sizes}")
         return compiled
     except Exception as e:  # compilation is an optimisation: serve eager rather than fail
@@ -192,12 +199,35 @@ def threads_for(params, instance_groups):
     return min(share, int(measured)) if measured.isdigit() and int(measured) > 0 else share
 
 
+FORWARD_MODE = "forward_mode"  # config parameter: NO_GRAD for a model that needs autograd
+INFERENCE_MODE, NO_GRAD = "inference_mode", "no_grad"
+
+
+def forward_context(mode):
+    """The context a forward pass runs in: torch.no_grad for ``mode`` NO_GRAD (a model that
+    takes gradients inside forward(), which inference mode forbids), else torch.inference_mode."""
+    return torch.no_grad() if mode == NO_GRAD else torch.inference_mode()
+
+
+def fresh_tensors(arrays):
+    """Tensors holding copies of ``arrays``: a model that changes its inputs in place
+    (``x.sub_(mean)``) leaves the arrays as they were, for the next call."""
+    return [torch.from_numpy(np.array(a, copy=True, order="C")) for a in arrays]
+
+
+def to_numpy(tensor):
+    """A tensor's values as a numpy array; bfloat16 as float32 (numpy has no bfloat16, and
+    tritonclient carries BF16 tensors as float32 arrays too)."""
+    t = tensor.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def run_batch(model, tensors):
     """One forward pass; returns a list of output tensors in config order.
 
-    In inference mode: entered here, unless this thread is in it already (a served instance
-    enters it once, so that no request pays for the context)."""
-    if torch.is_inference_mode_enabled():
+    In inference mode: entered here, unless this thread is in it already or has gradients off
+    (a served instance enters its forward_context once, so that no request pays for it)."""
+    if torch.is_inference_mode_enabled() or not torch.is_grad_enabled():
         out = model(*tensors)
     else:
         with torch.inference_mode():
@@ -276,10 +306,11 @@ class TritonPythonModel:
         self.logger = pb_utils.Logger
         self.model = load_model(version_dir, params, self.device, self.config["input"],
                                 self.logger.log_info)
-        # Every request runs in inference mode: entered once on the thread that serves them (the
-        # stub calls initialize and execute on one thread; run_batch enters it per call where not).
-        self._inference_mode = torch.inference_mode()
-        self._inference_mode.__enter__()
+        # Every request runs in inference mode (no_grad where the build found the model needs
+        # autograd): entered once on the thread that serves them (the stub calls initialize and
+        # execute on one thread; run_batch enters inference mode per call where not).
+        self._forward_context = forward_context(params.get(FORWARD_MODE))
+        self._forward_context.__enter__()
         self.logger.log_info(
             f"gen-repo: {args['model_name']} instance {args['model_instance_name']} loaded"
             f" {params['artifact']} ({params['loader']}) on {self.device}, {threads} threads")
@@ -321,24 +352,30 @@ class TritonPythonModel:
                     name, torch.utils.dlpack.to_dlpack(t.contiguous())))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
-    def _run_group(self, per_request):
-        """Forward several requests as one batch; returns one output list per request."""
-        if len(per_request) == 1 or not self.batching:
-            return [run_batch(self.model, self._to_torch(a)) for a in per_request]
+    def _run_merged(self, per_request):
+        """Forward several requests as one batch (a copy of their inputs, concatenated);
+        returns one response per request."""
         sizes = [a[0].shape[0] for a in per_request]
         merged = [np.concatenate(parts) if isinstance(parts[0], np.ndarray) else torch.cat(parts)
                   for parts in zip(*per_request)]
         outputs = run_batch(self.model, self._to_torch(merged))
         split = [torch.split(o, sizes) for o in outputs]
-        return [[s[i] for s in split] for i in range(len(sizes))]
+        return [self._response([s[i] for s in split]) for i in range(len(sizes))]
+
+    def _answer(self, arrays):
+        """The response to one request's inputs: the model's outputs, or its error."""
+        try:
+            return self._response(run_batch(self.model, self._to_torch(arrays)))
+        except Exception as e:
+            return self._error(e)
 
     def execute(self, requests):
         if len(requests) == 1:  # nothing to group or merge
             try:
-                return [self._response(run_batch(self.model,
-                                                 self._to_torch(self._inputs_of(requests[0]))))]
+                arrays = self._inputs_of(requests[0])
             except Exception as e:
                 return [self._error(e)]
+            return [self._answer(arrays)]
         responses = [None] * len(requests)
         inputs = {}
         for i, request in enumerate(requests):
@@ -349,18 +386,17 @@ class TritonPythonModel:
         ready = sorted(inputs)
         for group in group_by_shape([inputs[i] for i in ready]):
             idx = [ready[g] for g in group]
-            try:
-                results = self._run_group([inputs[i] for i in idx])
-                for i, outs in zip(idx, results):
-                    responses[i] = self._response(outs)
-            except Exception:
-                # One request may poison a merged batch: rerun one by one so only it fails.
-                for i in idx:
-                    try:
-                        responses[i] = self._response(run_batch(self.model,
-                                                                self._to_torch(inputs[i])))
-                    except Exception as e:
-                        responses[i] = self._error(e)
+            if self.batching and len(idx) > 1:
+                try:
+                    for i, response in zip(idx, self._run_merged([inputs[i] for i in idx])):
+                        responses[i] = response
+                    continue
+                except Exception:
+                    pass  # one request may poison a merged batch: one by one, only it fails
+            # Each request's own inputs, as sent: the merged batch was a copy, and no request
+            # runs twice (a model that changes its inputs in place would see them changed).
+            for i in idx:
+                responses[i] = self._answer(inputs[i])
         return responses
 
     def _error(self, exc):
