@@ -13,4 +13,4 @@ source scripts/backends.sh
 cores="$(nproc)"
 workers="${GEN_REPO_TEST_WORKERS:-$(( cores < 4 ? cores : 4 ))}"
 if [ "$workers" -le 1 ]; then workers=0; fi
-exec "$venv/bin/python" -m pytest -n "$workers" --dist loadfile "$@"
+exec "$venv/bin/python" -m pytest -n "$workers" --dist loadfile --durations=20 "$@"

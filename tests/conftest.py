@@ -13,6 +13,20 @@ def fixture_source(factory: str) -> str:
     return f"{FIXTURES}:{factory}"
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as module ``benchmark_<name>`` (benchmarks/ goes on sys.path for
+    the modules it imports)."""
+    import importlib.util
+
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}",
+                                                  ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run ``gen-repo ARGS`` in-process; return (exit code, stdout, stderr)."""

@@ -10,6 +10,8 @@ references and every artifact call the model the same way:
   parameter that no input feeds;
 - a TorchScript module (``torch.jit.load``/``script``) has no Python signature: its names come
   from its schema (``forward.schema``);
+- a ``forward`` whose one parameter is typed as a dict of tensors (``Dict[str, Tensor]``) gets
+  one dict, keyed by the input names;
 - by position only where nothing can be misrouted -- a ``forward`` fed by exactly one input
   (torchvision's ``forward(self, x)`` served as ``input``) -- or where the user says the
   ``--input`` order is forward()'s (``--inputs-by-position``). Several inputs to a forward()
@@ -20,7 +22,10 @@ references and every artifact call the model the same way:
 
 from __future__ import annotations
 
+import collections.abc
 import inspect
+import re
+import typing
 from dataclasses import dataclass
 
 from ..errors import SpecError, did_you_mean
@@ -30,10 +35,12 @@ _P = inspect.Parameter
 
 @dataclass(frozen=True)
 class InputBinding:
-    """keywords[i]: the forward() parameter input i is passed as, or None (by position)."""
+    """keywords[i]: the forward() parameter input i is passed as, or None (by position); with
+    ``packed``, the key of input i in the one dict passed as forward()'s parameter ``packed``."""
 
     keywords: tuple[str | None, ...]
     reason: str  # one line: why this binding (shown with -v and recorded)
+    packed: str | None = None
 
     @property
     def by_name(self) -> bool:
@@ -41,6 +48,8 @@ class InputBinding:
 
     def split(self, values: list) -> tuple[list, dict]:
         """(positional args, keyword args) for ``values`` in spec input order."""
+        if self.packed:
+            return [dict(zip(self.keywords, values))], {}
         args = [v for v, k in zip(values, self.keywords) if k is None]
         kwargs = {k: v for v, k in zip(values, self.keywords) if k is not None}
         return args, kwargs
@@ -51,6 +60,8 @@ class InputBinding:
 
     def call_source(self, exprs: list[str]) -> str:
         """The argument list of the call, as Python source (positional ones first)."""
+        if self.packed:
+            return "{" + ", ".join(f"{k!r}: {v}" for k, v in zip(self.keywords, exprs)) + "}"
         args, kwargs = self.split(exprs)
         return ", ".join([*args, *(f"{k}={v}" for k, v in kwargs.items())])
 
@@ -87,10 +98,30 @@ def signature(model) -> inspect.Signature | None:
     schema = getattr(getattr(model, "forward", None), "schema", None)
     if schema is None:
         return None
-    params = [_P(a.name, _P.POSITIONAL_OR_KEYWORD,
+    params = [_P(a.name, _P.POSITIONAL_OR_KEYWORD, annotation=a.type.annotation_str,
                  default=None if a.has_default_value() else _P.empty)
               for a in schema.arguments[1:]]  # the first is self
     return inspect.Signature(sorted(params, key=lambda p: p.default is not _P.empty))
+
+
+_DICT_OF_TENSORS = re.compile(r"(typing\.)?(Dict|dict|Mapping)\[str,(torch\.)?Tensor\]")
+
+
+def _dict_of_tensors(model, param: inspect.Parameter) -> bool:
+    """True when ``param`` is annotated as a dict of tensors keyed by strings (Dict[str, Tensor],
+    dict[str, Tensor], Mapping[str, Tensor]; an annotation kept as text is read as text)."""
+    import torch
+
+    hint = param.annotation
+    if isinstance(hint, str):
+        try:
+            hint = typing.get_type_hints(model.forward).get(param.name, hint)
+        except Exception:  # names the annotation uses that cannot be resolved
+            pass
+    if isinstance(hint, str):
+        return bool(_DICT_OF_TENSORS.fullmatch(hint.replace(" ", "")))
+    return (typing.get_origin(hint) in (dict, collections.abc.Mapping)
+            and typing.get_args(hint) == (str, torch.Tensor))
 
 
 def bind_inputs(model, inputs, by_position: bool = False) -> InputBinding:
@@ -120,6 +151,10 @@ def bind_inputs(model, inputs, by_position: bool = False) -> InputBinding:
     params = list(sig.parameters.values())
     named = [p for p in params if p.kind in (_P.POSITIONAL_OR_KEYWORD, _P.KEYWORD_ONLY)]
     var_kw = any(p.kind is _P.VAR_KEYWORD for p in params)
+    if len(params) == 1 and params[0].kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD) \
+            and _dict_of_tensors(model, params[0]):
+        return InputBinding(tuple(names), f"{describe(sig)} takes a dict of tensors: the inputs"
+                            " are its keys", packed=params[0].name)
     if any(p.kind is _P.POSITIONAL_ONLY for p in params) or (not named and not var_kw):
         return by_order(f"the model's {describe(sig)} cannot take its inputs by name")
     if (len(names) == 1 and len(params) == 1 and named
@@ -130,10 +165,11 @@ def bind_inputs(model, inputs, by_position: bool = False) -> InputBinding:
     unknown = [n for n in names if n not in by_name]
     if unknown and not var_kw:
         shown = ", ".join(f"'{n}'{did_you_mean(n, sorted(by_name - set(names)))}" for n in unknown)
+        which = "no parameter of that name" if len(unknown) == 1 else "no parameters of those names"
         raise SpecError(
-            f"--input {shown}: the model's {describe(sig)} has no parameter of that"
-            f" name{'' if len(unknown) == 1 else 's'} (inputs are passed to forward() by name,"
-            " so each lands in the parameter it names).",
+            f"--input {shown}: the model's {describe(sig)} has {which} (inputs are passed to"
+            " forward() by name, so each lands in the parameter it names).",
+            _one_parameter_tip(named[0].name, names) if len(named) == 1 < len(names) else
             "Name each --input after the forward() parameter it feeds (the input names are also"
             " the names the server exposes).")
     missing = [p.name for p in named if p.default is _P.empty and p.name not in names]
@@ -143,3 +179,15 @@ def bind_inputs(model, inputs, by_position: bool = False) -> InputBinding:
             " --input names.",
             f"Add --input {missing[0]}:DTYPE:DIMS (one --input per required parameter).")
     return InputBinding(tuple(names), f"{describe(sig)}: inputs passed by name")
+
+
+def _one_parameter_tip(param: str, names: list[str]) -> str:
+    """The routes for several inputs to a forward() of one parameter: a dict of tensors typed as
+    one, or a wrapper with a parameter per input."""
+    args = ", ".join(names)
+    return (f"forward() takes one parameter for {len(names)} inputs. If {param} is a dict of"
+            f" tensors, annotate it (def forward(self, {param}: Dict[str, Tensor]), with"
+            " `from typing import Dict` and `from torch import Tensor`) and each --input name"
+            " becomes one of its keys; otherwise wrap the model in a module with a"
+            f" parameter per input (def forward(self, {args}): return self.model(...), passing"
+            " them as the model takes them).")

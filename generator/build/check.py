@@ -23,7 +23,7 @@ from ..repository.compare import Comparison, compare
 from ..repository.config import tensor_entries
 from .samples import load_npz, save_npz
 from ..spec import ModelSpec
-from ..variants.base import RUNTIME_MODEL
+from ..variants.base import RUNTIME_MODEL, forward_parameters
 from ..errors import error_line
 from ..variants.packaging import demangle
 from .diagnosis import fresh_process_tip
@@ -33,8 +33,17 @@ WORKER = Path(__file__).resolve().parent / "check_worker.py"
 LOAD_TIP = ("The artifact must load where your source code is not importable: keep model code"
             " in modules torch.package can intern, and install third-party packages on the"
             " server. Run with -v for details.")
-VALUES_TIP = ("Loosen --atol/--rtol if the error is rounding; otherwise the export is wrong for"
-              " this model (try --script).")
+ROUNDING = "Loosen --atol/--rtol if the error is rounding; otherwise "
+VALUES_TIPS = {  # by the artifact's loader: what a wrong artifact of that kind means
+    "torchscript": ROUNDING + "the TorchScript export is wrong for this model (try --script).",
+    "aoti": ROUNDING + "AOTInductor (torch.export + Inductor's compiled code) got this model"
+            " wrong at that case's input sizes, which differ from the first sample's the export"
+            " saw: serve it with a variant that does not compile it (python: the eager model;"
+            " python-ts: TorchScript).",
+    "package": ROUNDING + "the archived model answers differently in a fresh process than in"
+               " the build: it depends on state outside its module (a global, a file, the"
+               " default dtype) that torch.package does not carry.",
+}
 
 
 @dataclass
@@ -123,7 +132,8 @@ def check_artifacts(spec: ModelSpec, jobs: list[CheckJob], cases, references,
             runtime = job.version_dir / "model.py" if job.python_backend else RUNTIME_MODEL
             worker_jobs.append({
                 "runtime": str(runtime), "version_dir": str(job.version_dir),
-                "params": job.load_params, "error": str(tmp / f"{i}_error.json"),
+                "params": {**job.load_params, **forward_parameters(spec)},
+                "error": str(tmp / f"{i}_error.json"),
                 "log": str(tmp / f"{i}_log.txt"), "timing": str(tmp / f"{i}_timing.json"),
                 "time_threads": job.time_threads and {**job.time_threads,
                                                       "batching": spec.batching},
@@ -177,8 +187,9 @@ def _result(spec, wj, cases, references, crashed, block) -> CheckResult:
     worst = max((r.max_abs for r in comparisons.values()), default=0.0)
     if bad:
         detail = "; ".join(f"case {c}: {r.summary()}" for c, r in bad.items())
-        return CheckResult(False, f"differs from eager — {detail}", comparisons, worst,
-                           VALUES_TIP, notes)
+        tip = VALUES_TIPS.get(wj["params"].get("loader"), VALUES_TIPS["torchscript"])
+        return CheckResult(False, f"differs from eager — {detail}", comparisons, worst, tip,
+                           notes)
     timing = Path(wj["timing"])
     timings = json.loads(timing.read_text()) if timing.is_file() else None
     if timings and "channels_last" in timings:

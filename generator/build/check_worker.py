@@ -41,6 +41,24 @@ def _archive_frame(tb):
             "code": (f.line or "").strip()}
 
 
+def _run_cases(runtime, model, job, input_names, output_names, suffix="") -> None:
+    """Run ``model`` on every case, each call on fresh tensors of the case's stored inputs (a
+    model that changes its inputs in place cannot change the next call's), in the forward
+    pass's context; save its outputs beside the case's (``suffix``: a trial's own files)."""
+    import numpy as np
+
+    with runtime.forward_context(job["params"].get(runtime.FORWARD_MODE)):
+        for case in job["cases"]:
+            with np.load(case["inputs"], allow_pickle=False) as data:
+                tensors = runtime.fresh_tensors([data[n] for n in input_names])
+            outs = runtime.run_batch(model, tensors)
+            if len(outs) != len(output_names):
+                raise RuntimeError(f"model returned {len(outs)} outputs, config declares"
+                                   f" {len(output_names)}")
+            with open(case["out"].replace(".npz", f"{suffix}.npz"), "wb") as f:
+                np.savez(f, **{n: runtime.to_numpy(o) for n, o in zip(output_names, outs)})
+
+
 def _run_job(job, inputs, output_names) -> None:
     import numpy as np
     import torch
@@ -57,16 +75,7 @@ def _run_job(job, inputs, output_names) -> None:
     model = runtime.load_model(job["version_dir"], job["params"], "cpu", inputs, log)
     input_names = [i["name"] for i in inputs]
     job["stage"] = "running"
-    for case in job["cases"]:
-        with np.load(case["inputs"], allow_pickle=False) as data:
-            tensors = [torch.from_numpy(np.ascontiguousarray(data[n])) for n in input_names]
-        outs = runtime.run_batch(model, tensors)
-        if len(outs) != len(output_names):
-            raise RuntimeError(f"model returned {len(outs)} outputs, config declares"
-                               f" {len(output_names)}")
-        arrays = {n: o.detach().cpu().numpy() for n, o in zip(output_names, outs)}
-        with open(case["out"], "wb") as f:
-            np.savez(f, **arrays)
+    _run_cases(runtime, model, job, input_names, output_names)
     if job.get("time_threads"):
         job["stage"] = "timing"
         timings = {"contiguous": _time_threads(runtime, model, job, input_names, torch, np)}
@@ -74,14 +83,8 @@ def _run_job(job, inputs, output_names) -> None:
             try:  # an optional trial: a model the layout breaks (x.view) keeps the default one
                 cl = runtime.to_channels_last(
                     runtime.load_model(job["version_dir"], job["params"], "cpu", inputs, log))
-                for case in job["cases"]:  # its answers, for the build to check before choosing
-                    with np.load(case["inputs"], allow_pickle=False) as data:
-                        tensors = [torch.from_numpy(np.ascontiguousarray(data[n]))
-                                   for n in input_names]
-                    outs = runtime.run_batch(cl, tensors)
-                    with open(case["out"].replace(".npz", "_cl.npz"), "wb") as f:
-                        np.savez(f, **{n: o.detach().cpu().numpy() for n, o in zip(output_names,
-                                                                                     outs)})
+                # its answers, for the build to check before choosing it
+                _run_cases(runtime, cl, job, input_names, output_names, "_cl")
                 timings[runtime.CHANNELS_LAST] = _time_threads(runtime, cl, job, input_names,
                                                                torch, np)
             except Exception as e:
@@ -104,18 +107,21 @@ def _time_threads(runtime, model, job, input_names, torch, np) -> dict:
     timings = {}
     before = torch.get_num_threads()
     try:
-        for threads in plan["threads"] * PASSES:
-            torch.set_num_threads(threads)
-            row = timings.setdefault(str(threads), {})
-            for batch in plan["batch_sizes"]:
-                if plan["batching"]:
-                    tensors = [torch.from_numpy(np.ascontiguousarray(
-                        np.concatenate([a] * -(-batch // a.shape[0]))[:batch])) for a in arrays]
-                else:
-                    tensors = [torch.from_numpy(a) for a in arrays]
-                n, elapsed, _ = runtime.time_forward(model, tensors, plan["seconds"] / PASSES)
-                ms = elapsed / n * 1e3
-                row[str(batch)] = min(ms, row.get(str(batch), ms))
+        with runtime.forward_context(job["params"].get(runtime.FORWARD_MODE)):
+            for threads in plan["threads"] * PASSES:
+                torch.set_num_threads(threads)
+                row = timings.setdefault(str(threads), {})
+                for batch in plan["batch_sizes"]:
+                    if plan["batching"]:
+                        tensors = [torch.from_numpy(np.ascontiguousarray(
+                            np.concatenate([a] * -(-batch // a.shape[0]))[:batch]))
+                            for a in arrays]
+                    else:
+                        tensors = [torch.from_numpy(a) for a in arrays]
+                    n, elapsed, _ = runtime.time_forward(model, tensors,
+                                                         plan["seconds"] / PASSES)
+                    ms = elapsed / n * 1e3
+                    row[str(batch)] = min(ms, row.get(str(batch), ms))
     finally:
         torch.set_num_threads(before)
     return timings

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import warnings
 
+from .. import releases
 from ..errors import ExportError, error_line
 from ..spec import ModelSpec
 from ..variants.packaging import load_error_tip
 
 CHECK_INPUTS_TIP = ("Check --input names, dtypes and dims (dims exclude the batch dim when"
-                    " --max-batch-size > 0; -1 axes get lengths 8 and 5; int inputs take values"
-                    " from LOW..HIGH, default 0..10).")
+                    " --max-batch-size > 0; -1 axes get lengths 8 and 5, or --check-lengths;"
+                    " int inputs take values from LOW..HIGH, default 0..10).")
 
 
 def put_in_eval(model) -> str | None:
@@ -49,6 +50,38 @@ def put_in_eval(model) -> str | None:
             " wraps.") from e
 
 
+def uncompiled(model) -> tuple[object, str | None]:
+    """``model`` with each module torch.compile wrapped (an OptimizedModule, itself or a
+    submodule) replaced by the module it compiled (its ``_orig_mod``), and a note naming them
+    (None when there is none)."""
+    import sys
+
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing compiled
+    compiled = getattr(eval_frame, "OptimizedModule", None)
+    if compiled is None:
+        return model, None
+    whole = isinstance(model, compiled)
+    while isinstance(model, compiled):
+        model = model._orig_mod
+    parts = []
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, compiled):
+                while isinstance(child, compiled):
+                    child = child._orig_mod
+                setattr(parent, name, child)
+                parts.append(f"{parent_name}.{name}" if parent_name else name)
+    if not whole and not parts:
+        return model, None
+    what = " and ".join((["the model"] if whole else [])
+                        + ([f"its submodule{'s' if len(parts) > 1 else ''} {', '.join(parts)}"]
+                           if parts else []))
+    return model, (f"{what} came compiled with torch.compile (an OptimizedModule): gen-repo"
+                   " builds the module it compiled (its _orig_mod), which every variant exports"
+                   " or compiles its own way; the python-compile variant serves it under"
+                   " torch.compile (--variants python-compile)")
+
+
 # ---------------------------------------------------------------------------------------------
 # the eager model fails on the sample batch
 
@@ -58,15 +91,19 @@ def eager_failure(e: Exception, spec: ModelSpec, case, call, tensors: list) -> E
     them; ``call(tensors)`` calls it again). With batching, the model is tried again without the
     batch axis and with the batch on another axis of its inputs: when one of those runs, the
     error names it and the tip the config that serves it, instead of the input flags."""
-    shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
-                       for t in spec.inputs)
-    message = (f"the model fails on sample inputs ({shapes}):"
-               f" {error_line(type(e).__name__, str(e))}")
+    message = _fails_on(e, spec, case)
     found = _batch_layout(spec, call, tensors) if spec.batching and not spec.batch_axis \
         else None
     if found is None:
         return ExportError(message, CHECK_INPUTS_TIP)
     return ExportError(f"{message}; {found[0]}", found[1])
+
+
+def _fails_on(e: Exception, spec: ModelSpec, case) -> str:
+    """What failed: the model, on the sample ``case``'s shapes, with ``e``'s line."""
+    shapes = ", ".join(f"{t.name}{list(case.inputs[t.name].shape)}:{t.dtype}"
+                       for t in spec.inputs)
+    return f"the model fails on sample inputs ({shapes}): {error_line(type(e).__name__, str(e))}"
 
 
 def _runs(call, tensors: list) -> bool:
@@ -128,6 +165,59 @@ def _batch_layout(spec: ModelSpec, call, tensors: list) -> tuple[str, str] | Non
     return None
 
 
+LONGEST_TRIED = 1 << 14  # the longest -1 axis tried for a model that fails on a short one
+SEARCH_S = 10.0  # seconds of forward passes the search for a length the model takes may spend
+
+
+def too_short(e: Exception, spec: ModelSpec, case, run) -> ExportError | None:
+    """The refusal of a model that raised ``e`` on the sample ``case`` because its -1 axes were
+    too short for it (an STFT's window, strided convolutions), when it runs on the case's batch
+    with them longer (doubled until LONGEST_TRIED, within SEARCH_S; ``run(case)`` calls it):
+    the error names the lengths, the tip --check-lengths with two lengths it ran at. None when
+    no -1 axis or no longer length helps."""
+    import time
+
+    import numpy as np
+
+    from .samples import case_lengths, sized_case
+
+    length = _axis_length(spec, case)
+    if length is None:
+        return None
+    rng = np.random.default_rng(spec.seed)
+    batch = case.batch
+    deadline = time.monotonic() + SEARCH_S
+    n = max(2 * length, 16)
+    while n <= LONGEST_TRIED and time.monotonic() < deadline:
+        try:
+            run(sized_case(spec, f"length {n}", batch, n, rng))
+            run(sized_case(spec, f"length {2 * n - 1}", batch, 2 * n - 1, rng))
+        except Exception:
+            n *= 2
+            continue
+        given = " and ".join(map(str, case_lengths(spec).values()))
+        whose = "--check-lengths" if spec.check_lengths else "the default"
+        return ExportError(
+            f"{_fails_on(e, spec, case)}; it runs at length {n} and {2 * n - 1}: length"
+            f" {length} of the -1 axes is too short for the model.",
+            f"The checks give every -1 axis the lengths {given} ({whose}), shorter than this"
+            f" model takes: build"
+            f" with --check-lengths {2 * n - 1},{n} (or two lengths your clients send, e.g."
+            " --check-lengths 16000,12345 for audio at 16 kHz); requests must be at least that"
+            " long too.")
+    return None
+
+
+def _axis_length(spec: ModelSpec, case) -> int | None:
+    """The length of the first -1 axis of ``case``'s inputs (None: no input has one)."""
+    lead = 1 if spec.batching else 0
+    for t in spec.inputs:
+        dims = t.artifact_dims(spec.batching)
+        if -1 in dims:
+            return int(case.inputs[t.name].shape[lead + dims.index(-1)])
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # outputs Triton cannot carry
 
@@ -144,6 +234,52 @@ def refuse_complex(flat: list, paths) -> None:
                 " imaginary) that clients turn back with torch.view_as_complex or"
                 " numpy's a[..., 0] + 1j * a[..., 1]; or return its .real and .imag as two"
                 " outputs. A cast to a real dtype would drop the imaginary part.")
+
+
+# ---------------------------------------------------------------------------------------------
+# a key/value cache among the outputs (HuggingFace models with use_cache=True)
+
+CACHE_TIP = ("Return only the tensors clients need: call the HuggingFace model with"
+             " use_cache=False (or set model.config.use_cache = False in the factory), or wrap"
+             " it in a module whose forward() returns out.logits.")
+
+
+def _cache_in(value, path: str = "the output") -> str | None:
+    """Where ``value`` (a model's return value) holds a key/value cache -- a transformers Cache
+    (DynamicCache...) or a ``past_key_values`` entry -- as words; None when it holds none."""
+    if any(c.__name__ == "Cache" and c.__module__.startswith("transformers")
+           for c in type(value).__mro__):
+        return f"{path}, a {type(value).__name__}"
+    items = value.items() if isinstance(value, dict) else enumerate(value) \
+        if isinstance(value, (tuple, list)) else ()
+    for key, item in items:
+        found = _cache_in(item, repr(key)) or (repr(key) if key == "past_key_values"
+                                               and item is not None else None)
+        if found:
+            return found
+    return None
+
+
+def without_cache(model, run) -> tuple[dict, str | None]:
+    """(``run()``, a note), ``run()`` giving the model's raw outputs per sample case: when they
+    hold a key/value cache, the model's configs are set to use_cache=False (the note says so)
+    and ``run()`` runs again; ExportError when no config turns the cache off."""
+    raw = run()
+    where = _cache_in(next(iter(raw.values())))
+    if where is None:
+        return raw, None
+    what = (f"the model returns a key/value cache ({where}) beside its outputs: the attention"
+            " keys and values kept for generating the next token, state a stateless server"
+            " cannot carry from one request to the next, and no tensor Triton can serve")
+    configs = {id(c): c for m in model.modules() if (c := getattr(m, "config", None)) is not None
+               and getattr(c, "use_cache", None) is True}
+    for config in configs.values():
+        config.use_cache = False
+    raw = run() if configs else raw
+    if not configs or _cache_in(next(iter(raw.values()))):
+        raise ExportError(f"{what}.", CACHE_TIP)
+    return raw, (f"{what}; built with model.config.use_cache = False (use_cache only says"
+                 " whether the cache is returned)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,3 +370,28 @@ def fresh_process_tip(err: dict, frame: dict | None, blocked: list[str]) -> str:
                 " your code imports), which the server must load too. The other variants are"
                 " not affected: build without this one (--variants).")
     return ARCHIVE_TIP
+
+
+def export_route(results: list) -> str | None:
+    """A note for a build whose TorchScript variants were refused: whether the export-based
+    variants (torch.export + AOTInductor) were built, or how to build them. ``results``: the
+    build's VariantResults."""
+    from ..variants import registry
+    from ..variants.base import TORCHSCRIPT
+    from ..status import OK
+
+    refused = [r.variant for r in results if r.status != OK
+               and registry.artifact_of(r.variant) == TORCHSCRIPT]
+    if not refused:
+        return None
+    exported = {r.variant: r.status for r in results if r.variant in registry.exported()}
+    lead = f"TorchScript was refused ({', '.join(refused)})"
+    built = [v for v, status in exported.items() if status == OK]
+    if built:
+        return (f"{lead}; the export-based {' and '.join(built)} (torch.export + AOTInductor)"
+                " took the model: it serves compiled C++ code without TorchScript")
+    if exported:
+        return f"{lead}, and torch.export was refused too ({', '.join(exported)}): see each ERROR"
+    return (f"{lead}; torch.export may still take the model: build --variants python-aoti"
+            " (AOTInductor in the Python backend, served here) or aoti (Triton's PyTorch backend,"
+            f" --triton-release {releases.TORCH_AOTI.since} or later)")

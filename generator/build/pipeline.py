@@ -30,9 +30,10 @@ from ..repository import manifest
 from ..repository.config import build_header, model_config, record_spec, write_config
 from ..errors import ExportError, GenRepoError, RepositoryError, SpecError, os_error
 from .outputs import flat_outputs, output_paths
-from .samples import make_cases, save_npz
+from .samples import Case, make_cases, resized, save_npz
 from .objects import from_object
 from .sources import load_model, load_weights
+from ..runtime.model import NO_GRAD, forward_context, fresh_tensors, to_numpy
 from ..spec import ModelSpec
 from ..status import FAILED, OK
 from ..table import format_table
@@ -40,6 +41,8 @@ from ..variants import registry
 from ..variants.base import ExportContext
 from ..variants.weights import store_layout
 from .wrapper import make_wrapper
+
+BF16_TOLERANCE = 1e-2  # atol and rtol at least, for a model with a bfloat16 output
 
 
 @dataclass
@@ -96,28 +99,75 @@ def versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _run_eager(model, spec: ModelSpec, binding: InputBinding, case):
-    """The model's raw output for a case (inputs as the served artifact takes them), the model
-    called as the serving wrapper calls it (same binding)."""
-    import torch
-
-    tensors = [torch.from_numpy(np.ascontiguousarray(case.inputs[t.name])) for t in spec.inputs]
+def _tensors(spec: ModelSpec, case) -> list:
+    """Fresh copies of a case's inputs (as the served artifact takes them), shaped as the model
+    takes them: every call gets its own, so a model that changes its inputs in place cannot
+    change the case."""
+    tensors = fresh_tensors([case.inputs[t.name] for t in spec.inputs])
     # A scalar without batching is served as one element; the model gets its 0-d value (the
     # serving wrapper does the same).
     tensors = [x.squeeze(0) if t.artifact_dims(spec.batching) != t.dims else x
                for t, x in zip(spec.inputs, tensors)]
     if spec.batch_axis:  # served tensors are batch-first; the model wants the batch elsewhere
         tensors = [t.movedim(0, spec.batch_axis) for t in tensors]
+    return tensors
+
+
+def _call(model, spec: ModelSpec, binding: InputBinding, case):
+    """The model's raw output for a case, called as the serving wrapper calls it (same
+    binding), in the spec's forward mode."""
+    with forward_context(spec.forward_mode):
+        return binding.call(model, _tensors(spec, case))
+
+
+def _run_eager(model, spec: ModelSpec, binding: InputBinding, case):
+    """_call, or the refusal that says why the model failed (and a batch layout it runs with,
+    if any)."""
     try:
-        with torch.inference_mode():
-            return binding.call(model, tensors)
-    except Exception as e:  # the error, and a batch layout the model runs with if any
+        return _call(model, spec, binding, case)
+    except Exception as e:
         raise diagnosis.eager_failure(e, spec, case, lambda ts: binding.call(model, ts),
-                                      tensors) from e
+                                      _tensors(spec, case)) from e
+
+
+def _forward_mode(model, spec: ModelSpec, binding: InputBinding, case) -> ModelSpec:
+    """``spec`` as it is when the model runs on ``case`` in inference mode; with forward_mode
+    NO_GRAD when it fails there and runs under torch.no_grad (it takes gradients inside
+    forward()). A model that fails both ways is refused: for a length too short for it when it
+    runs at longer ones, else as _run_eager says."""
+    try:
+        _call(model, spec, binding, case)
+        return spec
+    except Exception as e:
+        failure = e
+    grad = spec.with_(forward_mode=NO_GRAD)
+    try:
+        _call(model, grad, binding, case)
+        return grad
+    except Exception:
+        pass
+    short = diagnosis.too_short(failure, spec, case, lambda c: _call(model, spec, binding, c))
+    if short is not None:
+        raise short from failure
+    _run_eager(model, spec, binding, case)  # raises, with the diagnosis
+    return spec
 
 
 def _to_numpy(tensors) -> list[np.ndarray]:
-    return [t.detach().cpu().numpy() for t in tensors]
+    return [to_numpy(t) for t in tensors]
+
+
+def _bf16_tolerance(spec: ModelSpec, outputs) -> tuple[ModelSpec, list[str]]:
+    """``spec`` with tolerances no tighter than a bfloat16 output's precision (8 significant
+    bits: rounding a sum differently moves it by about 1e-2 of its value), and a note; as it is
+    when no output is bfloat16 or the tolerances are that wide already."""
+    bf16 = [t.name for t in outputs if t.dtype == "bfloat16"]
+    if not bf16 or min(spec.atol, spec.rtol) >= BF16_TOLERANCE:
+        return spec, []
+    spec = spec.with_(atol=max(spec.atol, BF16_TOLERANCE), rtol=max(spec.rtol, BF16_TOLERANCE))
+    return spec, [f"{', '.join(bf16)} {'is' if len(bf16) == 1 else 'are'} bfloat16 (served as"
+                  f" TYPE_BF16; numpy clients get float32 arrays): parity checks use"
+                  f" atol={spec.atol:g} rtol={spec.rtol:g}, the precision of 8 significant bits"]
 
 
 def _served(flat: list, spec: ModelSpec) -> list:
@@ -174,7 +224,8 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
         loaded = load_model(spec.source, spec.weights) if obj is None else from_object(obj)
         if obj is not None and spec.weights:
             load_weights(loaded.module, spec.weights)
-    model = loaded.module
+    model, compiled = diagnosis.uncompiled(loaded.module)
+    notes += filter(None, [compiled])
     if model.training and loaded.kind != "torchvision" and _mode_dependent(model):
         notes.append(f"the model was in training mode with {', '.join(_mode_dependent(model))};"
                      " it was put into eval() mode (dropout off, batch-norm uses running"
@@ -192,7 +243,14 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
     cases = make_cases(spec)
     buffers = _buffer_snapshot(model)
     with progress.step("running the eager model on sample inputs"):
-        raw = {c.name: _run_eager(model, spec, binding, c) for c in cases}
+        spec = _forward_mode(model, spec, binding, cases[0])
+        if spec.forward_mode == NO_GRAD:
+            notes.append("forward() takes gradients (it fails under torch.inference_mode and"
+                         " runs under torch.no_grad): every check and the served Python-backend"
+                         " model run it under torch.no_grad")
+        raw, uncached = diagnosis.without_cache(
+            model, lambda: {c.name: _run_eager(model, spec, binding, c) for c in cases})
+        notes += filter(None, [uncached])
         rows.check_per_item(raw, cases, spec)
         paths = output_paths(raw[cases[0].name])
         # Without batching a 0-d output is served as one element (the wrapper unsqueezes it).
@@ -227,6 +285,8 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
         outputs, probed = sizes.output_specs(lambda c: run(c, served=False),
                                              lambda f: _served(f, spec), spec, cases, raw, paths)
         notes += probed
+        spec, widened = _bf16_tolerance(spec, outputs)
+        notes += widened
         again, drew = diagnosis.draws(lambda: run(cases[0]))
         if any(not torch.equal(a, b) for a, b in zip(again, flat[cases[0].name])):
             notes.append("the eager model is not deterministic (two runs on the same input"
@@ -240,7 +300,7 @@ def prepare(spec: ModelSpec, obj=None) -> tuple[ExportContext, list[str]]:
         if repeat.ok:
             # Only for a model that repeats itself within the tolerances: one that does not
             # fails its parity check anyway and would be misreported as mixing rows.
-            notes += rows.check_rows_independent(run, flat, cases, names, spec)
+            notes += rows.check_rows_independent(run, flat, cases, names, spec, model)
     spec = spec.with_(outputs=outputs)
     if spec.dtype != "float32":
         model = model.to(getattr(torch, spec.dtype))
@@ -359,6 +419,18 @@ def finish_variant(ctx: ExportContext, staged: Staged, check, command: list[str]
         shutil.rmtree(staged.staging, ignore_errors=True)  # gone already when swapped in
 
 
+def batch_cases(ctx: ExportContext, staged: list[Staged]) -> tuple[list[Case], dict]:
+    """The cases at the batch sizes the staged variants' checks run beyond the sample cases'
+    (Variant.check_batch_sizes), and their references: sample case a's rows repeated or cut,
+    whose answers are its own (the build refuses a batching model whose rows depend on each
+    other)."""
+    base = ctx.cases[0]
+    sizes = {b for s in staged for b in s.variant.check_batch_sizes(ctx.spec)}
+    cases = [Case(f"batch {b}", b, resized(base.inputs, b))
+             for b in sorted(sizes - {c.batch for c in ctx.cases})]
+    return cases, {c.name: resized(ctx.references[base.name], c.batch) for c in cases}
+
+
 def build_variants(ctx: ExportContext, command: list[str],
                    shared_notes: list[str]) -> list[VariantResult]:
     """Export every variant, check them all in one fresh process, then swap the good ones in."""
@@ -367,10 +439,13 @@ def build_variants(ctx: ExportContext, command: list[str],
     checks = []
     try:
         if ready:
+            extra, extra_references = batch_cases(ctx, ready)
             with progress.step(f"checking {', '.join(s.variant.name for s in ready)} in a fresh"
                                " process"):
-                checks = check_artifacts(ctx.spec, [s.job(ctx.spec) for s in ready], ctx.cases,
-                                         ctx.references, [*ctx.user_modules, ctx.wrapper_module])
+                checks = check_artifacts(ctx.spec, [s.job(ctx.spec) for s in ready],
+                                         ctx.cases + extra,
+                                         {**ctx.references, **extra_references},
+                                         [*ctx.user_modules, ctx.wrapper_module])
     except BaseException:
         for s in ready:
             shutil.rmtree(s.staging, ignore_errors=True)
@@ -417,4 +492,6 @@ def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None, model) 
         (progress.warn if line.startswith("WARNING") else progress.info)(line)
         notes.append(line)
     results = build_variants(ctx, command or [], notes)
-    return BuildReport(ctx.spec, results, notes + [capacity.peak_memory_note()])
+    route = diagnosis.export_route(results)
+    return BuildReport(ctx.spec, results,
+                       notes + ([route] if route else []) + [capacity.peak_memory_note()])

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ExportError
 from ..repository.compare import compare
+from ..runtime.model import to_numpy
 from .samples import Case, varied_rows
 from ..spec import ModelSpec
 
@@ -54,7 +55,7 @@ PROBE_ROWS = 4  # rows of the batch whose every input differs from row to row
 
 
 def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list], cases: list[Case],
-                           names: list[str], spec: ModelSpec) -> list[str]:
+                           names: list[str], spec: ModelSpec, model=None) -> list[str]:
     """Run each row of a batch alone and compare it with its row of the batched run; return notes.
 
     ``run(case)`` gives the flat, served (batch-first) outputs for ``case``; ``batched`` holds
@@ -64,13 +65,15 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
     an id, and a model that reads it from one row and applies it to the whole batch would pass.
     This costs one forward pass per row of each, and one for the varied batch. Within the parity
     tolerances: rows may legitimately differ a little with the batch size (BLAS kernels round
-    differently). Raises ExportError when a row depends on the others.
+    differently). Raises ExportError when a row depends on the others, naming dynamic
+    quantization as the cause when ``model`` (the eager model) has dynamically quantized modules.
     """
     usable = [c for c in cases if c.batch >= 2]
     if not spec.batching or not usable:
         return []
     case = min(usable, key=lambda c: c.batch)
-    _compare_rows(run, case, batched[case.name], f"sample case {case.name}", names, spec)
+    cause = _mixing_cause(model, spec)
+    _compare_rows(run, case, batched[case.name], f"sample case {case.name}", names, spec, cause)
     probe = varied_rows(spec, case, min(PROBE_ROWS, spec.max_batch_size))
     what = (f"a batch whose rows differ in every input ({_described(probe, spec)})")
     try:
@@ -80,12 +83,44 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
         first = (str(cause).strip().splitlines() or [""])[0][:200]
         return [f"rows run alone were compared with sample case {case.name} only: the model"
                 f" fails on {what}: {type(cause).__name__}: {first}"]
-    _compare_rows(run, probe, together, what, names, spec)
+    _compare_rows(run, probe, together, what, names, spec, cause)
     return []
 
 
+DYNAMIC_QUANTIZED = ("torch.ao.nn.quantized.dynamic", "torch.nn.quantized.dynamic")
+
+
+def dynamically_quantized(model) -> list[str]:
+    """The names of ``model``'s dynamically quantized modules (what
+    torch.ao.quantization.quantize_dynamic puts in place of Linear, LSTM, GRU...)."""
+    return [f"{name or 'the model'} ({type(m).__name__})" for name, m in model.named_modules()
+            if type(m).__module__.startswith(DYNAMIC_QUANTIZED)]
+
+
+def _mixing_cause(model, spec: ModelSpec) -> tuple[str, str]:
+    """(why a model's rows depend on each other, the route that serves it): dynamic quantization
+    when the model has dynamically quantized modules, else the usual ways a model mixes rows."""
+    unbatched = ("Build with --max-batch-size 0 so that each request is one call of the model on"
+                 " exactly the rows the client sends, with the batch axis in the input dims"
+                 f" ({_unbatched_example(spec)})")
+    dynamic = dynamically_quantized(model) if model is not None else []
+    if dynamic:
+        shown = ", ".join(dynamic[:3]) + (f" and {len(dynamic) - 3} more" if len(dynamic) > 3
+                                          else "")
+        return (f"The model is dynamically quantized (torch.ao.quantization.quantize_dynamic:"
+                f" {shown}): each such layer quantizes its input with a scale read from the whole"
+                " batch it is given, so a row's answer depends on its batch-mates.",
+                f"{unbatched}: a client's answer then depends on its own rows only. Or quantize"
+                " statically (torch.ao.quantization with calibration data: fixed scales), or"
+                " serve the model unquantized; both keep rows independent, and batching.")
+    return ("The model mixes the batch (e.g. it centres or normalises over dim 0, uses batch"
+            " statistics, or a softmax over the batch axis) or applies one row's value to every"
+            " row (e.g. if bool(flag[0]), table[ids[0]]).",
+            f"{unbatched}; or make each row's output depend on its own row only.")
+
+
 def _compare_rows(run: Callable[[Case], list], case: Case, batched: list, what: str,
-                  names: list[str], spec: ModelSpec) -> None:
+                  names: list[str], spec: ModelSpec, cause: tuple[str, str]) -> None:
     for i in range(case.batch):
         row = Case(f"{case.name}[{i}]", 1, {k: v[i:i + 1] for k, v in case.inputs.items()})
         try:
@@ -99,22 +134,58 @@ def _compare_rows(run: Callable[[Case], list], case: Case, batched: list, what: 
                 f" any size from 1 to max_batch_size ({spec.max_batch_size}).",
                 "Make the model work on a single row, or build with --max-batch-size 0 and the"
                 " batch axis in the input dims.") from e
-        got = {n: a.detach().cpu().numpy() for n, a in zip(names, alone)}
-        want = {n: b[i:i + 1].detach().cpu().numpy() for n, b in zip(names, batched)}
+        got = {n: to_numpy(a) for n, a in zip(names, alone)}
+        want = {n: to_numpy(b[i:i + 1]) for n, b in zip(names, batched)}
         result = compare(got, want, spec.atol, spec.rtol)
         if not result.ok:
+            _refuse_batch_size_dependence(run, case, i, want, what, names, spec, result)
             raise ExportError(
                 f"rows of a batch depend on each other: row {i} of {what} run"
                 f" alone is answered differently than inside its batch of {case.batch}"
                 f" ({result.summary()}). Triton's dynamic batcher merges the requests of"
                 " different clients into one batch, so each client's answer would depend on"
-                " the others' rows. The model mixes the batch (e.g. it centres or normalises"
-                " over dim 0, uses batch statistics, or a softmax over the batch axis) or"
-                " applies one row's value to every row (e.g. if bool(flag[0]), table[ids[0]]).",
-                "Build with --max-batch-size 0 so that each request is one call of the model"
-                " on exactly the rows the client sends, with the batch axis in the input dims"
-                f" ({_unbatched_example(spec)}); or make each row's output depend on its own"
-                " row only.")
+                f" the others' rows. {cause[0]}", cause[1])
+
+
+ROUNDING_REL = 1e-2  # a relative difference below this, at most, can be rounding
+
+
+def _refuse_batch_size_dependence(run: Callable[[Case], list], case: Case, i: int, want: dict,
+                                  what: str, names: list[str], spec: ModelSpec, result) -> None:
+    """Row ``i`` of ``case`` differs alone from inside the batch: raise ExportError when it is
+    answered the same inside a batch of as many copies of itself (then its answer depends on the
+    batch size, not on the other rows -- kernels that round differently per batch size, or code
+    that tests the batch size); return when not (the rows are coupled)."""
+    copies = Case(f"{case.name} (row {i} x{case.batch})", case.batch,
+                  {k: np.repeat(v[i:i + 1], case.batch, axis=0) for k, v in case.inputs.items()})
+    try:
+        twin = run(copies)
+    except ExportError:
+        return
+    same = compare({n: to_numpy(t[:1]) for n, t in zip(names, twin)}, want, 0.0, 1e-6)
+    if not same.ok:
+        return
+    rel = max((m.max_rel for m in result.mismatches), default=0.0)
+    largest = max((float(np.abs(a).max()) for a in want.values()
+                   if a.size and np.issubdtype(a.dtype, np.floating)), default=0.0)
+    unbatched = (f"build with --max-batch-size 0 (the batch axis in the input dims,"
+                 f" {_unbatched_example(spec)}): each request is then one call on exactly the"
+                 " rows its client sends")
+    if 0 < rel <= ROUNDING_REL:
+        rtol = 10.0 ** (np.ceil(np.log10(rel)) + 1)  # rounding varies with the inputs
+        tip = (f"It is the size of float rounding (at most {rel:.1e} of a value here; values up"
+               f" to {largest:.3g}): if that is close enough, build with --rtol {rtol:g} (ten"
+               f" times that, as rounding varies with the inputs). Otherwise {unbatched}.")
+    else:
+        tip = f"Make the answer independent of the batch size, or {unbatched}."
+    raise ExportError(
+        f"row {i} of {what} is answered differently alone than inside its batch of"
+        f" {case.batch} ({result.summary()}), but the same inside a batch of {case.batch} copies"
+        " of itself: its answer changes with the batch size, not with the other rows. Kernels"
+        " that round differently per batch size do this (at large values the rounding exceeds"
+        " the tolerances), and so does code that tests x.shape[0]. Triton's dynamic batcher"
+        f" forms batches of every size from 1 to max_batch_size ({spec.max_batch_size}), so a"
+        " client's answer would change with the load.", tip)
 
 
 def _described(case: Case, spec: ModelSpec) -> str:

@@ -1,7 +1,8 @@
 """Sample inputs and reference outputs: the evidence every check compares against.
 
 Two cases are always made: ``a`` (stored for ``verify``) and ``b`` with another batch size and other
-lengths for the dynamic axes, so a trace that baked in a shape or a branch is caught.
+lengths for the dynamic axes (8 and 5, or --check-lengths), so a trace that baked in a shape or a
+branch is caught.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import SpecError
 from ..spec import ModelSpec, TensorSpec
 
 CASES = ("a", "b")
-_DYN_LEN = {"a": 8, "b": 5}
+DEFAULT_LENGTHS = (8, 5)  # of every -1 axis in cases a and b, unless --check-lengths says
 _BATCH = {"a": 4, "b": 3}
 
 
@@ -25,6 +26,11 @@ class Case:
     name: str
     batch: int  # 0 when the model has no batch dim
     inputs: dict[str, np.ndarray]  # as the served artifact takes them (TensorSpec.artifact_dims)
+
+
+def case_lengths(spec: ModelSpec) -> dict[str, int]:
+    """The length of every -1 axis in each sample case: --check-lengths, else 8 and 5."""
+    return dict(zip(CASES, spec.check_lengths or DEFAULT_LENGTHS))
 
 
 def case_batch(spec: ModelSpec, case: str) -> int:
@@ -96,12 +102,17 @@ def varied_rows(spec: ModelSpec, base: Case, batch: int) -> Case:
     return Case(f"{batch} varied rows", batch, inputs)
 
 
+def resized(arrays: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """Batch-first ``arrays`` with their rows repeated, then cut, to ``batch`` rows."""
+    return {k: np.concatenate([a] * -(-batch // a.shape[0]))[:batch] for k, a in arrays.items()}
+
+
 def make_cases(spec: ModelSpec) -> list[Case]:
     rng = np.random.default_rng(spec.seed)
     cases = []
-    for c in CASES:
+    for c, length in case_lengths(spec).items():
         batch = case_batch(spec, c)
-        cases.append(Case(c, batch, {t.name: random_tensor(t, batch, _DYN_LEN[c], rng)
+        cases.append(Case(c, batch, {t.name: random_tensor(t, batch, length, rng)
                                      for t in spec.inputs}))
     if spec.example_inputs:
         cases[0] = load_example_inputs(spec)

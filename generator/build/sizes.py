@@ -5,14 +5,16 @@ end that keeps every 4th frame has ceil(T/4) = 2 frames at both lengths, ``topk(
 4 columns at both, and ``squeeze()`` keeps the batch axis for both batch sizes and drops it for a
 one-row batch. A config that declared those sizes would have the server answer other shapes than
 its own metadata. So the eager model is also run at batch 1 and max_batch_size, and at lengths
-1, 2, 7, 13 and 32 of its dynamic axes, within a time budget: an axis is fixed only if it has the
-same size at every point. A point the model cannot take (a length too short for an STFT, say) is
-skipped with a note. Beyond the first three points, a point whose forward pass would take the
+1, 2, 7, 13 and 32 of its dynamic axes (with --check-lengths: lengths co-prime to the two given,
+from the shorter one up), within a time budget: an axis is fixed only if it has the same size at
+every point. A point the model cannot take (a length too short for an STFT, say) is skipped with
+a note. Beyond the first three points, a point whose forward pass would take the
 passes past BUDGET_S (at the rate of those run) is skipped with a note too.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -21,12 +23,28 @@ import numpy as np
 from ..errors import ExportError
 from ..spec import ModelSpec, TensorSpec
 from .outputs import OutputPath, Point, check_ranks, flat_outputs, infer_output_specs
-from .samples import Case, sized_case
+from .samples import Case, case_lengths, sized_case
 
 LENGTHS = (1, 7, 13, 2, 32)  # the shortest, co-prime to the sample lengths 8 and 5, a longer one
 BUDGET_S = 10.0  # forward passes beyond the sample cases, at most (predicted from those run)
 ALWAYS = 3  # points run whatever they cost: batch 1, lengths 1 and 7 (the first three planned)
-_SAMPLE_LEN = 5  # sample case b's length: the model takes it
+
+
+def probe_lengths(spec: ModelSpec) -> tuple[int, ...]:
+    """Lengths of the dynamic axes at the points beyond the sample cases, the longest last:
+    LENGTHS for the default sample lengths; with --check-lengths (a model that may take nothing
+    shorter than the shorter one), lengths co-prime to both given ones, all above the shorter:
+    just above it, just above the longer, between them, and about twice the longer."""
+    if not spec.check_lengths:
+        return LENGTHS
+    low, high = sorted(spec.check_lengths)
+    picked: list[int] = []
+    for start in (low + 1, high + 1, (low + high) // 2, low + 2, 2 * high):
+        n = start
+        while n in picked or math.gcd(n, low) != 1 or math.gcd(n, high) != 1:
+            n += 1
+        picked.append(n)
+    return tuple(picked)
 
 
 def _label(batch: int, length: int | None) -> str:
@@ -39,16 +57,18 @@ def _plan(spec: ModelSpec, cases: list[Case]) -> list[tuple[int, int | None]]:
     """(batch, length) of each point beyond the sample cases, most telling first."""
     dynamic = any(-1 in t.dims for t in spec.inputs)
     sampled = {c.batch for c in cases}
+    sample_len = case_lengths(spec)
+    lengths = probe_lengths(spec)
     plan: list[tuple[int, int | None]] = []
     if spec.batching and 1 not in sampled:
-        plan.append((1, 8 if dynamic else None))
+        plan.append((1, sample_len["a"] if dynamic else None))
     if dynamic:
         batch = min(2, spec.max_batch_size) if spec.batching else 0
-        plan += [(batch, n) for n in LENGTHS[:4]]
+        plan += [(batch, n) for n in lengths[:-1]]
     if spec.batching and spec.max_batch_size not in sampled | {1}:
-        plan.append((spec.max_batch_size, _SAMPLE_LEN if dynamic else None))
+        plan.append((spec.max_batch_size, sample_len["b"] if dynamic else None))
     if dynamic:
-        plan.append((batch, LENGTHS[4]))
+        plan.append((batch, lengths[-1]))
     return plan
 
 
@@ -73,7 +93,7 @@ def output_specs(run: Callable[[Case], list], serve: Callable[[list], list], spe
         if i >= ALWAYS and spent + spent / units_run * units > budget_s:
             unprobed.append(label)
             continue
-        case = sized_case(spec, label, batch, length or _SAMPLE_LEN, rng)
+        case = sized_case(spec, label, batch, length or 1, rng)  # length None: no -1 axis
         started = time.perf_counter()
         try:
             model = run(case)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..repository.config import Engine
 from ..runtime.model import sha256_of, threads_for
-from .base import TORCHSCRIPT, Artifact, ExportContext, Variant
+from .base import TORCHSCRIPT, Artifact, ExportContext, Variant, refuse_bf16
 from .torchscript import TorchScript, make_torchscript, save
 
 ARTIFACT = "model.pt"
@@ -59,6 +59,7 @@ class LibtorchVariant(Variant):
     words = "the TorchScript variant (PyTorch backend)"
 
     def export(self, ctx: ExportContext, version_dir: Path) -> Artifact:
+        refuse_bf16(ctx.spec, self.name)
         load_params, made = save_torchscript(ctx, version_dir)
         notes = list(made.notes)
         ops = torchvision_ops(made.module)

@@ -32,6 +32,11 @@ def by_artifact(artifact: str) -> tuple[str, ...]:
     return tuple(name for name, v in VARIANTS.items() if v.artifact == artifact)
 
 
+def exported() -> tuple[str, ...]:
+    """The variants whose artifact torch.export makes, in registry order."""
+    return tuple(name for name, v in VARIANTS.items() if v.exported)
+
+
 def artifact_of(name: str) -> str | None:
     """The variant's ``artifact`` (None also for a name that is no registered variant)."""
     v = VARIANTS.get(name)

@@ -29,7 +29,7 @@ from ..variants import threads
 from ..repository.compare import compare
 from ..variants.threads import CONTIGUOUS
 from ..errors import ExportError, error_line
-from ..runtime.model import CHANNELS_LAST, has_conv_weights, time_forward
+from ..runtime.model import CHANNELS_LAST, has_conv_weights, time_forward, to_numpy
 from ..spec import OPTION_BY_KEY
 from . import tracer_warnings
 from .base import ExportContext
@@ -57,7 +57,7 @@ def _outputs(ts, ctx: ExportContext, case) -> dict[str, np.ndarray]:
         warnings.simplefilter("ignore")  # what a model warns about as it runs is not the check's
         out = ts(*ctx.torch_inputs(case))
     out = [out] if isinstance(out, torch.Tensor) else list(out)
-    return {t.name: o.detach().cpu().numpy() for t, o in zip(ctx.spec.outputs, out)}
+    return {t.name: to_numpy(o) for t, o in zip(ctx.spec.outputs, out)}
 
 
 def _mismatch(ts, ctx: ExportContext) -> str | None:
@@ -94,6 +94,7 @@ def _script(ctx: ExportContext):
 
 def make_torchscript(ctx: ExportContext) -> TorchScript:
     """The TorchScript module for both TorchScript variants, made once per build."""
+    ctx.refuse_autograd("TorchScript (torch.jit.trace or torch.jit.script)")
     return ctx.shared(CACHE_KEY, lambda c: _in_measured_layout(c, _make(c)))
 
 

@@ -17,10 +17,12 @@ Two kinds are known to be benign and do not count (they are still listed in a no
   single ``raise`` (no ``else``), or an ``assert``. The trace keeps the no-error path, which is the
   path of every input the eager model accepts.
 
-A warning raised in a library (torchvision, transformers) counts, and names the line of the
-user's code the call came from. ``Tensor`` methods written in Python (``torch/_tensor.py``: e.g.
-``__array__`` behind ``np.sum(tensor)``) are not "PyTorch's code" here: the warning is put on the
-line that called them.
+A warning raised in an installed library (torchvision, transformers) counts; it names the
+library, and the line of the user's code the call came from when the model's own code made the
+call (not for a library's model called by the serving wrapper). The fix is then no rewrite of the
+user's code but a variant that does not trace. ``Tensor`` methods written in Python
+(``torch/_tensor.py``: e.g. ``__array__`` behind ``np.sum(tensor)``) are not "PyTorch's code"
+here: the warning is put on the line that called them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from __future__ import annotations
 import ast
 import contextlib
 import functools
+import importlib.metadata
+import itertools
 import linecache
 import os
 import sys
@@ -35,6 +39,8 @@ import sysconfig
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+
+from .packaging import installed_top_levels
 
 _GENERATOR = os.path.realpath(Path(__file__).parent.parent)
 # (phrase in the message, kind): what the tracer saw forward() do with a tensor
@@ -54,11 +60,14 @@ class Warned:
     code: str  # the source text of that line
     caller: str | None  # file:line in the user's code the call came from, when site is a library's
     benign: str | None  # why it does not count, or None
+    library: str | None = None  # the installed library ("transformers 5.25.0") site is in
 
     def describe(self) -> str:
         where = f"{self.site} `{self.code}`" if self.code else self.site
-        if self.caller:
-            where += f" (called from {self.caller})"
+        context = [f"in {self.library}" if self.library else "",
+                   f"called from {self.caller}" if self.caller else ""]
+        if any(context):
+            where += f" ({', '.join(filter(None, context))})"
         return f"{where}: {self.message}"
 
 
@@ -88,6 +97,38 @@ def _in(path: str, root: str) -> bool:
 def _is_tensor_method(path: str) -> bool:
     return _real(path) in (os.path.join(_torch_dir(), "_tensor.py"),
                            os.path.join(_torch_dir(), "overrides.py"))
+
+
+@functools.lru_cache(maxsize=1)
+def _site_roots() -> tuple[str, ...]:
+    """The folders installed libraries live in (site-packages)."""
+    paths = sysconfig.get_paths()
+    return tuple(sorted({_real(paths[k]) for k in ("purelib", "platlib") if paths.get(k)}))
+
+
+def _library(path: str) -> str | None:
+    """The installed library ``path`` belongs to, as "name version" (the version when its
+    distribution is known); None for a file in no site-packages folder, or in torch's."""
+    root = next((r for r in _site_roots() if _in(path, r)), None)
+    if root is None or _in(path, _torch_dir()):
+        return None
+    return _named(os.path.relpath(_real(path), root).split(os.sep)[0].removesuffix(".py"))
+
+
+@functools.lru_cache(maxsize=16)
+def _named(top: str) -> str:
+    """The installed library whose top-level module is ``top``, as "name version"."""
+    dist = (installed_top_levels().get(top) or [None])[0]
+    try:
+        return f"{top} {importlib.metadata.version(dist)}" if dist else top
+    except importlib.metadata.PackageNotFoundError:
+        return top
+
+
+def _is_model_call(path: str) -> bool:
+    """Whether a frame at ``path`` is inside the model's call: the serving wrapper and gen-repo
+    itself call the model, so frames from them outwards are not the model's."""
+    return not (os.path.basename(path).startswith("gen_repo_wrapper_") or _in(path, _GENERATOR))
 
 
 def _is_user_code(path: str) -> bool:
@@ -152,7 +193,8 @@ def _locate(message, filename: str, lineno: int, frame) -> Warned:
     first = text.split(". ")[0].rstrip(".")[:200]
     caller = None
     if not _is_user_code(filename):
-        user = next(((f, n) for f, n in stack if _is_user_code(f)), None)
+        inside = itertools.takewhile(lambda fn: _is_model_call(fn[0]), stack)
+        user = next(((f, n) for f, n in inside if _is_user_code(f)), None)
         caller = f"{_show(user[0])}:{user[1]}" if user else None
     benign = None
     if _in(filename, _torch_dir()) and not _in(filename, os.path.join(_torch_dir(), "jit")):
@@ -160,7 +202,8 @@ def _locate(message, filename: str, lineno: int, frame) -> Warned:
     elif _only_raises(filename, lineno):
         benign = "by checks that only raise (the trace keeps the no-error path)"
     code = linecache.getline(filename, lineno).strip()
-    return Warned(first, _kind(first), f"{_show(filename)}:{lineno}", code[:120], caller, benign)
+    return Warned(first, _kind(first), f"{_show(filename)}:{lineno}", code[:120], caller, benign,
+                  _library(filename))
 
 
 @contextlib.contextmanager
@@ -204,7 +247,11 @@ def listing(warned: list[Warned], limit: int = 3) -> str:
 
 
 def how_to_fix(warned: list[Warned]) -> str:
-    """What to change in forward(), for the warnings that count (first one of each kind)."""
+    """What to change in forward(), for the warnings that count (first one of each kind); when
+    every one is in an installed library's code, the variants that do not trace."""
+    if all(w.library for w in warned):
+        return _in_libraries(warned)
+    warned = [w for w in warned if not w.library]
     first = {}
     for w in warned:
         first.setdefault(w.kind, w)
@@ -226,3 +273,17 @@ def how_to_fix(warned: list[Warned]) -> str:
     return (f"forward() takes a Python value out of a tensor ({w.caller or w.site}): the trace"
             " keeps the value it saw. Keep it a tensor (torch operations), or make forward()"
             " scriptable.")
+
+
+def _in_libraries(warned: list[Warned]) -> str:
+    """The route for TracerWarnings raised in installed libraries' code: not a rewrite of it, but
+    the variants that do not trace."""
+    libraries = " and ".join(dict.fromkeys(w.library for w in warned))
+    w = warned[0]
+    called = f", called from your {w.caller}" if w.caller else ""
+    return (f"The TracerWarnings come from {libraries}'s own code ({w.site}{called}), not from"
+            " yours: it takes a Python value out of a tensor there, so the trace keeps the value"
+            " the samples gave, and that code is not yours to rewrite. Serve a variant that does"
+            " not trace: python-compile (torch.compile of the eager model) or python-aoti"
+            " (torch.export, which refuses such code instead of baking it in) where torch.export"
+            " takes the model.")

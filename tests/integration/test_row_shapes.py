@@ -22,7 +22,7 @@ from tests.conftest import ROOT, fixture_source
 from tests.fixtures import batch_probes
 from tests.fixtures import models as fixtures
 from tests.integration.conftest import (build_fixture, copy_model, edit_config, embedded_server,
-                                        models_named)
+                                        infer, models_named)
 
 pytestmark = pytest.mark.integration
 
@@ -86,16 +86,6 @@ def _eager(factory: str):
     return getattr(fixtures, factory)().eval()
 
 
-def _infer(kind: str, server, model: str, tensors, outputs):
-    """One request with tritonclient (HTTP or gRPC); the answers by output name."""
-    proto = Protocol(kind, server.http_url if kind == "http" else server.grpc_url)
-    client = proto.client()
-    try:
-        return proto.infer(client, model, tensors, outputs)
-    finally:
-        client.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # per-row scalars
 
@@ -135,7 +125,7 @@ def test_a_per_row_scalar_is_sent_and_answered_as_b_by_1(served, kind):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((3, 8)).astype(np.float32)
     t = np.array([[0.7], [2.0], [-1.5]], np.float32)
-    got = _infer(kind, served, f"{ROWS}_python", [("x", x, "FP32"), ("t", t, "FP32")],
+    got = infer(kind, served, f"{ROWS}_python", [("x", x, "FP32"), ("t", t, "FP32")],
                  ["logits", "label", "score", "flag"])
     with torch.inference_mode():
         want = _eager(ROWS)(torch.from_numpy(x), torch.from_numpy(t[:, 0]))
@@ -147,14 +137,14 @@ def test_a_per_row_scalar_is_sent_and_answered_as_b_by_1(served, kind):
     assert got["flag"].dtype == np.bool_ and (got["flag"][:, 0] == want["flag"].numpy()).all()
     with pytest.raises(InferenceServerException, match=r"unexpected shape for input 't'.*"
                                                        r"Expected \[-1,1\], got \[3\]"):
-        _infer(kind, served, f"{ROWS}_python", [("x", x, "FP32"), ("t", t[:, 0], "FP32")],
+        infer(kind, served, f"{ROWS}_python", [("x", x, "FP32"), ("t", t[:, 0], "FP32")],
                ["label"])
 
 
 @pytest.mark.parametrize("kind", PROTOCOLS)
 def test_without_batching_a_scalar_is_sent_and_answered_as_one_element(served, kind):
     x = np.linspace(-1, 1, 8, dtype=np.float32)
-    got = _infer(kind, served, f"{UNBATCHED}_python",
+    got = infer(kind, served, f"{UNBATCHED}_python",
                  [("x", x, "FP32"), ("t", np.array([0.8], np.float32), "FP32")],
                  ["logits", "label", "score"])
     with torch.inference_mode():  # the model itself takes and returns 0-d values here
@@ -218,7 +208,7 @@ def test_an_output_length_no_sample_had_is_served_as_the_metadata_declares(serve
         client.close()
     assert meta["outputs"] == [("output", "FP32", [-1, -1, 64])]
     x = np.random.default_rng(4).standard_normal((1, 9, 16)).astype(np.float32)
-    got = _infer(kind, served, f"{SUBSAMPLED}_python", [("x", x, "FP32")], ["output"])
+    got = infer(kind, served, f"{SUBSAMPLED}_python", [("x", x, "FP32")], ["output"])
     with torch.inference_mode():
         want = batch_probes.subsample_by_4().eval()(torch.from_numpy(x)).numpy()
     assert got["output"].shape == want.shape == (1, 3, 64)
@@ -249,13 +239,13 @@ def test_rows_that_differ_only_by_rounding_with_the_batch_size_still_batch(tmp_p
     code, _, err = run_cli("build", fixture_source("batch_rounding"), "--input", "x:float32:4",
                            "--variants", "python", "--out", out, "--force", "--atol", "1e-7",
                            "--rtol", "0")
-    assert code == 1 and "rows of a batch depend on each other" in err
+    assert code == 1 and "its answer changes with the batch size, not with the other rows" in err
     assert (out / "batch_rounding_python" / layout.CONFIG).is_file()  # the first build stays
 
 
 def test_the_centred_model_without_batching_answers_each_request_alone(served):
     x = np.arange(12, dtype=np.float32).reshape(2, 6)
-    got = _infer("grpc", served, f"{CENTRED}_python", [("x", x, "FP32")],
+    got = infer("grpc", served, f"{CENTRED}_python", [("x", x, "FP32")],
                  ["output"])
     with torch.inference_mode():
         want = _eager("batch_centred")(torch.from_numpy(x)).numpy()

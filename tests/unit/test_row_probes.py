@@ -135,3 +135,29 @@ def test_a_model_that_fails_on_the_varied_rows_gets_a_note_not_a_refusal():
     assert notes == ["rows run alone were compared with sample case b only: the model fails on a"
                      " batch whose rows differ in every input (x shifted from row to row):"
                      " ValueError: inputs must lie in [-2, 2]"]
+
+
+def test_an_answer_that_changes_with_the_batch_size_alone_is_named_so_with_its_route():
+    """Not 'rows depend on each other': a batch of copies of the row answers it as its batch
+    did. At the size of rounding the tip gives the --rtol that serves it."""
+    with pytest.raises(ExportError) as refused:
+        prepare(_spec("rounds_by_batch_size"))
+    message, tip = refused.value.message, refused.value.tip
+    assert DEPEND not in message
+    assert "but the same inside a batch of 3 copies of itself: its answer changes with the batch" \
+        " size, not with the other rows" in message
+    assert "max rel err 3.0" in message and "x.shape[0]" in message
+    assert tip.startswith("It is the size of float rounding (at most 3.0e-04 of a value here;")
+    assert "build with --rtol 0.01 (ten times that" in tip and "--max-batch-size 0" in tip
+    prepare(_spec("rounds_by_batch_size", rtol=1e-2))  # the route works
+    with pytest.raises(ExportError) as scaled:
+        prepare(_spec("scales_by_batch_size"))
+    assert "changes with the batch size, not with the other rows" in scaled.value.message
+    assert scaled.value.tip.startswith("Make the answer independent of the batch size, or build"
+                                       " with --max-batch-size 0")
+
+
+@pytest.mark.parametrize("factory", batch_probes.ROW_ZERO)
+def test_rows_that_read_another_row_are_still_named_as_depending_on_each_other(factory):
+    with pytest.raises(ExportError, match=DEPEND):
+        prepare(_spec(factory))
