@@ -372,16 +372,19 @@ def fresh_process_tip(err: dict, frame: dict | None, blocked: list[str]) -> str:
     return ARCHIVE_TIP
 
 
-def export_route(results: list) -> str | None:
-    """A note for a build whose TorchScript variants were refused: whether the export-based
-    variants (torch.export + AOTInductor) were built, or how to build them. ``results``: the
-    build's VariantResults."""
+def export_route(results: list, spec) -> str | None:
+    """A note for a build whose TorchScript variants were refused for TorchScript's sake (not
+    for bfloat16 tensors that the target release's PyTorch backend lacks): whether the
+    export-based variants (torch.export + AOTInductor) were built, or how to build them.
+    ``results``: the build's VariantResults; ``spec``: its ModelSpec."""
     from ..variants import registry
-    from ..variants.base import TORCHSCRIPT
+    from ..variants.base import TORCHSCRIPT, bf16_without_backend
     from ..status import OK
 
+    bf16 = bf16_without_backend(spec)
     refused = [r.variant for r in results if r.status != OK
-               and registry.artifact_of(r.variant) == TORCHSCRIPT]
+               and registry.artifact_of(r.variant) == TORCHSCRIPT
+               and not (bf16 and registry.get(r.variant).engine.value != "python")]
     if not refused:
         return None
     exported = {r.variant: r.status for r in results if r.variant in registry.exported()}
@@ -392,6 +395,7 @@ def export_route(results: list) -> str | None:
                 " took the model: it serves compiled C++ code without TorchScript")
     if exported:
         return f"{lead}, and torch.export was refused too ({', '.join(exported)}): see each ERROR"
+    aoti_since = max(releases.TORCH_AOTI.since, releases.PYTORCH_BF16.since if bf16 else "")
     return (f"{lead}; torch.export may still take the model: build --variants python-aoti"
             " (AOTInductor in the Python backend, served here) or aoti (Triton's PyTorch backend,"
-            f" --triton-release {releases.TORCH_AOTI.since} or later)")
+            f" --triton-release {aoti_since} or later)")

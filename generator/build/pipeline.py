@@ -492,6 +492,6 @@ def _build_locked(spec: ModelSpec, out: Path, command: list[str] | None, model) 
         (progress.warn if line.startswith("WARNING") else progress.info)(line)
         notes.append(line)
     results = build_variants(ctx, command or [], notes)
-    route = diagnosis.export_route(results)
+    route = diagnosis.export_route(results, ctx.spec)
     return BuildReport(ctx.spec, results,
                        notes + ([route] if route else []) + [capacity.peak_memory_note()])

@@ -137,12 +137,20 @@ class Variant:
         return renamed
 
 
+def bf16_without_backend(spec: ModelSpec) -> list[str]:
+    """The names of ``spec``'s bfloat16 inputs and outputs when the PyTorch backend of its target
+    release has no BF16 tensors ([] when it has, or there are none)."""
+    if releases.has(spec.triton_release, releases.PYTORCH_BF16):
+        return []
+    return [t.name for t in (*spec.inputs, *spec.outputs) if t.dtype == "bfloat16"]
+
+
 def refuse_bf16(spec: ModelSpec, variant: str) -> None:
     """Refuse ``variant``, served by the PyTorch backend, when ``spec`` has bfloat16 inputs or
     outputs and the backend of its target release has no BF16 tensors."""
-    bf16 = [t.name for t in (*spec.inputs, *spec.outputs) if t.dtype == "bfloat16"]
+    bf16 = bf16_without_backend(spec)
     feature = releases.PYTORCH_BF16
-    if not bf16 or releases.has(spec.triton_release, feature):
+    if not bf16:
         return
     raise ExportError(
         f"{', '.join(bf16)} {'is' if len(bf16) == 1 else 'are'} bfloat16, and the PyTorch"

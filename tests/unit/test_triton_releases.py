@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 
 from generator import releases
-from generator.build.pipeline import Staged, batch_cases
+from generator.build.diagnosis import export_route
+from generator.build.pipeline import Staged, VariantResult, batch_cases
 from generator.build.samples import Case
 from generator.errors import ExportError, RepositoryError, SpecError
 from generator.repository.config import config_text, model_config, release_needs
 from generator.serve.docker_server import release_warning
 from generator.serve.lifecycle import TritonServer
 from generator.spec import ModelSpec, TensorSpec, build_spec
+from generator.status import FAILED, OK
 from generator.variants import registry
 from generator.variants.aoti import refuse_release
 from generator.variants.base import ExportContext, refuse_bf16
@@ -123,6 +125,23 @@ def test_bf16_on_the_pytorch_backend_needs_26_11():
     config = _aoti("26.11", bf16)
     assert release_needs(config) == [releases.TORCH_AOTI, releases.AOTI_BATCHING,
                                      releases.PYTORCH_BF16]
+
+
+def test_the_export_note_after_a_bf16_refusal_names_the_release_that_serves_it():
+    bf16 = SPEC.with_(outputs=(TensorSpec("y", "bfloat16", (4,)),), triton_release="26.06")
+
+    def result(variant, status):
+        return VariantResult(variant, f"m_{variant}", status, 0.0, "")
+
+    # libtorch refused for the release's BF16, TorchScript itself fine: no note about TorchScript
+    assert export_route([result("libtorch", FAILED), result("python-ts", OK)], bf16) is None
+    # TorchScript refused for its own sake: aoti is routed to a release that has BF16 too
+    note = export_route([result("libtorch", FAILED), result("python-ts", FAILED)], bf16)
+    assert note.startswith("TorchScript was refused (python-ts);")
+    assert "--triton-release 26.11 or later" in note
+    note = export_route([result("libtorch", FAILED)], SPEC.with_(triton_release="26.06"))
+    assert note.startswith("TorchScript was refused (libtorch);")
+    assert f"--triton-release {releases.TORCH_AOTI.since} or later" in note
 
 
 def test_the_config_writer_refuses_a_config_its_release_cannot_serve():
