@@ -145,8 +145,8 @@ def infer_output_specs(points: list[Point], paths: list[OutputPath],
     """Output specs from runs at several batch sizes and dynamic lengths (``points``, served
     shapes filled in, ranks checked by check_ranks).
 
-    An axis is fixed only if it has the same size at every point; else it is dynamic (-1). With
-    batching, axis 0 must be the batch axis at every point.
+    An axis is fixed only if it has the same size, not 0, at every point; else it is dynamic
+    (-1). With batching, axis 0 must be the batch axis at every point.
     """
     specs = []
     for k, p in enumerate(paths):
@@ -170,7 +170,7 @@ def infer_output_specs(points: list[Point], paths: list[OutputPath],
                         "Serve the model without Triton batching (--max-batch-size 0) or return"
                         " outputs with the batch first.")
             shapes = [s[1:] for s in shapes]
-        dims = tuple(sizes.pop() if len(sizes) == 1 else -1
+        dims = tuple(sizes.pop() if len(sizes) == 1 and 0 not in sizes else -1
                      for sizes in map(set, zip(*shapes)))
         specs.append(TensorSpec(p.name, dt.name, dims))
     return tuple(specs)

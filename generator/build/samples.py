@@ -61,6 +61,41 @@ def sized_case(spec: ModelSpec, name: str, batch: int, dyn_len: int,
     return Case(name, batch, {t.name: random_tensor(t, batch, dyn_len, rng) for t in spec.inputs})
 
 
+def value_ends(spec: ModelSpec, base: Case) -> list[Case]:
+    """Two cases shaped as ``base``'s first row (``base`` itself without batching) whose values
+    lie at the ends of each input's range instead of at random -- every element at the low end
+    (0.0, the range's low bound, False), then at the high end (100 times ``base``'s largest
+    magnitude, the range's last value, True): an output whose size the values decide (detections
+    above a score threshold, nonzero(), unique()) may have the same size at every random input
+    and another one at these."""
+    batch = 1 if base.batch else 0
+    cases = []
+    for end in ("low", "high"):
+        inputs = {}
+        for t in spec.inputs:
+            full = np.asarray(base.inputs[t.name])
+            arr = full[:1] if batch else full
+            if arr.dtype == np.bool_:
+                value = end == "high"
+            elif np.issubdtype(arr.dtype, np.integer):
+                value = t.low if end == "low" else t.high - 1
+            else:
+                finite = np.abs(full[np.isfinite(full)])
+                value = 0.0 if end == "low" else min(
+                    100.0 * max(float(finite.max(initial=0.0)), 1.0), _largest(arr.dtype) / 16)
+            inputs[t.name] = np.full(arr.shape, value, dtype=arr.dtype)
+        rows = "a batch of 1, " if batch else ""
+        cases.append(Case(f"{rows}every input at the {end} end of its range", batch, inputs))
+    return cases
+
+
+def _largest(dtype) -> float:
+    try:
+        return float(np.finfo(dtype).max)
+    except (TypeError, ValueError):  # not a numpy float type
+        return float(np.finfo(np.float16).max)
+
+
 def varied_rows(spec: ModelSpec, base: Case, batch: int) -> Case:
     """A batch of ``batch`` rows shaped as ``base``'s rows, whose every input differs from row to
     row by construction -- random samples may repeat a flag or an id in every row, and a user's

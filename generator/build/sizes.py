@@ -7,9 +7,14 @@ one-row batch. A config that declared those sizes would have the server answer o
 its own metadata. So the eager model is also run at batch 1 and max_batch_size, and at lengths
 1, 2, 7, 13 and 32 of its dynamic axes (with --check-lengths: lengths co-prime to the two given,
 from the shorter one up), within a time budget: an axis is fixed only if it has the same size at
-every point. A point the model cannot take (a length too short for an STFT, say) is skipped with
-a note. Beyond the first three points, a point whose forward pass would take the
-passes past BUDGET_S (at the rate of those run) is skipped with a note too.
+every point. Two more points follow the first three, at the sample's shape (one row of it):
+every input at the low end of its range, then at the high end (samples.value_ends), because a
+size the values decide (a detector's boxes above its score threshold, nonzero()) can be the same
+at every random input. An axis of size 0 at any point is never fixed: an empty axis is a count
+that the values decide (random weights detect nothing). A point the model cannot take (a length
+too short for an STFT, say) is skipped with a note. Beyond the first five points, a point whose
+forward pass would take the passes past BUDGET_S (at the rate of those run) is skipped with a
+note too.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ import numpy as np
 from ..errors import ExportError
 from ..spec import ModelSpec, TensorSpec
 from .outputs import OutputPath, Point, check_ranks, flat_outputs, infer_output_specs
-from .samples import Case, case_lengths, sized_case
+from .samples import Case, case_lengths, sized_case, value_ends
 
 LENGTHS = (1, 7, 13, 2, 32)  # the shortest, co-prime to the sample lengths 8 and 5, a longer one
 BUDGET_S = 10.0  # forward passes beyond the sample cases, at most (predicted from those run)
-ALWAYS = 3  # points run whatever they cost: batch 1, lengths 1 and 7 (the first three planned)
+# points run whatever they cost: batch 1, lengths 1 and 7, the two value ends (the first five)
+ALWAYS = 5
 
 
 def probe_lengths(spec: ModelSpec) -> tuple[int, ...]:
@@ -87,13 +93,15 @@ def output_specs(run: Callable[[Case], list], serve: Callable[[list], list], spe
     failed: list[str] = []
     unprobed: list[str] = []
     spent, units_run = 0.0, 0.0
-    for i, (batch, length) in enumerate(_plan(spec, cases)):
-        label = _label(batch, length)
+    planned = [(_label(batch, length), batch, length, None) for batch, length in _plan(spec, cases)]
+    planned[3:3] = [(c.name, c.batch, None, c) for c in value_ends(spec, cases[0])]
+    for i, (label, batch, length, case) in enumerate(planned):
         units = max(batch, 1) * (length or 1)
         if i >= ALWAYS and spent + spent / units_run * units > budget_s:
             unprobed.append(label)
             continue
-        case = sized_case(spec, label, batch, length or 1, rng)  # length None: no -1 axis
+        if case is None:  # length None: no -1 axis
+            case = sized_case(spec, label, batch, length or 1, rng)
         started = time.perf_counter()
         try:
             model = run(case)

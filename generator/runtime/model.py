@@ -355,6 +355,27 @@ def group_by_shape(arrays_per_request):
     return list(groups.values())
 
 
+def declared_dims(output_config: dict) -> list[int]:
+    """The shape the config declares for an output as the model returns it (after the batch
+    axis): its reshape's shape when it has one, else its dims."""
+    reshape = output_config.get("reshape")
+    dims = reshape.get("shape", []) if reshape is not None else output_config.get("dims", [])
+    return [int(d) for d in dims]
+
+
+def shape_contradiction(name: str, dims: list[int], shape: tuple, batching: bool) -> str | None:
+    """Why an output of ``shape`` contradicts the ``dims`` its config declares (-1: any size),
+    or None: the server would send a shape its own metadata does not allow."""
+    got = shape[1:] if batching else shape
+    if len(got) == len(dims) and all(d == -1 or d == n for d, n in zip(dims, got)):
+        return None
+    return (f"output '{name}' has shape {list(got)} here, and this model's config declares"
+            f" {dims} (-1: any size): the build saw that size at every input it ran, but these"
+            " inputs give another one, so the answer would contradict the model's metadata;"
+            " rebuild with --example-inputs whose answers differ in that size, and the config"
+            " declares the axis variable (-1)")
+
+
 class TritonPythonModel:
     _idle = IdleRelease(0)  # until initialize() starts this instance's own: never releases
 
@@ -365,6 +386,7 @@ class TritonPythonModel:
         self.batching = int(self.config.get("max_batch_size", 0)) > 0
         self.input_names = [i["name"] for i in self.config["input"]]
         self.output_names = [o["name"] for o in self.config["output"]]
+        self.output_dims = [declared_dims(o) for o in self.config["output"]]
         if args.get("model_instance_kind") == "GPU":
             self.device = torch.device(f"cuda:{args['model_instance_device_id']}")
             torch.cuda.set_device(self.device)
@@ -419,6 +441,10 @@ class TritonPythonModel:
         return out
 
     def _response(self, outputs):
+        for name, dims, t in zip(self.output_names, self.output_dims, outputs):
+            wrong = shape_contradiction(name, dims, tuple(t.shape), self.batching)
+            if wrong:
+                raise ValueError(wrong)
         tensors = []
         for name, t in zip(self.output_names, outputs):
             if t.dtype == torch.bool:  # through numpy: DLPack's bool is not read everywhere

@@ -31,6 +31,7 @@ UNBATCHED = "row_scalars_nobatch"  # the same with --max-batch-size 0: t and lab
 CENTRED = "batch_centred_nobatch"  # centres over its batch; only servable without batching
 RANKER = "ranker"  # the README's examples/ranker (its score is one value per row)
 SUBSAMPLED = "subsample_by_4"  # ceil(T/4) frames: 2 at both sample lengths, 8 and 5
+KEPT = "kept_below_50"  # x[|x| < 50]: 8 elements of every random input, the values decide
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +47,29 @@ def repo(tmp_path_factory):
                  "--name", RANKER, "--variants", "python", "--out", str(repo)]) == 0
     assert main(["-q", "build", f"{ROOT}/tests/fixtures/batch_probes.py:{SUBSAMPLED}",
                  "--input", "x:float32:-1x16", "--variants", "python", "--out", str(repo)]) == 0
+    assert main(["-q", "build", f"{ROOT}/tests/fixtures/batch_probes.py:{KEPT}",
+                 "--input", "x:float32:8", "--max-batch-size", "0", "--variants", "python",
+                 "--out", str(repo)]) == 0
     return repo
 
 
 OLD_RANKER = "old_ranker"
+FIXED_KEPT = "kept_declared_fixed"  # KEPT's config as a build blind to the values wrote it
 SERVED = [f"{ROWS}_python", f"{ROWS}_python_compile", f"{UNBATCHED}_python", f"{CENTRED}_python",
-          f"{RANKER}_python", f"{SUBSAMPLED}_python"]
+          f"{RANKER}_python", f"{SUBSAMPLED}_python", f"{KEPT}_python"]
 
 
 def _without_reshape(repo, source: str, name: str) -> None:
     """A copy of ``source`` as gen-repo wrote it before per-row scalars had a reshape: the
-    config has dims [1] alone and the references hold the score as [B]."""
+    config has dims [1] alone, the references hold the score as [B], and its model.py answers
+    whatever shape the model returns (no check against the config)."""
     dst = copy_model(repo, source, name)
+    runtime_file = dst / "1" / "model.py"
+    text = runtime_file.read_text()
+    assert text.count("wrong = shape_contradiction(") == 1
+    runtime_file.write_text(text.replace("wrong = shape_contradiction(",
+                                         "wrong = None and shape_contradiction("))
+    manifest.update(dst, "1/model.py")
 
     def without_empty_reshapes(config):
         for t in [*config.input, *config.output]:
@@ -76,8 +88,14 @@ def _without_reshape(repo, source: str, name: str) -> None:
 @pytest.fixture(scope="module")
 def served(repo, tmp_path_factory):
     _without_reshape(repo, f"{RANKER}_python", OLD_RANKER)
+
+    def eight_elements(config):
+        config.output[0].dims[:] = [8]
+
+    edit_config(copy_model(repo, f"{KEPT}_python", FIXED_KEPT), eight_elements)
     with embedded_server(repo, tmp_path_factory.mktemp("logs"),
-                         models=models_named(repo, *SERVED, OLD_RANKER)) as (server, statuses):
+                         models=models_named(repo, *SERVED, OLD_RANKER, FIXED_KEPT)) \
+            as (server, statuses):
         assert all(s.state == "READY" for s in statuses.values()), statuses
         yield server
 
@@ -195,17 +213,21 @@ def test_bench_sends_per_row_scalars_as_one_element_rows(repo, tmp_path, run_cli
     assert results.ceiling and all(c["throughput"] > 0 for c in results.ceiling)
 
 
+def _metadata(kind: str, server, model: str) -> dict:
+    proto = Protocol(kind, server.http_url if kind == "http" else server.grpc_url)
+    client = proto.client()
+    try:
+        return proto.metadata(client, model)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("kind", PROTOCOLS)
 def test_an_output_length_no_sample_had_is_served_as_the_metadata_declares(served, kind):
     """The build read the output's sizes at more lengths than 8 and 5 (2 frames at both), so
     it declares the frames dynamic, and the server's answer at T=9 (3 frames) fits its own
     metadata."""
-    proto = Protocol(kind, served.http_url if kind == "http" else served.grpc_url)
-    client = proto.client()
-    try:
-        meta = proto.metadata(client, f"{SUBSAMPLED}_python")
-    finally:
-        client.close()
+    meta = _metadata(kind, served, f"{SUBSAMPLED}_python")
     assert meta["outputs"] == [("output", "FP32", [-1, -1, 64])]
     x = np.random.default_rng(4).standard_normal((1, 9, 16)).astype(np.float32)
     got = infer(kind, served, f"{SUBSAMPLED}_python", [("x", x, "FP32")], ["output"])
@@ -213,6 +235,33 @@ def test_an_output_length_no_sample_had_is_served_as_the_metadata_declares(serve
         want = batch_probes.subsample_by_4().eval()(torch.from_numpy(x)).numpy()
     assert got["output"].shape == want.shape == (1, 3, 64)
     np.testing.assert_allclose(got["output"], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_a_size_the_values_decide_is_declared_and_served_variable(served, kind):
+    """Every random input keeps all 8 elements; the build's inputs at the ends of the range
+    keep none, so the config declares the count variable and the server answers 6 of them."""
+    meta = _metadata(kind, served, f"{KEPT}_python")
+    assert meta["outputs"] == [("output", "FP32", [-1])]
+    x = np.array([1, 2, 3, 100, 200, 5, 6, 7], np.float32)
+    got = infer(kind, served, f"{KEPT}_python", [("x", x, "FP32")], ["output"])
+    np.testing.assert_array_equal(got["output"], [2, 4, 6, 10, 12, 14])
+
+
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_an_answer_that_contradicts_the_config_is_an_error_not_a_lie(served, kind):
+    """A config that declares the count fixed (8, as a build that never varied the values
+    would): 8 kept is answered; 6 kept is an error naming the contradiction and the route, not
+    a [6] answer against metadata [8]."""
+    x = np.arange(8, dtype=np.float32)
+    got = infer(kind, served, FIXED_KEPT, [("x", x, "FP32")], ["output"])
+    np.testing.assert_array_equal(got["output"], 2 * x)
+    x[3:5] = 100.0
+    with pytest.raises(InferenceServerException) as e:
+        infer(kind, served, FIXED_KEPT, [("x", x, "FP32")], ["output"])
+    assert "output 'output' has shape [6] here, and this model's config declares [8]" \
+        in str(e.value)
+    assert "--example-inputs" in str(e.value)
 
 
 # ---------------------------------------------------------------------------------------------

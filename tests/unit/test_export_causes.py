@@ -12,6 +12,7 @@ from torch.export import Dim
 
 from generator.build.diagnosis import export_route
 from generator.build.pipeline import VariantResult
+from generator.spec import ModelSpec, TensorSpec
 from generator.variants.export_causes import export_failure, fixed_axes
 from tests.fixtures import exports
 
@@ -62,12 +63,13 @@ def _result(variant, status):
 
 
 def test_a_torchscript_refusal_points_at_the_export_variants():
-    assert export_route([_result("libtorch", "OK"), _result("python", "OK")]) is None
-    note = export_route([_result("libtorch", "FAILED"), _result("python", "OK")])
+    spec = ModelSpec(inputs=(TensorSpec("x", "float32", (4,)),))
+    assert export_route([_result("libtorch", "OK"), _result("python", "OK")], spec) is None
+    note = export_route([_result("libtorch", "FAILED"), _result("python", "OK")], spec)
     assert "build --variants python-aoti" in note
-    note = export_route([_result("libtorch", "FAILED"), _result("python-aoti", "OK")])
+    note = export_route([_result("libtorch", "FAILED"), _result("python-aoti", "OK")], spec)
     assert "the export-based python-aoti (torch.export + AOTInductor) took the model" in note
-    note = export_route([_result("python-ts", "FAILED"), _result("python-aoti", "FAILED")])
+    note = export_route([_result("python-ts", "FAILED"), _result("python-aoti", "FAILED")], spec)
     assert "torch.export was refused too (python-aoti)" in note
 
 

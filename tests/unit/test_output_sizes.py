@@ -5,13 +5,14 @@ the model cannot take is a note, not a refusal."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from generator.build import sizes
 from generator.build.outputs import output_paths
 from generator.build.pipeline import prepare
-from generator.build.samples import make_cases
+from generator.build.samples import make_cases, value_ends
 from generator.errors import ExportError
 from generator.spec import ModelSpec, TensorSpec, build_spec, parse_input
 from tests.conftest import ROOT
@@ -91,6 +92,36 @@ def test_lengths_the_model_cannot_take_are_noted_not_refused():
     assert "on a batch of 2, length 2 (RuntimeError: " in notes[0]
     assert notes[0].endswith("those points were not probed, and requests like them would fail on"
                              " the server too")
+
+
+@pytest.mark.parametrize("factory", ["kept_below_50", "none_above_1e6"])
+def test_a_size_the_values_decide_is_not_declared_fixed(factory):
+    """8 elements kept of every random input (0 of every input for none_above_1e6): the size is
+    the same at every random point, and only the ends of the input range (or the rule that an
+    empty axis is never fixed) show that the values decide it."""
+    ctx, notes = prepare(_spec(factory, max_batch_size=0))
+    assert ctx.spec.outputs[0].dims == (-1,) and notes == []
+    model = getattr(batch_probes, factory)().eval()
+    for x in (torch.randn(8), torch.full((8,), 400.0), torch.tensor([1e7] * 3 + [0.0] * 5)):
+        assert _fits(tuple(model(x).shape), (-1,), batching=False)
+
+
+def test_the_ends_of_each_input_range():
+    spec = ModelSpec(name="m", inputs=(TensorSpec("x", "float32", (3,)),
+                                       TensorSpec("ids", "int64", (2,), 5, 9),
+                                       TensorSpec("flag", "bool", ())), max_batch_size=4)
+    base = make_cases(spec)[0]
+    low, high = value_ends(spec, base)
+    assert low.batch == high.batch == 1
+    assert (low.inputs["x"] == 0).all() and (low.inputs["ids"] == 5).all() \
+        and not low.inputs["flag"].any()
+    top = 100 * max(float(abs(base.inputs["x"]).max()), 1.0)
+    assert np.allclose(high.inputs["x"], top) and (high.inputs["ids"] == 8).all() \
+        and high.inputs["flag"].all()
+    assert low.inputs["x"].shape == (1, 3) and high.inputs["ids"].dtype == base.inputs["ids"].dtype
+    half = value_ends(spec.with_(inputs=(TensorSpec("x", "float16", (3,)),)),
+                      make_cases(spec.with_(inputs=(TensorSpec("x", "float16", (3,)),)))[0])[1]
+    assert np.isfinite(half.inputs["x"]).all()
 
 
 def test_the_points_probed():

@@ -12,7 +12,7 @@ from generator.build.outputs import output_paths
 from generator.build.samples import Case
 from generator.build.wrapper import make_wrapper
 from generator.errors import ExportError
-from generator.runtime.model import as_model_receives
+from generator.runtime.model import as_model_receives, declared_dims, shape_contradiction
 from generator.serve.verify import _fits, api_shape
 from generator.spec import ModelSpec, TensorSpec
 from generator.variants import registry
@@ -164,3 +164,18 @@ def test_a_model_that_fails_on_one_row_is_refused_with_the_reason():
         "the model fails on a batch of one row (row 0 of sample case b alone): ValueError:"
         " expected at least two rows. Triton hands the model batches of any size from 1 to"
         " max_batch_size (8).")
+
+
+def test_the_runtime_answers_only_shapes_its_config_declares():
+    """The model's output as it returns it against its config entry (after the batch axis, the
+    reshape's shape when there is one): -1 takes any size, a fixed size only itself."""
+    per_row = {"name": "score", "dims": ["1"], "reshape": {"shape": []}}
+    assert declared_dims(per_row) == []
+    assert shape_contradiction("score", declared_dims(per_row), (4,), batching=True) is None
+    boxes = declared_dims({"name": "boxes", "dims": ["-1", "4"]})
+    assert shape_contradiction("boxes", boxes, (2, 7, 4), batching=True) is None
+    assert shape_contradiction("boxes", boxes, (7, 4), batching=False) is None
+    wrong = shape_contradiction("boxes", [100, 4], (57, 4), batching=False)
+    assert wrong.startswith("output 'boxes' has shape [57, 4] here, and this model's config"
+                            " declares [100, 4]")
+    assert shape_contradiction("boxes", boxes, (2, 7), batching=True)  # rank

@@ -96,7 +96,7 @@ def test_the_served_model_never_runs_a_request_twice_on_its_own_buffer(monkeypat
     monkeypatch.setattr(runtime, "pb_utils", _fake_pb_utils())
     served = runtime.TritonPythonModel()
     served.model, served.batching = _RaisesOnFlag(), batching
-    served.input_names, served.output_names = ["x"], ["y"]
+    served.input_names, served.output_names, served.output_dims = ["x"], ["y"], [[4] if batching else [1, 4]]
     served.device = torch.device("cpu")
     good = np.arange(4, dtype=np.float32).reshape(1, 4)
     bad = np.full((1, 4), 200, np.float32)
