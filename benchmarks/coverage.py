@@ -313,10 +313,13 @@ def run_entry(entry: Entry, timeout_s: float, variants=VARIANTS) -> dict:
                "--variants", ",".join(variants),
                "--work", str(work), "--result", str(result)]
         start = time.perf_counter()
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 start_new_session=True)
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
-                                  start_new_session=True)
+            stdout, stderr = child.communicate(timeout=timeout_s)
+            proc = subprocess.CompletedProcess(cmd, child.returncode, stdout, stderr)
         except subprocess.TimeoutExpired:
+            kill_tree(child)
             row = {"key": entry.key, "corpus": entry.corpus, "family": entry.family,
                    "variants": {v: {"outcome": TIMED_OUT} for v in variants}}
         else:
@@ -330,6 +333,23 @@ def run_entry(entry: Entry, timeout_s: float, variants=VARIANTS) -> dict:
                                     for v in variants}}
         row["seconds"] = time.perf_counter() - start
         return row
+
+
+def kill_tree(child: subprocess.Popen) -> None:
+    """Kill ``child`` and every process it started (the embedded tritonserver, in a session of
+    its own, and the server's Python-backend stubs), and reap it."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(child.pid), *psutil.Process(child.pid).children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    child.communicate()
 
 
 def outcome_of(row: dict, variant: str) -> str:

@@ -54,3 +54,22 @@ def test_the_summary_counts_outcomes_per_corpus():
     assert "| timm | 2 | 1 (50 %) | 0 | 1 | 1 | 0 | 1 | 0 |" in text
     assert "| python: defect: wrong answer | 1 |" in text
     assert "| libtorch: refused: value-dependent branch | 1 |" in text
+
+
+def test_a_model_past_its_time_is_killed_with_the_server_it_started():
+    """The child that times out started a server in a session of its own (as the embedded
+    tritonserver is started): killing the child alone left the server and its stubs running."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    script = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '120'],"
+              " start_new_session=True); print(p.pid, flush=True); time.sleep(120)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    server = psutil.Process(int(child.stdout.readline()))
+    coverage.kill_tree(child)
+    assert child.returncode is not None
+    server.wait(timeout=10)  # raises when still running
+    assert not server.is_running()
