@@ -59,32 +59,38 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
     """Run each row of a batch alone and compare it with its row of the batched run; return notes.
 
     ``run(case)`` gives the flat, served (batch-first) outputs for ``case``; ``batched`` holds
-    them for every case already. Two batches are compared row by row: the sample case with the
-    fewest rows (at least 2), and a batch of up to PROBE_ROWS rows whose every input differs
-    from row to row by construction (samples.varied_rows) -- sample rows may agree on a flag or
-    an id, and a model that reads it from one row and applies it to the whole batch would pass.
-    This costs one forward pass per row of each, and one for the varied batch. Within the parity
-    tolerances: rows may legitimately differ a little with the batch size (BLAS kernels round
-    differently). Raises ExportError when a row depends on the others, naming dynamic
+    them for every case already. Compared row by row: every sample case of 2 rows or more (the
+    served references are their rows, and verify sends each row alone: kernels may round alike
+    at batches of 3 and 1 and not at 4 and 1), and a batch of up to PROBE_ROWS rows whose every
+    input differs from row to row by construction (samples.varied_rows) -- sample rows may agree
+    on a flag or an id, and a model that reads it from one row and applies it to the whole batch
+    would pass. This costs one forward pass per row of each, and one for the varied batch.
+    Within the parity tolerances: rows may legitimately differ a little with the batch size
+    (BLAS kernels round differently). Raises ExportError when a row depends on the others, naming dynamic
     quantization as the cause when ``model`` (the eager model) has dynamically quantized modules.
     """
     usable = [c for c in cases if c.batch >= 2]
     if not spec.batching or not usable:
         return []
-    case = min(usable, key=lambda c: c.batch)
     cause = _mixing_cause(model, spec)
+    case, *others = sorted(usable, key=lambda c: c.batch)
     _compare_rows(run, case, batched[case.name], f"sample case {case.name}", names, spec, cause)
     probe = varied_rows(spec, case, min(PROBE_ROWS, spec.max_batch_size))
     what = (f"a batch whose rows differ in every input ({_described(probe, spec)})")
+    notes = []
     try:
         together = run(probe)
     except ExportError as e:
-        cause = e.__cause__ or e
-        first = (str(cause).strip().splitlines() or [""])[0][:200]
-        return [f"rows run alone were compared with sample case {case.name} only: the model"
-                f" fails on {what}: {type(cause).__name__}: {first}"]
-    _compare_rows(run, probe, together, what, names, spec, cause)
-    return []
+        failed = e.__cause__ or e
+        first = (str(failed).strip().splitlines() or [""])[0][:200]
+        notes.append(f"rows run alone were compared with the sample cases only: the model"
+                     f" fails on {what}: {type(failed).__name__}: {first}")
+    else:
+        _compare_rows(run, probe, together, what, names, spec, cause)
+    for other in others:  # last: the varied batch names a coupling more plainly
+        _compare_rows(run, other, batched[other.name], f"sample case {other.name}", names, spec,
+                      cause)
+    return notes
 
 
 DYNAMIC_QUANTIZED = ("torch.ao.nn.quantized.dynamic", "torch.nn.quantized.dynamic")
