@@ -56,8 +56,9 @@ def baked_parametrizations(model) -> tuple[object, list[str]]:
         m.__class__ = type(cls.__name__, cls.__bases__, {
             k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")})
         for tensor in list(m.parametrizations):
-            with torch.no_grad():
-                if not torch.equal(getattr(m, tensor), getattr(m, tensor)):
+            with torch.no_grad():  # three evaluations: noise may leave one pair equal
+                first, *again = (getattr(m, tensor) for _ in range(3))
+                if not all(torch.equal(first, value) for value in again):
                     return model, []
             parametrize.remove_parametrizations(m, tensor, leave_parametrized=True)
         _drop_parametrization_hooks(m)
