@@ -54,16 +54,29 @@ def models_named(repo: Path, *names: str) -> list[layout.BuiltModel]:
     return [layout.BuiltModel(repo / n) for n in names]
 
 
-def infer(kind: str, server, model: str, tensors, outputs) -> dict:
-    """One request with tritonclient (``kind``: http or grpc); the answers by output name."""
+@contextlib.contextmanager
+def _client(kind: str, server):
+    """(Protocol, its tritonclient) for ``server`` (``kind``: http or grpc), closed after."""
     from generator.serve.protocols import Protocol
 
     proto = Protocol(kind, server.http_url if kind == "http" else server.grpc_url)
     client = proto.client()
     try:
-        return proto.infer(client, model, tensors, outputs)
+        yield proto, client
     finally:
         client.close()
+
+
+def infer(kind: str, server, model: str, tensors, outputs) -> dict:
+    """One request with tritonclient (``kind``: http or grpc); the answers by output name."""
+    with _client(kind, server) as (proto, client):
+        return proto.infer(client, model, tensors, outputs)
+
+
+def metadata(kind: str, server, model: str) -> dict:
+    """``model``'s metadata as tritonclient (``kind``: http or grpc) reads it."""
+    with _client(kind, server) as (proto, client):
+        return proto.metadata(client, model)
 
 
 def assert_verified(repo: Path, server, names, requests: int) -> None:

@@ -16,13 +16,13 @@ from generator.bench.ceiling import _input_entry
 from generator.repository import layout, manifest, staging
 from generator.cli import main
 from generator.runtime import model as runtime
-from generator.serve.protocols import PROTOCOLS, Protocol
+from generator.serve.protocols import PROTOCOLS
 from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
 from tests.fixtures import batch_probes
 from tests.fixtures import models as fixtures
 from tests.integration.conftest import (build_fixture, copy_model, edit_config, embedded_server,
-                                        infer, models_named)
+                                        infer, metadata, models_named)
 
 pytestmark = pytest.mark.integration
 
@@ -213,21 +213,12 @@ def test_bench_sends_per_row_scalars_as_one_element_rows(repo, tmp_path, run_cli
     assert results.ceiling and all(c["throughput"] > 0 for c in results.ceiling)
 
 
-def _metadata(kind: str, server, model: str) -> dict:
-    proto = Protocol(kind, server.http_url if kind == "http" else server.grpc_url)
-    client = proto.client()
-    try:
-        return proto.metadata(client, model)
-    finally:
-        client.close()
-
-
 @pytest.mark.parametrize("kind", PROTOCOLS)
 def test_an_output_length_no_sample_had_is_served_as_the_metadata_declares(served, kind):
     """The build read the output's sizes at more lengths than 8 and 5 (2 frames at both), so
     it declares the frames dynamic, and the server's answer at T=9 (3 frames) fits its own
     metadata."""
-    meta = _metadata(kind, served, f"{SUBSAMPLED}_python")
+    meta = metadata(kind, served, f"{SUBSAMPLED}_python")
     assert meta["outputs"] == [("output", "FP32", [-1, -1, 64])]
     x = np.random.default_rng(4).standard_normal((1, 9, 16)).astype(np.float32)
     got = infer(kind, served, f"{SUBSAMPLED}_python", [("x", x, "FP32")], ["output"])
@@ -241,7 +232,7 @@ def test_an_output_length_no_sample_had_is_served_as_the_metadata_declares(serve
 def test_a_size_the_values_decide_is_declared_and_served_variable(served, kind):
     """Every random input keeps all 8 elements; the build's inputs at the ends of the range
     keep none, so the config declares the count variable and the server answers 6 of them."""
-    meta = _metadata(kind, served, f"{KEPT}_python")
+    meta = metadata(kind, served, f"{KEPT}_python")
     assert meta["outputs"] == [("output", "FP32", [-1])]
     x = np.array([1, 2, 3, 100, 200, 5, 6, 7], np.float32)
     got = infer(kind, served, f"{KEPT}_python", [("x", x, "FP32")], ["output"])

@@ -15,11 +15,11 @@ import torch
 
 from generator.cli import main
 from generator.repository import layout
-from generator.serve.protocols import PROTOCOLS, Protocol
+from generator.serve.protocols import PROTOCOLS
 from tests.conftest import ROOT
 from tests.fixtures import user_cases
 from tests.integration.conftest import (PYTORCH_BACKEND, assert_verified, embedded_server, infer,
-                                        models_named, needs_pytorch_backend)
+                                        metadata, models_named, needs_pytorch_backend)
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +70,6 @@ def served(built, tmp_path_factory):
                          models=models_named(repo, *names)) as (server, statuses):
         assert all(s.state == "READY" for s in statuses.values()), statuses
         yield server
-
-
-def _metadata(kind: str, server, model: str):
-    proto = Protocol(kind, server.http_url if kind == "http" else server.grpc_url)
-    client = proto.client()
-    try:
-        return proto.metadata(client, model)
-    finally:
-        client.close()
 
 
 def _eager(factory: str, *arrays):
@@ -213,7 +204,7 @@ def test_a_bfloat16_output_is_declared_bf16_with_bf16_tolerances(built):
 
 @pytest.mark.parametrize("kind", PROTOCOLS)
 def test_a_bfloat16_output_is_served_as_bf16(served, kind):
-    meta = _metadata(kind, served, "bf16_head_python")
+    meta = metadata(kind, served, "bf16_head_python")
     assert meta["outputs"] == [("output", "BF16", [-1, 4])]
     x = np.random.default_rng(8).standard_normal((3, 16)).astype(np.float32)
     got = infer(kind, served, "bf16_head_python", [("x", x, "FP32")], ["output"])
