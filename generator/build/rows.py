@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import ExportError
 from ..repository.compare import compare
 from ..runtime.model import to_numpy
-from .samples import Case, varied_rows
+from .samples import ENDS, Case, value_end, varied_rows
 from ..spec import ModelSpec
 
 PER_ITEM_TIP = (
@@ -64,7 +64,9 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
     at batches of 3 and 1 and not at 4 and 1), and a batch of up to PROBE_ROWS rows whose every
     input differs from row to row by construction (samples.varied_rows) -- sample rows may agree
     on a flag or an id, and a model that reads it from one row and applies it to the whole batch
-    would pass. This costs one forward pass per row of each, and one for the varied batch.
+    would pass; and the smallest case's row 0 beside rows whose every input lies at an end of its
+    range (_compare_beside_ends). This costs one forward pass per row of each, one for the varied
+    batch and four for the ends.
     Within the parity tolerances: rows may legitimately differ a little with the batch size
     (BLAS kernels round differently). Raises ExportError when a row depends on the others, naming dynamic
     quantization as the cause when ``model`` (the eager model) has dynamically quantized modules.
@@ -87,6 +89,7 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
                      f" fails on {what}: {type(failed).__name__}: {first}")
     else:
         _compare_rows(run, probe, together, what, names, spec, cause)
+    notes += _compare_beside_ends(run, case, batched[case.name], names, spec, cause)
     for other in others:  # last: the varied batch names a coupling more plainly
         _compare_rows(run, other, batched[other.name], f"sample case {other.name}", names, spec,
                       cause)
@@ -120,8 +123,9 @@ def _mixing_cause(model, spec: ModelSpec) -> tuple[str, str]:
                 " statically (torch.ao.quantization with calibration data: fixed scales), or"
                 " serve the model unquantized; both keep rows independent, and batching.")
     return ("The model mixes the batch (e.g. it centres or normalises over dim 0, uses batch"
-            " statistics, or a softmax over the batch axis) or applies one row's value to every"
-            " row (e.g. if bool(flag[0]), table[ids[0]]).",
+            " statistics, or a softmax over the batch axis), applies one row's value to every"
+            " row (e.g. if bool(flag[0]), table[ids[0]]), or decides for the whole batch from"
+            " the values of all its rows (e.g. if x.abs().max() > limit).",
             f"{unbatched}; or make each row's output depend on its own row only.")
 
 
@@ -145,12 +149,69 @@ def _compare_rows(run: Callable[[Case], list], case: Case, batched: list, what: 
         result = compare(got, want, spec.atol, spec.rtol)
         if not result.ok:
             _refuse_batch_size_dependence(run, case, i, want, what, names, spec, result)
-            raise ExportError(
-                f"rows of a batch depend on each other: row {i} of {what} run"
-                f" alone is answered differently than inside its batch of {case.batch}"
-                f" ({result.summary()}). Triton's dynamic batcher merges the requests of"
-                " different clients into one batch, so each client's answer would depend on"
-                f" the others' rows. {cause[0]}", cause[1])
+            raise _depending(f"row {i} of {what} run alone is answered differently than inside"
+                             f" its batch of {case.batch} ({result.summary()})", cause)
+
+
+def _compare_beside_ends(run: Callable[[Case], list], case: Case, batched: list,
+                         names: list[str], spec: ModelSpec, cause: tuple[str, str]) -> list[str]:
+    """For each end of the inputs' ranges, a batch of ``case``'s row 0 and rows whose every input
+    lies at that end (samples.value_end), against ``case`` itself and a batch of copies of the
+    end row, all of ``case``'s size (no batch-size rounding between them): a model that decides
+    for the whole batch from the values of its rows (if x.abs().max() > limit: any row decides;
+    if mask.all(): every row does) answers row 0 or the end rows differently in the mix, though
+    random rows and rows shifted by a few spreads stay on one side of its limit. Raises
+    ExportError then; returns notes where the model fails on such rows."""
+    notes = []
+    for end in ENDS:
+        row = value_end(spec, case, end)
+        copies = Case(f"{row.name} x{case.batch}", case.batch,
+                      {k: np.repeat(v, case.batch, axis=0) for k, v in row.inputs.items()})
+        mixed = Case(f"{case.name} row 0 and {row.name}", case.batch,
+                     {k: np.concatenate([v[:1], copies.inputs[k][1:]])
+                      for k, v in case.inputs.items()})
+        ends = f"rows whose every input lies at the {end} end of its range ({_values(row, spec)})"
+        try:
+            alike, together = run(copies), run(mixed)
+        except ExportError as e:
+            failed = e.__cause__ or e
+            first = (str(failed).strip().splitlines() or [""])[0][:200]
+            notes.append(f"rows were not compared beside {ends}: the model fails on them:"
+                         f" {type(failed).__name__}: {first}")
+            continue
+        first_row = compare({n: to_numpy(a[:1]) for n, a in zip(names, together)},
+                            {n: to_numpy(b[:1]) for n, b in zip(names, batched)},
+                            spec.atol, spec.rtol)
+        if not first_row.ok:
+            raise _depending(
+                f"row 0 of sample case {case.name} is answered differently beside {ends} than"
+                f" inside its own batch of {case.batch} ({first_row.summary()})", cause)
+        end_rows = compare({n: to_numpy(a[1:]) for n, a in zip(names, together)},
+                           {n: to_numpy(b[1:]) for n, b in zip(names, alike)},
+                           spec.atol, spec.rtol)
+        if not end_rows.ok:
+            raise _depending(
+                f"{ends} are answered differently beside row 0 of sample case {case.name} than"
+                f" in a batch of {case.batch} copies ({end_rows.summary()})", cause)
+    return notes
+
+
+def _depending(finding: str, cause: tuple[str, str]) -> ExportError:
+    return ExportError(
+        f"rows of a batch depend on each other: {finding}. Triton's dynamic batcher merges the"
+        " requests of different clients into one batch, so each client's answer would depend on"
+        f" the others' rows. {cause[0]}", cause[1])
+
+
+def _values(row: Case, spec: ModelSpec) -> str:
+    """Each input's one value in ``row`` (samples.value_end fills each input with one)."""
+    parts = []
+    for t in spec.inputs:
+        value = np.asarray(row.inputs[t.name]).flat[0]
+        shown = (bool(value) if isinstance(value, np.bool_) else int(value)
+                 if np.issubdtype(type(value), np.integer) else f"{float(value):.4g}")
+        parts.append(f"{t.name} = {shown}")
+    return ", ".join(parts)
 
 
 ROUNDING_REL = 1e-2  # a relative difference below this, at most, can be rounding

@@ -61,32 +61,38 @@ def sized_case(spec: ModelSpec, name: str, batch: int, dyn_len: int,
     return Case(name, batch, {t.name: random_tensor(t, batch, dyn_len, rng) for t in spec.inputs})
 
 
+ENDS = ("low", "high")
+
+
 def value_ends(spec: ModelSpec, base: Case) -> list[Case]:
     """Two cases shaped as ``base``'s first row (``base`` itself without batching) whose values
-    lie at the ends of each input's range instead of at random -- every element at the low end
-    (0.0, the range's low bound, False), then at the high end (100 times ``base``'s largest
-    magnitude, the range's last value, True): an output whose size the values decide (detections
-    above a score threshold, nonzero(), unique()) may have the same size at every random input
-    and another one at these."""
+    lie at the ends of each input's range instead of at random (value_end, ENDS): an output whose
+    size the values decide (detections above a score threshold, nonzero(), unique()) may have
+    the same size at every random input and another one at these."""
+    return [value_end(spec, base, end) for end in ENDS]
+
+
+def value_end(spec: ModelSpec, base: Case, end: str) -> Case:
+    """A case shaped as ``base``'s first row (``base`` itself without batching) whose every
+    element lies at the ``end`` ("low" or "high") of its input's range: at the low end 0.0, the
+    range's low bound, False; at the high end 100 times ``base``'s largest magnitude, the range's
+    last value, True."""
     batch = 1 if base.batch else 0
-    cases = []
-    for end in ("low", "high"):
-        inputs = {}
-        for t in spec.inputs:
-            full = np.asarray(base.inputs[t.name])
-            arr = full[:1] if batch else full
-            if arr.dtype == np.bool_:
-                value = end == "high"
-            elif np.issubdtype(arr.dtype, np.integer):
-                value = t.low if end == "low" else t.high - 1
-            else:
-                finite = np.abs(full[np.isfinite(full)])
-                value = 0.0 if end == "low" else min(
-                    100.0 * max(float(finite.max(initial=0.0)), 1.0), _largest(arr.dtype) / 16)
-            inputs[t.name] = np.full(arr.shape, value, dtype=arr.dtype)
-        rows = "a batch of 1, " if batch else ""
-        cases.append(Case(f"{rows}every input at the {end} end of its range", batch, inputs))
-    return cases
+    inputs = {}
+    for t in spec.inputs:
+        full = np.asarray(base.inputs[t.name])
+        arr = full[:1] if batch else full
+        if arr.dtype == np.bool_:
+            value = end == "high"
+        elif np.issubdtype(arr.dtype, np.integer):
+            value = t.low if end == "low" else t.high - 1
+        else:
+            finite = np.abs(full[np.isfinite(full)])
+            value = 0.0 if end == "low" else min(
+                100.0 * max(float(finite.max(initial=0.0)), 1.0), _largest(arr.dtype) / 16)
+        inputs[t.name] = np.full(arr.shape, value, dtype=arr.dtype)
+    rows = "a batch of 1, " if batch else ""
+    return Case(f"{rows}every input at the {end} end of its range", batch, inputs)
 
 
 def _largest(dtype) -> float:

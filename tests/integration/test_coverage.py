@@ -17,6 +17,7 @@ from generator.repository import layout
 from generator.errors import GenRepoError
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
+from tests.fixtures.models import UNBATCHED
 from tests.integration.conftest import PYTORCH_BACKEND, embedded_server, needs_pytorch_backend
 
 pytestmark = pytest.mark.integration
@@ -73,9 +74,11 @@ CASES = {
     "unpicklable": Case("module attribute torch.package cannot pickle (a lambda)",
                         fx("lambda_attr", "x:float32:4")),
     "value_branch": Case("`if` on a tensor's value the samples never cross (TracerWarning)",
-                         fx("value_branch", "x:float32:4"), serve_torchscript=True),
+                         fx("value_branch", "x:float32:-1x4") + UNBATCHED,
+                         serve_torchscript=True),
     "value_branch_unscriptable": Case("`if` on a tensor's value, forward() not scriptable",
-                                      fx("value_branch_unscriptable", "x:float32:4")),
+                                      fx("value_branch_unscriptable", "x:float32:-1x4")
+                                      + UNBATCHED),
     "numpy_scale": Case("NumPy computation in forward(), no branch",
                         fx("numpy_scale", "x:float32:4")),
     "keyword_inputs": Case("BERT-like forward(input_ids, attention_mask=None,"

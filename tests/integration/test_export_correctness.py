@@ -20,7 +20,7 @@ from generator.serve.protocols import Protocol
 from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import fixture_source
 from tests.fixtures import models
-from tests.fixtures.models import INPUTS
+from tests.fixtures.models import INPUTS, UNBATCHED
 from tests.integration.conftest import embedded_server, models_named
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,9 @@ def built(tmp_path_factory):
     repo = tmp_path_factory.mktemp("correct") / "repo"
     summaries = {}
     for factory in ("value_branch", "tiny_bert"):
-        code, summaries[factory] = _build(repo, factory, "--variants", "libtorch,python,python-ts")
+        extra = UNBATCHED if factory == "value_branch" else ()
+        code, summaries[factory] = _build(repo, factory, "--variants", "libtorch,python,python-ts",
+                                          *extra)
         assert code == 0, summaries[factory]
     return repo, summaries
 
@@ -106,7 +108,7 @@ def test_warned_trace_is_replaced_by_script_and_the_summary_says_why(built):
 
 def test_accepting_the_warnings_ships_the_trace_which_is_wrong_off_the_samples(tmp_path):
     code, out = _build(tmp_path / "r", "value_branch", "--variants", "libtorch",
-                       "--accept-trace-warnings")
+                       "--accept-trace-warnings", *UNBATCHED)
     assert code == 0, out
     assert "trace (TracerWarnings accepted by --accept-trace-warnings)" in out
     rec = _record(tmp_path / "r", "value_branch_libtorch")
@@ -123,7 +125,7 @@ def test_accepting_the_warnings_ships_the_trace_which_is_wrong_off_the_samples(t
 def test_warned_trace_that_cannot_be_scripted_is_refused_with_its_line(tmp_path, run_cli):
     out = tmp_path / "r"
     code, stdout, err = run_cli("build", fixture_source("value_branch_unscriptable"), "--input",
-                                "x:float32:4", "--out", out)
+                                INPUTS["value_branch_unscriptable"][0], *UNBATCHED, "--out", out)
     assert code == 3, stdout + err
     assert "ERROR: variant libtorch refused: the trace raised TracerWarnings" in err
     assert "Converting a tensor to a Python boolean" in err

@@ -4,6 +4,8 @@ whole batch is refused on the eager model (pipeline.prepare), whatever the sampl
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -183,3 +185,33 @@ def test_every_sample_case_has_its_rows_compared_alone():
     with pytest.raises(ExportError, match="row 0 of sample case a is answered differently alone"
                                           " than inside its batch of 4"):
         rows.check_rows_independent(run, batched, [a, b], ["y"], spec)
+
+
+@pytest.mark.parametrize("factory", batch_probes.WHOLE_BATCH)
+def test_one_decision_for_the_whole_batch_is_refused(factory):
+    """Random rows and rows shifted by a few spreads all fall on one side of the model's limit;
+    rows at an end of the inputs' ranges beside a sample row do not."""
+    with pytest.raises(ExportError, match=DEPEND) as refused:
+        prepare(_spec(factory))
+    message = refused.value.message
+    assert re.search(r"rows whose every input lies at the (low|high) end of its range \(x = ",
+                     message), message
+    assert re.search(r"(row 0 of sample case \w+ is answered differently beside rows|are answered"
+                     r" differently beside row 0 of sample case \w+)", message), message
+    assert "decides for the whole batch from the values of all its rows" in message
+    assert refused.value.tip.startswith("Build with --max-batch-size 0")
+    prepare(_spec(factory, max_batch_size=0, input=_unbatched(factory)))  # the route works
+
+
+def _unbatched(factory: str) -> list:
+    """The factory's inputs with the batch axis in their dims (--max-batch-size 0)."""
+    found = []
+    for text in batch_probes.INPUTS[factory]:
+        name, dtype, dims = text.split(":")
+        found.append(parse_input(f"{name}:{dtype}:-1x{dims}"))
+    return found
+
+
+def test_the_same_decision_per_row_still_builds():
+    ctx, notes = prepare(_spec("clamps_each_large_row"))
+    assert [t.dims for t in ctx.spec.outputs] == [(5,)] and notes == []
