@@ -78,15 +78,14 @@ def _run_job(job, inputs, output_names) -> None:
     _run_cases(runtime, model, job, input_names, output_names)
     if job.get("time_threads"):
         job["stage"] = "timing"
-        timings = {"contiguous": _time_threads(runtime, model, job, input_names, torch, np)}
+        timings = {"contiguous": _time_threads(runtime, model, job, input_names, output_names,
+                                               "contiguous", torch, np)}
         if job["params"].get("loader") == "package" and runtime.has_conv_weights(model):
             try:  # an optional trial: a model the layout breaks (x.view) keeps the default one
                 cl = runtime.to_channels_last(
                     runtime.load_model(job["version_dir"], job["params"], "cpu", inputs, log))
-                # its answers, for the build to check before choosing it
-                _run_cases(runtime, cl, job, input_names, output_names, "_cl")
-                timings[runtime.CHANNELS_LAST] = _time_threads(runtime, cl, job, input_names,
-                                                               torch, np)
+                timings[runtime.CHANNELS_LAST] = _time_threads(
+                    runtime, cl, job, input_names, output_names, runtime.CHANNELS_LAST, torch, np)
             except Exception as e:
                 lines = [ln for ln in str(e).splitlines() if ln.strip()]
                 log(f"channels_last weights, tried for speed, fail on this model"
@@ -96,11 +95,19 @@ def _run_job(job, inputs, output_names) -> None:
             json.dump(timings, f)
 
 
-def _time_threads(runtime, model, job, input_names, torch, np) -> dict:
+def setting_suffix(memory_format: str, threads) -> str:
+    """The suffix of the files a timed setting's answers go to (beside each case's outputs)."""
+    return f"_{memory_format}_{threads}t"
+
+
+def _time_threads(runtime, model, job, input_names, output_names, memory_format, torch,
+                  np) -> dict:
     """Time the forward pass with each thread count at each batch size (rows of the first case,
     repeated): {threads: {batch: ms per call}}, for the build to choose from. Three passes over
     the thread counts, the fastest of each kept: a burst of other work on the machine then does
-    not decide for one count alone."""
+    not decide for one count alone. Then the cases' answers at each thread count, for the build
+    to check before choosing it (kernels split their sums by thread count, and round
+    accordingly: a setting is served only where it answers as eager does)."""
     plan = job["time_threads"]
     with np.load(job["cases"][0]["inputs"], allow_pickle=False) as data:
         arrays = [np.ascontiguousarray(data[n]) for n in input_names]
@@ -122,6 +129,10 @@ def _time_threads(runtime, model, job, input_names, torch, np) -> dict:
                                                          plan["seconds"] / PASSES)
                     ms = elapsed / n * 1e3
                     row[str(batch)] = min(ms, row.get(str(batch), ms))
+        for threads in plan["threads"]:
+            torch.set_num_threads(threads)
+            _run_cases(runtime, model, job, input_names, output_names,
+                       setting_suffix(memory_format, threads))
     finally:
         torch.set_num_threads(before)
     return timings

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from generator.cli import main
+from generator.machine import cores
+from generator.serve.verify import VerifyOptions, verify_repository
 from tests.conftest import ROOT
 from tests.fixtures import causes
+from tests.integration.conftest import embedded_server, models_named
 
 SOURCE = ROOT / "tests" / "fixtures" / "causes.py"
 
@@ -31,6 +36,34 @@ def test_a_cnn_that_channels_last_weights_break_builds_in_its_own_layout(tmp_pat
     assert record["forward_pass"]["memory_format"] == "contiguous"
     assert list(record["forward_pass"]["timings_ms"]) == ["contiguous"]
     assert "memory_format" not in (tmp_path / "view_cnn_python" / "config.pbtxt").read_text()
+
+
+@pytest.mark.skipif(cores() < 2, reason="needs 2 cores: one thread count against another")
+def test_a_thread_count_whose_answers_differ_is_never_served(tmp_path, capsys):
+    # the references are made at this machine's cores; the worker times 1 .. share threads and
+    # checks the answers of each: 1 thread answers 1e-3 off, so 2 are served
+    assert _build(tmp_path, "rounds_by_threads", "--variants", "python") == 0
+    out = capsys.readouterr().out
+    assert ("note (python): contiguous layout at 1 thread(s) answers outside the tolerances: not"
+            " used (output: values") in out
+    config = (tmp_path / "rounds_by_threads_python" / "config.pbtxt").read_text()
+    assert 'key: "measured_threads"' in config
+    measured = config.split('key: "measured_threads"')[1].split('string_value: "')[1]
+    assert measured.split('"')[0] in ("2", "share"), config
+    with embedded_server(tmp_path, tmp_path / "logs",
+                         models_named(tmp_path, "rounds_by_threads_python")) as (server, st):
+        report = verify_repository(models_named(tmp_path, "rounds_by_threads_python"),
+                                   server.http_url, server.grpc_url,
+                                   VerifyOptions(requests=8, concurrency=2))
+    assert report.results and not report.failures, report.results
+    # two CPU instances: a share of one thread each, the only count timed, answers off
+    assert _build(tmp_path / "two", "rounds_by_threads", "--variants", "python",
+                  "--cpu-instances", "2") == 1
+    out = capsys.readouterr()
+    assert "answers outside the tolerances at every thread count and layout it may be served" \
+        " with" in out.out + out.err
+    assert "--threads N" in out.err and "--rtol" in out.err
+    assert not (tmp_path / "two" / "rounds_by_threads_python").exists()
 
 
 def test_a_model_that_needs_the_build_process_gets_the_tip_for_that_not_packaging(tmp_path,
