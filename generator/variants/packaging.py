@@ -141,8 +141,12 @@ def export_package(ctx: ExportContext, path: Path, model) -> list[str]:
                    " libtorch,python-ts), or build the python variant from the nn.Module it"
                    " was made from.")
         said = " ".join(str(e).split())  # one paragraph (pickle's messages span lines)
-        raise ExportError(f"torch.package failed to pickle the model: {type(e).__name__}:"
-                          f" {said}{'' if said.endswith('.') else '.'}", tip) from e
+        said = f"{type(e).__name__}: {said}{'' if said.endswith('.') else '.'}"
+        if "ScriptModule" in str(e):
+            raise ExportError("the model is a TorchScript module, which the python variant"
+                              " cannot carry: it packs the model's Python code, and a TorchScript"
+                              f" module has none (torch.package: {said})", tip) from e
+        raise ExportError(f"torch.package failed to pickle the model: {said}", tip) from e
     notes = data.notes()
     needs = sorted({m.split(".")[0] for m in externed} & set(installed) - set(SERVER_PROVIDES))
     if not needs:

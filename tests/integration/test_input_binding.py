@@ -53,4 +53,6 @@ def test_the_python_variant_of_a_torchscript_module_is_refused_with_the_route(tm
                            "--variants", "python", "--input", "minuend:float32:4",
                            "--input", "subtrahend:float32:4")
     assert code == 1 and "TIP: The model is a TorchScript module" in err, err
+    assert "refused: the model is a TorchScript module, which the python variant cannot carry" \
+        in err, err
     assert "--variants libtorch,python-ts" in err
