@@ -57,6 +57,13 @@ CAUSES = {
         "a row's answer changes with the batch size though not with the other rows (kernels"
         " that round differently per batch size, or code that tests the batch size)",
         r"changes with the batch size"),
+    "a TorchScript module": (
+        "the model is TorchScript already: no Python code for the eager variant to carry (the"
+        " TorchScript variants serve it)", r"is a TorchScript module"),
+    "op the server lacks": (
+        "the artifact calls an op that the model's own code registers when imported"
+        " (torch.library); a fresh process, as the server's, has no such op",
+        r"Unknown builtin op|Could not find schema for|torch\.library"),
     "value-dependent branch": (
         "forward() takes a branch by the values of its inputs; a trace records one path",
         r"branch|data-dependent|depends on the values|value-dependent|values of its inputs"),
@@ -152,14 +159,15 @@ def _fits(shape, dims) -> bool:
     return len(shape) == len(dims) and all(d in (-1, s) for s, d in zip(shape, dims))
 
 
-def _call(eager, arrays: dict):
+def _call(entry: Entry, eager, arrays: dict):
     """``eager`` on ``arrays``: one input by position (its parameter's name is the model's
-    business), several by forward()'s parameter names, as the corpus names them."""
+    business), several by forward()'s parameter names, as the corpus names them -- or in the
+    entry's --input order where its forward() has no names (inputs_by_position)."""
     import torch
 
     tensors = {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}  # a model may write
     # into its inputs (x.sub_(mean)): the arrays sent to the server stay as they were
-    if len(tensors) == 1:
+    if len(tensors) == 1 or entry.options.get("inputs_by_position"):
         return eager(*tensors.values())
     return eager(**tensors)
 
@@ -186,7 +194,7 @@ def independent_check(entry: Entry, model, eager, url: str, protocol: str) -> st
     with torch.no_grad():
         want = [t.detach().float().numpy() if t.dtype in (torch.bfloat16, torch.float16)
                 else t.detach().numpy()
-                for t in _flat(_call(eager, arrays))]
+                for t in _flat(_call(entry, eager, arrays))]
     inputs = []
     for name, array in arrays.items():
         t = client_mod.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))

@@ -1,7 +1,8 @@
 """The project's own fixture models of each way a model once fooled the checks or was refused
-for the wrong cause (tests/fixtures: batch_probes, causes, user_cases, routes, exports): a row
-that reads another row's flag, output sizes that depend on the batch or length, in-place ops on
-inputs, a minimum length, autograd in forward(), bfloat16, torch.compile'd and parametrized
+for the wrong cause (tests/fixtures: batch_probes, binding, process_state, causes, user_cases,
+routes, exports): a row that reads another row's flag, one decision for the whole batch from its
+rows' values, inputs a wrong binding would exchange, a custom op registered by the model's code,
+output sizes that depend on the batch or length, in-place ops on inputs, a minimum length, autograd in forward(), bfloat16, torch.compile'd and parametrized
 modules, dynamic quantization, transformers with a cache, torch.export failures. Each is built
 from its fixture file with the inputs its tests use; models that take a per-row scalar or a dict
 (sent in shapes the independent check does not make) are left to their own tests."""
@@ -16,14 +17,22 @@ from . import Entry
 
 FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
 MODELS = {  # fixture module: the factories of the corpus
-    "batch_probes": ("flag_column_from_row_zero", "mask_from_row_zero", "subsample_by_4",
+    "batch_probes": ("flag_column_from_row_zero", "mask_from_row_zero",
+                     "clamps_batch_when_one_is_large", "skips_norm_when_a_row_is_silent",
+                     "sums_when_every_mask_is_full", "clamps_each_large_row", "subsample_by_4",
                      "top_k_of_n", "squeezed", "squeezed_length", "pool_by_3", "at_most_4_rows"),
+    "binding": ("loaded_torchscript", "star_args"),
+    "process_state": ("custom_op",),
     "causes": ("view_cnn", "custom_function", "random_forward", "complex_output", "gru_h0",
                "unbatched"),
     "user_cases": ("in_place", "spectrogram", "forces", "bf16_head"),
     "routes": ("compiled", "weight_normed", "dynamic_quantized", "tiny_gpt2", "tiny_bert"),
     "exports": ("size_check",),
 }
+OPTIONS = {"star_args": {"inputs_by_position": True}}  # other build options, spec keys
+# Built from the module the corpus imports (its INPUTS): a second import by file path would run
+# its torch.library registration twice, which torch refuses.
+BY_MODULE = ("process_state",)
 
 
 def make(module: str, factory: str):
@@ -39,6 +48,9 @@ def entries() -> list[Entry]:
     for module, factories in MODELS.items():
         inputs = importlib.import_module(f"tests.fixtures.{module}").INPUTS
         for factory in factories:
-            found.append(Entry("cases", factory, module, f"{FIXTURES / module}.py:{factory}",
-                               tuple(inputs[factory]), functools.partial(make, module, factory)))
+            source = (f"tests.fixtures.{module}:{factory}" if module in BY_MODULE
+                      else f"{FIXTURES / module}.py:{factory}")
+            found.append(Entry("cases", factory, module, source,
+                               tuple(inputs[factory]), functools.partial(make, module, factory),
+                               OPTIONS.get(factory, {})))
     return found
