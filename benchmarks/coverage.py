@@ -181,6 +181,8 @@ def independent_check(entry: Entry, model, eager, url: str, protocol: str) -> st
     import tritonclient.http as httpclient
     from tritonclient.utils import np_to_triton_dtype
 
+    from generator.serve.protocols import as_numpy
+
     client_mod = httpclient if protocol == "http" else grpcclient
     client = client_mod.InferenceServerClient(url)
     if protocol == "http":
@@ -206,7 +208,7 @@ def independent_check(entry: Entry, model, eager, url: str, protocol: str) -> st
     if len(outputs) != len(want):
         return f"{len(outputs)} outputs served, eager has {len(want)}"
     for o, w in zip(meta["outputs"], want):
-        got = answer.as_numpy(o["name"])
+        got = as_numpy(answer, o["name"])
         dims = [int(d) for d in o["shape"]]
         if not _fits(got.shape, dims):
             return f"{o['name']}: served shape {list(got.shape)}, its metadata says {dims}"

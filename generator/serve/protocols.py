@@ -114,8 +114,22 @@ class Protocol:
         result = client.infer(model, inputs,
                               outputs=[self.module.InferRequestedOutput(n) for n in outputs],
                               **kwargs)
-        answers = {n: result.as_numpy(n) for n in outputs}
+        answers = {n: as_numpy(result, n) for n in outputs}
         return {n: a for n, a in answers.items() if a is not None}
+
+
+def as_numpy(result, name: str) -> np.ndarray | None:
+    """Output ``name`` of an infer result (HTTP or gRPC) in the dtype the server sent it in:
+    tritonclient's HTTP result gives an empty output (no detections, say) as float64 whatever
+    its datatype."""
+    array = result.as_numpy(name)
+    if array is None or array.size:
+        return array
+    from tritonclient.utils import triton_to_np_dtype
+
+    output = result.get_output(name)
+    datatype = output["datatype"] if isinstance(output, dict) else output.datatype
+    return array.astype(triton_to_np_dtype(datatype) or array.dtype)
 
 
 def _executions(stats: list[dict]) -> int:

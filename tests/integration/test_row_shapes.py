@@ -237,6 +237,11 @@ def test_a_size_the_values_decide_is_declared_and_served_variable(served, kind):
     x = np.array([1, 2, 3, 100, 200, 5, 6, 7], np.float32)
     got = infer(kind, served, f"{KEPT}_python", [("x", x, "FP32")], ["output"])
     np.testing.assert_array_equal(got["output"], [2, 4, 6, 10, 12, 14])
+    # none kept (a detector that finds nothing): an empty answer, still FP32 (tritonclient's
+    # HTTP result reads an empty output as float64 whatever its datatype)
+    got = infer(kind, served, f"{KEPT}_python", [("x", np.full(8, 100, np.float32), "FP32")],
+                ["output"])
+    assert got["output"].shape == (0,) and got["output"].dtype == np.float32
 
 
 @pytest.mark.parametrize("kind", PROTOCOLS)
