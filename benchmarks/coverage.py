@@ -115,8 +115,9 @@ def classify(message: str) -> str | None:
 
 
 # ---------------------------------------------------------------- the child: one model
-def _tensors(entry: Entry, batch: int, length: int, seed: int) -> dict:
-    """Inputs for ``entry`` from its own --input specs (NAME:DTYPE:DIMS[:LOW..HIGH])."""
+def _tensors(entry: Entry, batch: int | None, length: int, seed: int) -> dict:
+    """Inputs for ``entry`` from its own --input specs (NAME:DTYPE:DIMS[:LOW..HIGH]), ``batch``
+    rows each (None: without batching, the dims as given)."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -124,7 +125,7 @@ def _tensors(entry: Entry, batch: int, length: int, seed: int) -> dict:
     for text in entry.inputs:
         name, dtype, dims, *rest = text.split(":")
         sizes = [] if dims == "scalar" else re.split(r"[x,]", dims)
-        shape = [batch] + [length if d == "-1" else int(d) for d in sizes]
+        shape = ([batch] if batch else []) + [length if d == "-1" else int(d) for d in sizes]
         if dtype == "float32":
             found[name] = rng.standard_normal(shape).astype(np.float32)
         elif dtype == "bool":
@@ -192,7 +193,7 @@ def independent_check(entry: Entry, model, eager, url: str, protocol: str) -> st
         config = client.get_model_config(model, as_json=True)["config"]
     batching = int(config.get("max_batch_size", 0)) > 0
     # Without batching the model's inputs carry their own batch axis, as the entry gives it.
-    arrays = _tensors(entry, NEW_BATCH if batching else 1, new_length(entry), seed=11)
+    arrays = _tensors(entry, NEW_BATCH if batching else None, new_length(entry), seed=11)
     with torch.no_grad():
         want = [t.detach().float().numpy() if t.dtype in (torch.bfloat16, torch.float16)
                 else t.detach().numpy()

@@ -3,7 +3,10 @@ parameters), built as a user would: ``gen-repo build torchvision:<name>``, rando
 
 Images are 224x224 (segmentation too: 520x520 is torchvision's reference size, and only costs
 time here), video clips 16 frames of 112x112 (224x224 for MViT and S3D, which need it), optical flow
-two 128x128 frames. A detector takes its batch as one tensor, as torchvision's detectors accept.
+two 128x128 frames. A detector is built as its refusal's TIP says: one image per request
+(``--max-batch-size 0`` and a batch of exactly one image in the input dims, which torchvision's
+detectors take as one tensor); batched, it returns one dict per image, which the build refuses
+(tests/integration/test_row_shapes.py).
 """
 
 from __future__ import annotations
@@ -31,8 +34,12 @@ def _inputs(name: str, kind: str) -> tuple[str, ...]:
     if kind == "optical_flow":
         return ("image1:float32:3,128,128", "image2:float32:3,128,128")
     if kind == "detection":
-        return ("images:float32:3,224,224",)
+        return ("images:float32:1,3,224,224",)
     return ("x:float32:3,224,224",)
+
+
+def _options(kind: str) -> dict:
+    return {"max_batch_size": 0} if kind == "detection" else {}
 
 
 def make(name: str):
@@ -77,7 +84,7 @@ def entries() -> list[Entry]:
         kind = _kind(name)
         by_kind.setdefault(kind, []).append(
             Entry("torchvision", name, kind, f"torchvision:{name}", _inputs(name, kind),
-                  functools.partial(make, name), params=params))
+                  functools.partial(make, name), _options(kind), params=params))
     rounds = itertools.zip_longest(*(sorted(k, key=lambda e: e.params) for k in by_kind.values()))
     return [e for row in rounds for e in row if e is not None]
 

@@ -25,12 +25,16 @@ from ..runtime.model import to_numpy
 from .samples import ENDS, Case, value_end, varied_rows
 from ..spec import ModelSpec
 
-PER_ITEM_TIP = (
-    "Serve one image per request: build a wrapper whose forward() takes one image and returns"
-    " that image's tensors (e.g. out = self.det([image])[0]; return out['boxes'],"
-    " out['labels'], out['scores']) with --max-batch-size 0 and the image's dims"
-    " (--input image:float32:3xHxW); or a wrapper that stacks the per-image results into"
-    " batch-first tensors (padding variable counts). Example: docs/model-shapes.md.")
+def per_item_tip(spec: ModelSpec) -> str:
+    """The routes that serve a model returning one result per row: one image per request
+    (tried on torchvision's detectors: served right over HTTP and gRPC), or a wrapper."""
+    t = spec.inputs[0]
+    one = f"{t.name}:{t.dtype}:{'x'.join(map(str, (1, *t.dims)))}"
+    return ("Serve one image per request: build with --max-batch-size 0 and a batch of exactly one"
+            f" in the input dims (--input {one}): the model then returns one result per request,"
+            " whose tensors are served as its outputs (boxes [-1, 4]: the count may differ per"
+            " request). To keep batching, build a wrapper that stacks the per-image results into"
+            " batch-first tensors (padding variable counts). Example: docs/model-shapes.md.")
 
 
 def check_per_item(raw: dict, cases: list[Case], spec: ModelSpec) -> None:
@@ -48,7 +52,7 @@ def check_per_item(raw: dict, cases: list[Case], spec: ModelSpec) -> None:
         f"the model returns one result per image (per row of the batch): a"
         f" {type(values[0]).__name__} of {sizes}, each {item}. Triton batches batch-first"
         " tensors and splits them back by rows, so it cannot serve a list that grows with the"
-        " batch.", PER_ITEM_TIP)
+        " batch.", per_item_tip(spec))
 
 
 PROBE_ROWS = 4  # rows of the batch whose every input differs from row to row

@@ -21,8 +21,8 @@ from generator.serve.verify import OK, VerifyOptions, verify_repository
 from tests.conftest import ROOT, fixture_source
 from tests.fixtures import batch_probes
 from tests.fixtures import models as fixtures
-from tests.integration.conftest import (build_fixture, copy_model, edit_config, embedded_server,
-                                        infer, metadata, models_named)
+from tests.integration.conftest import (assert_verified, build_fixture, copy_model, edit_config,
+                                        embedded_server, infer, metadata, models_named)
 
 pytestmark = pytest.mark.integration
 
@@ -304,6 +304,25 @@ def test_a_detector_returning_one_dict_per_image_is_refused_with_the_route(tmp_p
     assert code == 1
     assert ("ERROR: the model returns one result per image (per row of the batch): a list of 4"
             " for a batch of 4 and 3 for a batch of 3, each a dict of boxes, labels, scores") in err
-    assert "TIP: Serve one image per request" in err and "--max-batch-size 0" in err
+    assert "TIP: Serve one image per request: build with --max-batch-size 0 and a batch of" \
+        " exactly one in the input dims (--input images:float32:1x3x128x128)" in err
     assert "docs/model-shapes.md" in err and (ROOT / "docs" / "model-shapes.md").is_file()
     assert "list index out of range" not in err and not out.exists()
+
+
+def test_the_detectors_route_serves_it_right_over_http_and_grpc(tmp_path, run_cli):
+    """The TIP's route, as it says it: one image per request, no wrapper."""
+    out = tmp_path / "repo"
+    code, stdout, err = run_cli("build", fixture_source("batched_detector"), "--input",
+                                "images:float32:1x3x128x128", "--max-batch-size", "0",
+                                "--variants", "python", "--out", out)
+    assert code == 0, stdout + err
+    name = "batched_detector_python"
+    meta = json.loads((out / name / layout.RECORD).read_text())["spec"]["outputs"]
+    count = meta[0]["dims"][0]  # 100 at every input for this one (box_score_thresh=0), else -1
+    assert [(o["name"], o["dims"]) for o in meta] == [
+        ("output_0_boxes", [count, 4]), ("output_0_labels", [count]),
+        ("output_0_scores", [count])]
+    with embedded_server(out, tmp_path / "logs", models_named(out, name)) as (server, statuses):
+        assert statuses[name].state == "READY", statuses
+        assert_verified(out, server, [name], requests=8)
