@@ -22,7 +22,7 @@ MODELS = {  # fixture module: the factories of the corpus
                      "sums_when_every_mask_is_full", "clamps_each_large_row", "subsample_by_4",
                      "top_k_of_n", "squeezed", "squeezed_length", "pool_by_3", "at_most_4_rows"),
     "binding": ("loaded_torchscript", "star_args"),
-    "process_state": ("custom_op",),
+    "process_state": ("custom_op", "decorated_op"),
     "causes": ("view_cnn", "custom_function", "random_forward", "complex_output", "gru_h0",
                "unbatched"),
     "user_cases": ("in_place", "spectrogram", "forces", "bf16_head"),
