@@ -28,12 +28,12 @@ import numpy as np
 from ..errors import ExportError
 from ..spec import ModelSpec, TensorSpec
 from .outputs import OutputPath, Point, check_ranks, flat_outputs, infer_output_specs
-from .samples import Case, case_lengths, sized_case, value_ends
+from .samples import ENDS, Case, case_lengths, sized_case, value_ends
 
 LENGTHS = (1, 7, 13, 2, 32)  # the shortest, co-prime to the sample lengths 8 and 5, a longer one
 BUDGET_S = 10.0  # forward passes beyond the sample cases, at most (predicted from those run)
-# points run whatever they cost: batch 1, lengths 1 and 7, the two value ends (the first five)
-ALWAYS = 5
+FIRST = 3  # the points of _plan run whatever they cost (batch 1, lengths 1 and 7) ...
+ALWAYS = FIRST + len(ENDS)  # ... and the value ends after them
 
 
 def probe_lengths(spec: ModelSpec) -> tuple[int, ...]:
@@ -94,7 +94,7 @@ def output_specs(run: Callable[[Case], list], serve: Callable[[list], list], spe
     unprobed: list[str] = []
     spent, units_run = 0.0, 0.0
     planned = [(_label(batch, length), batch, length, None) for batch, length in _plan(spec, cases)]
-    planned[3:3] = [(c.name, c.batch, None, c) for c in value_ends(spec, cases[0])]
+    planned[FIRST:FIRST] = [(c.name, c.batch, None, c) for c in value_ends(spec, cases[0])]
     for i, (label, batch, length, case) in enumerate(planned):
         units = max(batch, 1) * (length or 1)
         if i >= ALWAYS and spent + spent / units_run * units > budget_s:
