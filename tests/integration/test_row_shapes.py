@@ -32,6 +32,7 @@ CENTRED = "batch_centred_nobatch"  # centres over its batch; only servable witho
 RANKER = "ranker"  # the README's examples/ranker (its score is one value per row)
 SUBSAMPLED = "subsample_by_4"  # ceil(T/4) frames: 2 at both sample lengths, 8 and 5
 KEPT = "kept_below_50"  # x[|x| < 50]: 8 elements of every random input, the values decide
+COPIES = "copies_above_1e6"  # an expanded view of no rows at random inputs: strides (1, 0)
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +48,17 @@ def repo(tmp_path_factory):
                  "--name", RANKER, "--variants", "python", "--out", str(repo)]) == 0
     assert main(["-q", "build", f"{ROOT}/tests/fixtures/batch_probes.py:{SUBSAMPLED}",
                  "--input", "x:float32:-1x16", "--variants", "python", "--out", str(repo)]) == 0
-    assert main(["-q", "build", f"{ROOT}/tests/fixtures/batch_probes.py:{KEPT}",
-                 "--input", "x:float32:8", "--max-batch-size", "0", "--variants", "python",
-                 "--out", str(repo)]) == 0
+    for factory in (KEPT, COPIES):
+        assert main(["-q", "build", f"{ROOT}/tests/fixtures/batch_probes.py:{factory}",
+                     "--input", "x:float32:8", "--max-batch-size", "0", "--variants", "python",
+                     "--out", str(repo)]) == 0
     return repo
 
 
 OLD_RANKER = "old_ranker"
 FIXED_KEPT = "kept_declared_fixed"  # KEPT's config as a build blind to the values wrote it
 SERVED = [f"{ROWS}_python", f"{ROWS}_python_compile", f"{UNBATCHED}_python", f"{CENTRED}_python",
-          f"{RANKER}_python", f"{SUBSAMPLED}_python", f"{KEPT}_python"]
+          f"{RANKER}_python", f"{SUBSAMPLED}_python", f"{KEPT}_python", f"{COPIES}_python"]
 
 
 def _without_reshape(repo, source: str, name: str) -> None:
@@ -242,6 +244,18 @@ def test_a_size_the_values_decide_is_declared_and_served_variable(served, kind):
     got = infer(kind, served, f"{KEPT}_python", [("x", np.full(8, 100, np.float32), "FP32")],
                 ["output"])
     assert got["output"].shape == (0,) and got["output"].dtype == np.float32
+
+
+@pytest.mark.parametrize("kind", PROTOCOLS)
+def test_an_empty_view_torch_calls_contiguous_is_answered(served, kind):
+    """No element above 1e6: a [0, 3] view with strides (1, 0), which the Python backend refused
+    as DLPack ("not contiguous") before the runtime gave it C-order strides."""
+    x = np.arange(8, dtype=np.float32)
+    got = infer(kind, served, f"{COPIES}_python", [("x", x, "FP32")], ["output"])["output"]
+    assert got.shape == (0, 3) and got.dtype == np.float32
+    x[[2, 5]] = [2e6, 3e6]
+    got = infer(kind, served, f"{COPIES}_python", [("x", x, "FP32")], ["output"])["output"]
+    np.testing.assert_array_equal(got, [[2e6] * 3, [3e6] * 3])
 
 
 @pytest.mark.parametrize("kind", PROTOCOLS)

@@ -12,7 +12,7 @@ from generator.build.outputs import output_paths
 from generator.build.samples import Case
 from generator.build.wrapper import make_wrapper
 from generator.errors import ExportError
-from generator.runtime.model import as_model_receives, declared_dims, shape_contradiction
+from generator.runtime.model import as_model_receives, c_order, declared_dims, shape_contradiction
 from generator.serve.verify import _fits, api_shape
 from generator.spec import ModelSpec, TensorSpec
 from generator.variants import registry
@@ -179,3 +179,25 @@ def test_the_runtime_answers_only_shapes_its_config_declares():
     assert wrong.startswith("output 'boxes' has shape [57, 4] here, and this model's config"
                             " declares [100, 4]")
     assert shape_contradiction("boxes", boxes, (2, 7), batching=True)  # rank
+
+
+@pytest.mark.parametrize("make", [
+    lambda: torch.zeros(0).unsqueeze(-1).expand(-1, 3),  # no rows, an expanded view: (1, 0)
+    lambda: torch.zeros(2, 3, 0),  # an empty last axis: torch strides (3, 1, 1)
+    lambda: torch.zeros(3, 0, 4).permute(1, 0, 2),
+    lambda: torch.ones(4, 1).expand(4, 5),
+    lambda: torch.arange(6.0).view(2, 3).t(),
+    lambda: torch.ones(2, 3),
+])
+def test_outputs_get_the_strides_the_python_backend_requires_of_dlpack(make):
+    """Each stride the product of the sizes after it (the backend checks every axis but the
+    first); torch calls a tensor contiguous whatever its size-1 and empty axes' strides."""
+    t = make()
+    got = c_order(t)
+    want, step = [], 1
+    for size in reversed(t.shape):
+        want.append(step)
+        step *= size
+    assert got.stride() == tuple(reversed(want)) and torch.equal(got, t)
+    if t.stride() == got.stride():
+        assert got is t  # nothing copied when nothing is to change

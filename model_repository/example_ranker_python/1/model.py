@@ -231,6 +231,23 @@ def to_numpy(tensor):
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 
 
+def c_order(tensor):
+    """``tensor`` with the strides Triton's Python backend requires of a DLPack tensor: each the
+    product of the sizes after it. torch calls a tensor contiguous whatever the strides of its
+    size-1 and empty axes (an expanded view of no rows, say), and the backend refuses those."""
+    strides, step = [], 1
+    for size in reversed(tensor.shape):
+        strides.append(step)
+        step *= size
+    strides = tuple(reversed(strides))
+    if tensor.stride() == strides:
+        return tensor
+    if tensor.numel() == 0:
+        return torch.empty_strided(tensor.shape, strides, dtype=tensor.dtype,
+                                   device=tensor.device)
+    return tensor.clone(memory_format=torch.contiguous_format)
+
+
 def run_batch(model, tensors):
     """One forward pass; returns a list of output tensors in config order.
 
@@ -451,7 +468,7 @@ class TritonPythonModel:
                 tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(t.cpu().numpy())))
             else:  # DLPack: no numpy array in between (also GPU and bfloat16 tensors)
                 tensors.append(pb_utils.Tensor.from_dlpack(
-                    name, torch.utils.dlpack.to_dlpack(t.contiguous())))
+                    name, torch.utils.dlpack.to_dlpack(c_order(t))))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _run_merged(self, per_request):
