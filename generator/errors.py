@@ -149,3 +149,10 @@ def error_line(type_name: str, message: str, limit: int = 300) -> str:
     """``Type: what failed`` in one line (the type once, also where the line names its own)."""
     line = what_failed(message)[:limit]
     return line if _TYPED.match(line) else f"{type_name}: {line}" if line else type_name
+
+
+def cause_line(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line`` of what raised ``e`` (the exception it wraps, else ``e`` itself)."""
+    cause = e.__cause__ or e
+    first = (str(cause).strip().splitlines() or [""])[0][:limit]
+    return f"{type(cause).__name__}: {first}"

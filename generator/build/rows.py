@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ExportError
+from ..errors import ExportError, cause_line
 from ..repository.compare import compare
 from ..runtime.model import to_numpy
 from .samples import ENDS, Case, value_end, varied_rows
@@ -87,10 +87,8 @@ def check_rows_independent(run: Callable[[Case], list], batched: dict[str, list]
     try:
         together = run(probe)
     except ExportError as e:
-        failed = e.__cause__ or e
-        first = (str(failed).strip().splitlines() or [""])[0][:200]
         notes.append(f"rows run alone were compared with the sample cases only: the model"
-                     f" fails on {what}: {type(failed).__name__}: {first}")
+                     f" fails on {what}: {cause_line(e)}")
     else:
         _compare_rows(run, probe, together, what, names, spec, cause)
     notes += _compare_beside_ends(run, case, batched[case.name], names, spec, cause)
@@ -140,11 +138,9 @@ def _compare_rows(run: Callable[[Case], list], case: Case, batched: list, what: 
         try:
             alone = run(row)
         except ExportError as e:
-            cause = e.__cause__ or e
-            first = (str(cause).strip().splitlines() or [""])[0][:300]
             raise ExportError(
                 f"the model fails on a batch of one row (row {i} of {what} alone):"
-                f" {type(cause).__name__}: {first}. Triton hands the model batches of"
+                f" {cause_line(e, 300)}. Triton hands the model batches of"
                 f" any size from 1 to max_batch_size ({spec.max_batch_size}).",
                 "Make the model work on a single row, or build with --max-batch-size 0 and the"
                 " batch axis in the input dims.") from e
@@ -178,10 +174,8 @@ def _compare_beside_ends(run: Callable[[Case], list], case: Case, batched: list,
         try:
             alike, together = run(copies), run(mixed)
         except ExportError as e:
-            failed = e.__cause__ or e
-            first = (str(failed).strip().splitlines() or [""])[0][:200]
             notes.append(f"rows were not compared beside {ends}: the model fails on them:"
-                         f" {type(failed).__name__}: {first}")
+                         f" {cause_line(e)}")
             continue
         first_row = compare({n: to_numpy(a[:1]) for n, a in zip(names, together)},
                             {n: to_numpy(b[:1]) for n, b in zip(names, batched)},

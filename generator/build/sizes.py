@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ExportError
+from ..errors import ExportError, cause_line
 from ..spec import ModelSpec, TensorSpec
 from .outputs import OutputPath, Point, check_ranks, flat_outputs, infer_output_specs
 from .samples import ENDS, Case, case_lengths, sized_case, value_ends
@@ -106,9 +106,7 @@ def output_specs(run: Callable[[Case], list], serve: Callable[[list], list], spe
         try:
             model = run(case)
         except ExportError as e:
-            cause = e.__cause__ or e
-            first = (str(cause).strip().splitlines() or [""])[0][:200]
-            failed.append(f"{label} ({type(cause).__name__}: {first})")
+            failed.append(f"{label} ({cause_line(e)})")
             continue
         except (KeyError, IndexError, TypeError) as e:
             raise ExportError(f"the model's output structure changes between inputs: at"
