@@ -12,6 +12,7 @@ import importlib.abc
 import importlib.util
 import json
 import re
+import shutil
 import sys
 import traceback
 
@@ -79,7 +80,7 @@ def _run_job(job, inputs, output_names) -> None:
     if job.get("time_threads"):
         job["stage"] = "timing"
         timings = {"contiguous": _time_threads(runtime, model, job, input_names, output_names,
-                                               "contiguous", torch, np)}
+                                               "contiguous", torch, np, answered=True)}
         if job["params"].get("loader") == "package" and runtime.has_conv_weights(model):
             try:  # an optional trial: a model the layout breaks (x.view) keeps the default one
                 cl = runtime.to_channels_last(
@@ -101,13 +102,14 @@ def setting_suffix(memory_format: str, threads) -> str:
 
 
 def _time_threads(runtime, model, job, input_names, output_names, memory_format, torch,
-                  np) -> dict:
+                  np, answered=False) -> dict:
     """Time the forward pass with each thread count at each batch size (rows of the first case,
     repeated): {threads: {batch: ms per call}}, for the build to choose from. Three passes over
     the thread counts, the fastest of each kept: a burst of other work on the machine then does
     not decide for one count alone. Then the cases' answers at each thread count, for the build
     to check before choosing it (kernels split their sums by thread count, and round
-    accordingly: a setting is served only where it answers as eager does)."""
+    accordingly: a setting is served only where it answers as eager does); ``answered``: the
+    cases' own outputs are ``model``'s at the current thread count, and are copied for it."""
     plan = job["time_threads"]
     with np.load(job["cases"][0]["inputs"], allow_pickle=False) as data:
         arrays = [np.ascontiguousarray(data[n]) for n in input_names]
@@ -130,9 +132,13 @@ def _time_threads(runtime, model, job, input_names, output_names, memory_format,
                     ms = elapsed / n * 1e3
                     row[str(batch)] = min(ms, row.get(str(batch), ms))
         for threads in plan["threads"]:
+            suffix = setting_suffix(memory_format, threads)
+            if answered and threads == before:
+                for case in job["cases"]:
+                    shutil.copyfile(case["out"], case["out"].replace(".npz", f"{suffix}.npz"))
+                continue
             torch.set_num_threads(threads)
-            _run_cases(runtime, model, job, input_names, output_names,
-                       setting_suffix(memory_format, threads))
+            _run_cases(runtime, model, job, input_names, output_names, suffix)
     finally:
         torch.set_num_threads(before)
     return timings
