@@ -118,6 +118,9 @@ def export_package(ctx: ExportContext, path: Path, model) -> list[str]:
             " server and they are externed automatically, or move the model code into plain"
             " Python modules. Run with -v for details.") from e
     except Exception as e:
+        said = " ".join(str(e).split())  # one paragraph (pickle's messages span lines)
+        said = f"{type(e).__name__}: {said}{'' if said.endswith('.') else '.'}"
+        message = f"torch.package failed to pickle the model: {said}"
         tip = ("The model (or an attribute of it) cannot be pickled: keep lambdas, open files and"
                " locks out of the module's attributes.")
         if "torch.export." in str(e):  # torch's own hooks on ExportedProgram.module()
@@ -136,17 +139,14 @@ def export_package(ctx: ExportContext, path: Path, model) -> list[str]:
                    " values it computes then), or for weight norm use the older hook-based"
                    " torch.nn.utils.weight_norm, which pickles.")
         elif "ScriptModule" in str(e):  # a torch.jit.load'ed or scripted model
+            message = ("the model is a TorchScript module, which the python variant cannot"
+                       " carry: it packs the model's Python code, and a TorchScript module has"
+                       f" none (torch.package: {said})")
             tip = ("The model is a TorchScript module: it has no Python code for the eager"
                    " variant to carry. Serve it with the TorchScript variants (--variants"
                    " libtorch,python-ts), or build the python variant from the nn.Module it"
                    " was made from.")
-        said = " ".join(str(e).split())  # one paragraph (pickle's messages span lines)
-        said = f"{type(e).__name__}: {said}{'' if said.endswith('.') else '.'}"
-        if "ScriptModule" in str(e):
-            raise ExportError("the model is a TorchScript module, which the python variant"
-                              " cannot carry: it packs the model's Python code, and a TorchScript"
-                              f" module has none (torch.package: {said})", tip) from e
-        raise ExportError(f"torch.package failed to pickle the model: {said}", tip) from e
+        raise ExportError(message, tip) from e
     notes = data.notes()
     needs = sorted({m.split(".")[0] for m in externed} & set(installed) - set(SERVER_PROVIDES))
     if not needs:
