@@ -2,10 +2,11 @@
 for the wrong cause (tests/fixtures: batch_probes, binding, process_state, causes, user_cases,
 routes, exports): a row that reads another row's flag, one decision for the whole batch from its
 rows' values, inputs a wrong binding would exchange, a custom op registered by the model's code,
-output sizes that depend on the batch or length, in-place ops on inputs, a minimum length, autograd in forward(), bfloat16, torch.compile'd and parametrized
-modules, dynamic quantization, transformers with a cache, torch.export failures. Each is built
-from its fixture file with the inputs its tests use; models that take a per-row scalar or a dict
-(sent in shapes the independent check does not make) are left to their own tests."""
+output sizes that depend on the batch or length, in-place ops on inputs, a minimum length,
+autograd in forward(), bfloat16, torch.compile'd and parametrized modules, dynamic quantization,
+transformers with a cache, torch.export failures. Each is built from its fixture file with the
+inputs its tests use; models that take a per-row scalar or a dict (sent in shapes the
+independent check does not make) are left to their own tests."""
 
 from __future__ import annotations
 
@@ -30,9 +31,6 @@ MODELS = {  # fixture module: the factories of the corpus
     "exports": ("size_check",),
 }
 OPTIONS = {"star_args": {"inputs_by_position": True}}  # other build options, spec keys
-# Built from the module the corpus imports (its INPUTS): a second import by file path would run
-# its torch.library registration twice, which torch refuses.
-BY_MODULE = ("process_state",)
 
 
 def make(module: str, factory: str):
@@ -48,9 +46,7 @@ def entries() -> list[Entry]:
     for module, factories in MODELS.items():
         inputs = importlib.import_module(f"tests.fixtures.{module}").INPUTS
         for factory in factories:
-            source = (f"tests.fixtures.{module}:{factory}" if module in BY_MODULE
-                      else f"{FIXTURES / module}.py:{factory}")
-            found.append(Entry("cases", factory, module, source,
+            found.append(Entry("cases", factory, module, f"{FIXTURES / module}.py:{factory}",
                                tuple(inputs[factory]), functools.partial(make, module, factory),
                                OPTIONS.get(factory, {})))
     return found
