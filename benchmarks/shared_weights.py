@@ -6,10 +6,11 @@ the instances take to load.
                                                   [--rounds 3] [--out shared_weights]
                                                   [--idle-seconds 2.5]
 
-Builds the model's python variant twice with ``gen-repo build`` (``--no-mapped-weights`` and
-the default), and a baseline the same way, each with ``--cpu-instances N``: a conv net with
-~10 k weights that takes resnet50's input and answers 1000 logits through the same kinds of
-layers (tests/fixtures/weights.py:tiny_convnet; ``--baseline``/``--baseline-input`` for other
+Builds the model's python variant three times with ``gen-repo build``: "before" (weights inside
+the archive, every import at load: ``--no-mapped-weights --no-deferred-imports``), "archive"
+(``--no-mapped-weights``) and "mapped" (the default), and a baseline the same way, each with
+``--cpu-instances N``: a conv net with ~10 k weights that takes resnet50's input and answers
+1000 logits through the same kinds of layers (tests/fixtures/weights.py:tiny_convnet; ``--baseline``/``--baseline-input`` for other
 models), so that its stubs import the same libraries, run the same kinds of kernels and move
 requests and responses of the same sizes. Each round loads every model alone on the embedded
 tritonserver, in turn (the settings alternate within the round), sends it requests from several
@@ -19,7 +20,8 @@ stubs every 0.1 s: the peak under load), lets it idle ``--idle-seconds`` and sum
 minus the baseline's of the same setting, in copies of the weights' bytes, in all and per kind
 of mapping (the weights file, heap and anonymous memory, libraries, the Python backend's shared
 memory for requests). Load time: from the load request to READY; and each step of one
-instance's load in a fresh process of its own. Medians over the rounds; each round kept in
+instance's load in a fresh process of its own; the baseline's PSS per instance is the Python
+backend's fixed cost of an instance. Medians over the rounds; each round kept in
 ``results.json``, the tables in ``shared_weights.md``.
 """
 
@@ -46,7 +48,9 @@ from generator.status import READY  # noqa: E402
 
 BASELINE = f"{HERE.parent}/tests/fixtures/weights.py:tiny_convnet"
 BASELINE_INPUT = "x:float32:3,224,224"  # resnet50's
-SETTINGS = {"archive": "--no-mapped-weights", "mapped": "--mapped-weights"}
+# "before": as the python variant was built before mapped weights and deferred imports
+SETTINGS = {"before": ["--no-mapped-weights", "--no-deferred-imports"],
+            "archive": ["--no-mapped-weights"], "mapped": ["--mapped-weights"]}
 
 
 def build(repo: Path, source: str, name: str, instances: int, extra: list[str]) -> None:
@@ -133,6 +137,8 @@ version_dir = Path(sys.argv[1])
 sys.path.insert(0, str(version_dir))
 import json, model as runtime
 params = json.loads(sys.argv[2])
+if params.get(runtime.DEFERRED_IMPORTS) != "false":
+    runtime.defer_imports()
 importer = torch.package.PackageImporter(str(version_dir / params["artifact"]))
 for name in importer.extern_modules:
     __import__(name)
@@ -190,7 +196,7 @@ def main(argv=None) -> int:
                 ("tiny", args.baseline, [f"--input={i}" for i in
                                          args.baseline_input or [BASELINE_INPUT]])):
             names[setting, kind] = f"{kind}_{setting}"
-            build(repo, source, names[setting, kind], args.instances, [flag, *extra])
+            build(repo, source, names[setting, kind], args.instances, [*flag, *extra])
     models = {key: layout.BuiltModel(repo / f"{name}_python") for key, name in names.items()}
     weights = weight_bytes(models["mapped", "model"])
     rounds = []
@@ -218,15 +224,18 @@ def main(argv=None) -> int:
                "steps": {k: statistics.median(r[s]["breakdown"][k] for r in rounds)
                          for k in rounds[0][s]["breakdown"]},
                "kinds": {k: statistics.median(r[s]["kinds"][k] for r in rounds) for k in KINDS},
-               "load": statistics.median(r[s]["model"]["load_seconds"] for r in rounds)}
+               "load": statistics.median(r[s]["model"]["load_seconds"] for r in rounds),
+               "floor": statistics.median(r[s]["tiny"]["pss"] / r[s]["tiny"]["stubs"]
+                                          for r in rounds)}
            for s in SETTINGS}
     lines = [f"{args.model}, {args.instances} CPU instances, weights {weights / 2**20:.1f} MiB;"
              f" medians of {args.rounds} rounds (settings alternating)", "",
              "| weights | memory the model adds to the instances, idle (copies of the weights) |"
-             " peak under load | load to READY (s) |", "|---|---|---|---|"]
+             " peak under load | load to READY (s) | the baseline's PSS per instance (MiB) |",
+             "|---|---|---|---|---|"]
     for s in SETTINGS:
         lines.append(f"| {s} | {med[s]['copies']:.2f} | {med[s]['peak']:.2f} |"
-                     f" {med[s]['load']:.1f} |")
+                     f" {med[s]['load']:.1f} | {med[s]['floor'] / 2**20:.0f} |")
     lines += ["", "What the model adds idle, by kind of memory (copies of the weights):", "",
               "| weights | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
     for s in SETTINGS:
@@ -237,7 +246,10 @@ def main(argv=None) -> int:
     for s in SETTINGS:
         lines.append(f"| {s} | " + " | ".join(f"{med[s]['steps'][k]:.2f}" for k in steps) + " |")
     lines += ["", f"mapped / archive: memory {med['mapped']['copies'] / med['archive']['copies']:.2f}x,"
-              f" load time {med['mapped']['load'] / med['archive']['load']:.2f}x"]
+              f" load time {med['mapped']['load'] / med['archive']['load']:.2f}x; mapped / before:"
+              f" load time {med['mapped']['load'] / med['before']['load']:.2f}x (per round: "
+              + ", ".join(f"{r['mapped']['model']['load_seconds'] / r['before']['model']['load_seconds']:.2f}"
+                          for r in rounds) + ")"]
     (out / "results.json").write_text(json.dumps({"model": args.model, "weights": weights,
                                                   "instances": args.instances,
                                                   "rounds": rounds}, indent=1))

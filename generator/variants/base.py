@@ -170,9 +170,12 @@ def forward_parameters(spec: ModelSpec) -> dict[str, str]:
 
 
 def python_backend_parameters(spec: ModelSpec, load_params: dict[str, str]) -> dict[str, str]:
-    """Parameters of a Python-backend config: how to load the artifact, threads, and the
-    forward pass's context where it is not inference mode."""
-    return {**load_params, "threads": str(spec.threads), **forward_parameters(spec)}
+    """Parameters of a Python-backend config: how to load the artifact, threads, the forward
+    pass's context where it is not inference mode, and imports at load where asked."""
+    from ..runtime.model import DEFERRED_IMPORTS
+
+    deferral = {} if spec.deferred_imports else {DEFERRED_IMPORTS: "false"}
+    return {**load_params, "threads": str(spec.threads), **forward_parameters(spec), **deferral}
 
 
 def install_runtime(version_dir: Path) -> None:

@@ -43,7 +43,7 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
         "preferred_batch_sizes = [2, 4]", "max_queue_delay_us = 5", "cpu_instances = 2",
         "gpu_instances = 1", "gpus = [0, 1]", "threads = 1", "script = true",
         "accept_trace_warnings = true", "atol = 0.1", "inputs_by_position = true",
-        "mapped_weights = false",
+        "mapped_weights = false", "deferred_imports = false",
         "rtol = 0.2", "seed = 3", "force = true", 'dtype = "bf16"', "batch_axis = 1",
         "max_queue_size = 0", "queue_timeout_us = 0", 'compile_mode = "max-autotune"',
         "check_lengths = [16000, 12345]", 'triton_release = "26.06"']))
@@ -54,7 +54,7 @@ def test_every_option_is_a_flag_and_a_spec_key(tmp_path):
     assert spec.inputs[0].dims == (3, 4, 4) and not spec.dynamic_batching
     assert spec.dtype == "bfloat16" and spec.batch_axis == 1 and spec.atol == 0.1
     assert spec.accept_trace_warnings and spec.check_lengths == (16000, 12345)
-    assert spec.triton_release == "26.06"
+    assert spec.triton_release == "26.06" and not spec.deferred_imports
 
 
 def test_spec_file_unknown_key_did_you_mean(tmp_path):
