@@ -2,8 +2,9 @@
 parameters), built as a user would: ``gen-repo build torchvision:<name>``, random weights.
 
 Images are 224x224 (segmentation too: 520x520 is torchvision's reference size, and only costs
-time here), video clips 16 frames of 112x112 (224x224 for MViT and S3D, which need it), optical flow
-two 128x128 frames. A detector is built as its refusal's TIP says: one image per request
+time here), video clips 16 frames of 112x112 (224x224 for MViT and S3D, which need it) in batches
+of at most 2 (a clip is 10-40 images' work: the checks of batches of 8 take many minutes on 2
+cores), optical flow two 128x128 frames. A detector is built as its refusal's TIP says: one image per request
 (``--max-batch-size 0`` and a batch of exactly one image in the input dims, which torchvision's
 detectors take as one tensor); batched, it returns one dict per image, which the build refuses
 (tests/integration/test_row_shapes.py).
@@ -39,7 +40,7 @@ def _inputs(name: str, kind: str) -> tuple[str, ...]:
 
 
 def _options(kind: str) -> dict:
-    return {"max_batch_size": 0} if kind == "detection" else {}
+    return {"detection": {"max_batch_size": 0}, "video": {"max_batch_size": 2}}.get(kind, {})
 
 
 def make(name: str):
