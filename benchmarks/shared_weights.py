@@ -165,6 +165,14 @@ def load_breakdown(model: layout.BuiltModel) -> dict:
     return json.loads(got.stdout.strip().splitlines()[-1])
 
 
+def layout_of(model: layout.BuiltModel) -> str:
+    from generator.runtime.model import CHANNELS_LAST, MEMORY_FORMAT
+
+    chosen = model.config.parameters.get(MEMORY_FORMAT)
+    return CHANNELS_LAST if chosen is not None and chosen.string_value == CHANNELS_LAST \
+        else "contiguous"
+
+
 def weight_bytes(model: layout.BuiltModel) -> int:
     import torch
 
@@ -228,8 +236,11 @@ def main(argv=None) -> int:
                "floor": statistics.median(r[s]["tiny"]["pss"] / r[s]["tiny"]["stubs"]
                                           for r in rounds)}
            for s in SETTINGS}
+    layouts = ", ".join(f"{s} {layout_of(models[s, 'model'])}" for s in SETTINGS)
     lines = [f"{args.model}, {args.instances} CPU instances, weights {weights / 2**20:.1f} MiB;"
-             f" medians of {args.rounds} rounds (settings alternating)", "",
+             f" medians of {args.rounds} rounds (settings alternating); the layout the build's"
+             f" timing chose: {layouts} (what the forward passes leave in the heap differs"
+             " between them)", "",
              "| weights | memory the model adds to the instances, idle (copies of the weights) |"
              " peak under load | load to READY (s) | the baseline's PSS per instance (MiB) |",
              "|---|---|---|---|---|"]
