@@ -92,21 +92,29 @@ def _load_aoti(path, device):
     return (lambda *tensors: package(**dict(zip(names, tensors)))) if names else package
 
 
-# Modules whose import is put off until something reads them, and the functions of each that
-# may be imported from it before then: torchvision imports torch._dynamo (1 s of a 2.6 s instance
-# load on 2 cores) for one function its roi_align calls, and an eager forward pass never reads it.
-DEFERRED = {"torch._dynamo": (), "torch._dynamo.utils": ("is_compile_supported",)}
+# torchvision imports torch._dynamo (1 s of a 2.6 s instance load on 2 cores) for one function
+# its roi_align calls, and an eager forward pass never reads it: the import of that package is
+# put off until something imports it or reads a module of DEFERRED. DEFERRED: the modules that
+# get a stand-in meanwhile, and the functions of each that may be imported from it.
+DEFERRED_PACKAGE = "torch._dynamo"
+DEFERRED = {"torch._dynamo.utils": ("is_compile_supported",)}
 DEFERRED_IMPORTS = "deferred_imports"  # config parameter: "false" imports them at load
 
 
+def _end_deferral():
+    """Take the stand-ins and their finder out: the next import of the package is the real one."""
+    for name in DEFERRED:
+        if isinstance(sys.modules.get(name), _Deferred):
+            del sys.modules[name]
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _EndDeferral)]
+
+
 def _imported(name):
-    """The real module ``name``, imported now if it is not yet (its stand-ins leave sys.modules)."""
+    """The real module ``name``, imported now if it is not yet."""
     module = sys.modules.get(name)
     if module is not None and not isinstance(module, _Deferred):
         return module
-    for deferred in DEFERRED:
-        if isinstance(sys.modules.get(deferred), _Deferred):
-            del sys.modules[deferred]
+    _end_deferral()
     return importlib.import_module(name)
 
 
@@ -119,40 +127,49 @@ def _later(module, name):
 
 
 def _spec(name):
-    """Where ``name`` would be imported from, found without importing it or a deferred parent."""
+    """Where ``name`` would be imported from, found without importing it or its packages."""
     parent = name.rpartition(".")[0]
-    where = (_spec(parent).submodule_search_locations if parent in DEFERRED
-             else sys.modules[parent].__path__)
+    where = (sys.modules[parent].__path__ if parent in sys.modules
+             else _spec(parent).submodule_search_locations)
     return importlib.machinery.PathFinder.find_spec(name, where)
+
+
+class _EndDeferral:
+    """First of sys.meta_path while the stand-ins are in sys.modules: an import of the deferred
+    package or of any module in it ends the deferral before the import system looks for it, so
+    the package and its modules are imported once, for real, in their usual order."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == DEFERRED_PACKAGE or name.startswith(DEFERRED_PACKAGE + "."):
+            _end_deferral()
+        return None
 
 
 class _Deferred(type(sys)):
     """Stands in sys.modules for a module of DEFERRED, with its spec and file: reading another
     attribute it lacks imports the real module and reads it there, but for dunder names (what
-    tools such as inspect probe on every module) other than ``__all__`` and a package's
-    ``__path__``, which the real module would lack too."""
+    tools such as inspect probe on every module) other than ``__all__``."""
 
     def __init__(self, name, spec):
         super().__init__(name)
         self.__spec__, self.__loader__, self.__file__ = spec, spec.loader, spec.origin
         self.__package__ = spec.parent
-        self._package = spec.submodule_search_locations is not None
         for function in DEFERRED[name]:
             setattr(self, function, _later(name, function))
 
     def __getattr__(self, attr):
-        dunder = attr.startswith("__") and attr.endswith("__")
-        if dunder and attr != "__all__" and not (attr == "__path__" and self._package):
+        if attr.startswith("__") and attr.endswith("__") and attr != "__all__":
             raise AttributeError(attr)
         return getattr(_imported(self.__name__), attr)
 
 
 def defer_imports():
-    """Put stand-ins for DEFERRED in sys.modules, unless torch._dynamo is imported already."""
-    if any(name in sys.modules for name in DEFERRED):
+    """Put stand-ins for DEFERRED in sys.modules, unless the package is imported already."""
+    if DEFERRED_PACKAGE in sys.modules or any(name in sys.modules for name in DEFERRED):
         return
     for name in DEFERRED:
         sys.modules[name] = _Deferred(name, _spec(name))
+    sys.meta_path.insert(0, _EndDeferral())
 
 
 LOADERS = {"package": _load_package, "torchscript": _load_torchscript, "aoti": _load_aoti}

@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, {str(runtime.__file__.rsplit("/", 1)[0])!r})
 import model as runtime
 def deferred():
-    return type(sys.modules["torch._dynamo"]).__name__ == "_Deferred"
+    return "torch._dynamo" not in sys.modules
 """
 
 
@@ -38,6 +38,8 @@ def test_a_torchvision_model_loads_and_answers_without_importing_dynamo():
             print(tuple(model(torch.randn(1, 3, 64, 64)).shape))
         assert deferred(), "a forward pass imported torch._dynamo"
         assert sys.modules["torch._dynamo.utils"].__file__.endswith("_dynamo/utils.py")
+        assert not any(hasattr(m, "__path__") for n, m in sys.modules.items()
+                       if n.startswith("torch._dynamo"))
         print("deferred")
     """)
     assert out.split() == ["(1,", "1000)", "deferred"]
@@ -59,13 +61,29 @@ def test_the_first_real_use_imports_it_and_answers_as_the_real_module():
 
 def test_torch_compile_and_submodule_imports_go_through():
     out = _run("""
-        import torch
-        import torch._dynamo.eval_frame  # a submodule of the deferred package
+        import torch, torchvision
+        import torch._dynamo.eval_frame  # a module of the deferred package: imported once
         assert not deferred()
+        assert sys.modules["torch._dynamo.eval_frame"] is torch._dynamo.eval_frame
+        assert torch._dynamo.eval_frame.OptimizedModule is torch._dynamo.OptimizedModule
+        assert sys.modules["torch._dynamo.utils"] is torch._dynamo.utils
+        assert type(torch._dynamo.utils).__name__ == "module"
+        assert not any(type(f).__name__ == "_EndDeferral" for f in sys.meta_path)
         compiled = torch.compile(torch.nn.Linear(3, 2), backend="eager")
         print(tuple(compiled(torch.randn(4, 3)).shape))
     """)
     assert out.split() == ["(4,", "2)"]
+
+
+def test_the_package_imported_by_name_gets_its_real_modules():
+    out = _run("""
+        import torch, torchvision
+        import torch._dynamo
+        assert type(sys.modules["torch._dynamo.utils"]).__name__ == "module"
+        assert torch._dynamo.utils.is_compile_supported.__module__ == "torch._dynamo.utils"
+        print(torch._dynamo.is_compiling())
+    """)
+    assert out.split() == ["False"]
 
 
 def test_nothing_is_deferred_once_dynamo_is_imported():
