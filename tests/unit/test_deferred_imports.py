@@ -36,6 +36,8 @@ def test_a_torchvision_model_loads_and_answers_without_importing_dynamo():
         model = torchvision.models.resnet18().eval()
         with torch.inference_mode():
             print(tuple(model(torch.randn(1, 3, 64, 64)).shape))
+        boxes = [torch.tensor([[0.0, 0.0, 4.0, 4.0]])]
+        assert roi_align(torch.randn(1, 3, 8, 8), boxes, 2).shape == (1, 3, 2, 2)  # detectors'
         assert deferred(), "a forward pass imported torch._dynamo"
         assert sys.modules["torch._dynamo.utils"].__file__.endswith("_dynamo/utils.py")
         assert not any(hasattr(m, "__path__") for n, m in sys.modules.items()
