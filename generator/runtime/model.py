@@ -164,11 +164,18 @@ class _Deferred(type(sys)):
 
 
 def defer_imports():
-    """Put stand-ins for DEFERRED in sys.modules, unless the package is imported already."""
+    """Put stand-ins for DEFERRED in sys.modules, unless the package is imported already or a
+    module of DEFERRED cannot be found where the path finder looks (then nothing is deferred)."""
     if DEFERRED_PACKAGE in sys.modules or any(name in sys.modules for name in DEFERRED):
         return
-    for name in DEFERRED:
-        sys.modules[name] = _Deferred(name, _spec(name))
+    try:
+        specs = {name: _spec(name) for name in DEFERRED}
+    except (AttributeError, ImportError, KeyError):  # a package not found on the path
+        return
+    if any(spec is None or spec.origin is None for spec in specs.values()):
+        return
+    for name, spec in specs.items():
+        sys.modules[name] = _Deferred(name, spec)
     sys.meta_path.insert(0, _EndDeferral())
 
 

@@ -95,3 +95,14 @@ def test_nothing_is_deferred_once_dynamo_is_imported():
         print(deferred())
     """, defer=False)
     assert out.split() == ["False"]
+
+
+def test_nothing_is_deferred_where_the_module_is_not_found():
+    out = _run("""
+        runtime.DEFERRED_PACKAGE = "torch._not_there"
+        runtime.DEFERRED = {"torch._not_there.utils": ("f",)}
+        runtime.defer_imports()
+        print("torch._not_there.utils" in sys.modules,
+              any(type(f).__name__ == "_EndDeferral" for f in sys.meta_path))
+    """, defer=False)
+    assert out.split() == ["False", "False"]
