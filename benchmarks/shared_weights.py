@@ -137,8 +137,7 @@ version_dir = Path(sys.argv[1])
 sys.path.insert(0, str(version_dir))
 import json, model as runtime
 params = json.loads(sys.argv[2])
-if params.get(runtime.DEFERRED_IMPORTS) != "false":
-    runtime.defer_imports()
+runtime.defer_imports(params)  # as load_model does, before the imports it times
 importer = torch.package.PackageImporter(str(version_dir / params["artifact"]))
 for name in importer.extern_modules:
     __import__(name)
@@ -167,10 +166,11 @@ def load_breakdown(model: layout.BuiltModel) -> dict:
 
 def layout_of(model: layout.BuiltModel) -> str:
     from generator.runtime.model import CHANNELS_LAST, MEMORY_FORMAT
+    from generator.variants.threads import CONTIGUOUS
 
     chosen = model.config.parameters.get(MEMORY_FORMAT)
     return CHANNELS_LAST if chosen is not None and chosen.string_value == CHANNELS_LAST \
-        else "contiguous"
+        else CONTIGUOUS
 
 
 def weight_bytes(model: layout.BuiltModel) -> int:

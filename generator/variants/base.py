@@ -172,9 +172,9 @@ def forward_parameters(spec: ModelSpec) -> dict[str, str]:
 def python_backend_parameters(spec: ModelSpec, load_params: dict[str, str]) -> dict[str, str]:
     """Parameters of a Python-backend config: how to load the artifact, threads, the forward
     pass's context where it is not inference mode, and imports at load where asked."""
-    from ..runtime.model import DEFERRED_IMPORTS
+    from ..runtime.model import AT_LOAD, DEFERRED_IMPORTS
 
-    deferral = {} if spec.deferred_imports else {DEFERRED_IMPORTS: "false"}
+    deferral = {} if spec.deferred_imports else {DEFERRED_IMPORTS: AT_LOAD}
     return {**load_params, "threads": str(spec.threads), **forward_parameters(spec), **deferral}
 
 

@@ -106,3 +106,11 @@ def test_nothing_is_deferred_where_the_module_is_not_found():
               any(type(f).__name__ == "_EndDeferral" for f in sys.meta_path))
     """, defer=False)
     assert out.split() == ["False", "False"]
+
+
+def test_nothing_is_deferred_where_the_config_asks_for_imports_at_load():
+    out = _run("""
+        runtime.defer_imports({runtime.DEFERRED_IMPORTS: runtime.AT_LOAD})
+        print("torch._dynamo.utils" in sys.modules)
+    """, defer=False)
+    assert out.split() == ["False"]

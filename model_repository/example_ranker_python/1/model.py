@@ -98,7 +98,7 @@ def _load_aoti(path, device):
 # get a stand-in meanwhile, and the functions of each that may be imported from it.
 DEFERRED_PACKAGE = "torch._dynamo"
 DEFERRED = {"torch._dynamo.utils": ("is_compile_supported",)}
-DEFERRED_IMPORTS = "deferred_imports"  # config parameter: "false" imports them at load
+DEFERRED_IMPORTS, AT_LOAD = "deferred_imports", "false"  # config parameter: imports at load
 
 
 def _end_deferral():
@@ -163,9 +163,12 @@ class _Deferred(type(sys)):
         return getattr(_imported(self.__name__), attr)
 
 
-def defer_imports():
-    """Put stand-ins for DEFERRED in sys.modules, unless the package is imported already or a
-    module of DEFERRED cannot be found where the path finder looks (then nothing is deferred)."""
+def defer_imports(params=None):
+    """Put stand-ins for DEFERRED in sys.modules, unless the config ``params`` ask for every
+    import at load, the package is imported already, or a module of DEFERRED cannot be found
+    where the path finder looks (then nothing is deferred)."""
+    if (params or {}).get(DEFERRED_IMPORTS) == AT_LOAD:
+        return
     if DEFERRED_PACKAGE in sys.modules or any(name in sys.modules for name in DEFERRED):
         return
     try:
@@ -239,8 +242,7 @@ def load_model(version_dir, params, device="cpu", inputs=(), log=print):
     path = Path(version_dir) / params["artifact"]
     if not path.is_file():
         raise ArtifactError(f"artifact {path} is missing")
-    if params.get(DEFERRED_IMPORTS) != "false":
-        defer_imports()
+    defer_imports(params)
     want = params.get("artifact_sha256", "")
     got = sha256_of(path)
     if want and got != want:
