@@ -408,35 +408,68 @@ def _malloc_trim():
     return trim
 
 
-class IdleRelease:
-    """Gives the memory that forward passes freed back to the OS (glibc's ``malloc_trim``) once
-    the instance has had no request for ``idle_s`` seconds, and once right away (what loading
-    left). glibc keeps freed activations in its heap, so an instance otherwise holds the peak of
-    every batch size it ever ran (resnet50 after batches 1..8: ~2x its weights) while it idles.
-    Trimming after every request would slow the next one down (resnet18 at batch 1: ~10 %
-    here); after idle time it costs a busy instance nothing. ``idle_s`` <= 0: never."""
+def _mkl_free_buffers():
+    """MKL's ``mkl_free_buffers`` as torch's CPU library exports it (``mkl_serv_free_buffers``),
+    or None where torch is built without MKL. MKL keeps the work buffers of its routines for
+    reuse (resnet50 in channels_last layout on one thread: ~25 MiB after its first forward pass)."""
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        free = lib.mkl_serv_free_buffers
+    except (OSError, AttributeError):
+        return None
+    free.argtypes, free.restype = [], None
+    return free
 
-    def __init__(self, idle_s: float, trim=None):
-        self._trim = trim if trim is not None else _malloc_trim()
+
+def release_memory():
+    """Frees MKL's kept work buffers, then gives the heap's free pages back to the OS; None where
+    the C library has no malloc_trim."""
+    trim, free = _malloc_trim(), _mkl_free_buffers()
+    if trim is None:
+        return None
+
+    def release():
+        if free is not None:
+            free()
+        trim(0)
+    return release
+
+
+class IdleRelease:
+    """Gives the memory that forward passes freed or kept for reuse back to the OS
+    (``release_memory``) once the instance has had no request for ``idle_s`` seconds, and once
+    right away (what loading left). glibc keeps freed activations in its heap, so an instance
+    otherwise holds the peak of every batch size it ever ran (resnet50 after batches 1..8: ~2x
+    its weights) while it idles. Releasing after every request would slow the next one down
+    (resnet18 at batch 1: ~10 % here); after idle time it costs a busy instance nothing. A
+    release and a request never run at once (MKL's buffers must not be freed under a running
+    routine): a request that arrives during a release waits for it. ``idle_s`` <= 0: never."""
+
+    def __init__(self, idle_s: float, release=None):
         self._idle_s = idle_s
         self._last = time.monotonic()
-        self._busy = False
+        self._running = threading.Lock()  # held by a request, or by a release
         self._ended = threading.Event()  # a request ended since the last release
         self._stop = threading.Event()
-        if self._trim is None or idle_s <= 0:
+        self._release = None
+        if idle_s <= 0:
+            return
+        self._release = release if release is not None else release_memory()
+        if self._release is None:
             return
         self.release()
         threading.Thread(target=self._run, name="gen-repo-idle-release", daemon=True).start()
 
     def release(self):
-        self._trim(0)
+        with self._running:
+            self._release()
 
     def busy(self):
-        self._busy = True
+        self._running.acquire()
 
     def done(self):
-        self._busy = False
         self._last = time.monotonic()
+        self._running.release()
         self._ended.set()
 
     def stop(self):
@@ -444,17 +477,19 @@ class IdleRelease:
         self._ended.set()
 
     def _run(self):
-        while True:
+        while not self._stop.is_set():
             self._ended.wait()
             while not self._stop.is_set():
                 left = self._idle_s - (time.monotonic() - self._last)
-                if left <= 0 and not self._busy:
+                if left <= 0 and self._running.acquire(blocking=False):
+                    try:
+                        if not self._stop.is_set():
+                            self._ended.clear()
+                            self._release()
+                    finally:
+                        self._running.release()
                     break
                 self._stop.wait(left if left > 0 else self._idle_s)
-            if self._stop.is_set():
-                return
-            self._ended.clear()
-            self.release()
 
 
 def group_by_shape(arrays_per_request):
