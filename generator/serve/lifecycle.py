@@ -192,9 +192,8 @@ class TritonServer:
     def _died(self, during: str) -> ServerError:
         tail = self.log_tail().strip()
         return ServerError(
-            f"{self.kind} exited with status {self.exit_code()} {during}. " + (
-                f"Last lines of its log ({self.log_path}):\n{tail}" if tail else
-                f"Its log ({self.log_path}) is empty."),
+            f"{self.kind} exited with status {self.exit_code()} {during}; its log:"
+            f" {self.log_path}" + (f". Last lines:\n{tail}" if tail else " (empty)."),
             f"Read the full log at {self.log_path}.")
 
     def _client(self, timeout: float):
@@ -246,6 +245,9 @@ class TritonServer:
             for i, status in zip(todo, pool.map(lambda i: self._load_with_client(models[i]),
                                                 todo)):
                 statuses[i] = status
+        for model in models:  # loaded in the order given, whichever was READY first
+            if model.name in self._loaded:
+                self._loaded[model.name] = self._loaded.pop(model.name)
         return statuses
 
     def _load_with_client(self, model) -> ModelStatus:
