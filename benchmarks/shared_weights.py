@@ -21,8 +21,13 @@ minus the baseline's of the same setting, in copies of the weights' bytes, in al
 of mapping (the weights file, heap and anonymous memory, libraries, the Python backend's shared
 memory for requests). Load time: from the load request to READY; and each step of one
 instance's load in a fresh process of its own; the baseline's PSS per instance is the Python
-backend's fixed cost of an instance. Medians over the rounds; each round kept in
-``results.json``, the tables in ``shared_weights.md``.
+backend's fixed cost of an instance. Where a PyTorch backend is found (GEN_REPO_BACKEND_DIRECTORY),
+the model's libtorch variant is measured beside them, as built (``ENABLE_WEIGHT_SHARING``: its
+instances share one copy of the weights) and with that parameter removed: what the server
+process's PSS gains from before the model's load, less the same for the baseline built as
+libtorch, each on a server of its own with a tiny libtorch model loaded first (the backend's
+libraries are in the server before the measurement). Medians over the rounds; each round kept in ``results.json``, the
+tables in ``shared_weights.md``.
 """
 
 from __future__ import annotations
@@ -53,11 +58,35 @@ SETTINGS = {"before": ["--no-mapped-weights", "--no-deferred-imports"],
             "archive": ["--no-mapped-weights"], "mapped": ["--mapped-weights"]}
 
 
-def build(repo: Path, source: str, name: str, instances: int, extra: list[str]) -> None:
-    args = ["-q", "build", source, "--name", name, "--variants", "python", "--out", str(repo),
+# libtorch beside them, where a PyTorch backend is found: as built (the instances share one copy
+# of the weights) and with ENABLE_WEIGHT_SHARING removed from its config
+SHARING = "ENABLE_WEIGHT_SHARING"
+LIBTORCH = {"libtorch": True, "libtorch unshared": False}
+
+
+def build(repo: Path, source: str, name: str, instances: int, extra: list[str],
+          variant: str = "python") -> None:
+    args = ["-q", "build", source, "--name", name, "--variants", variant, "--out", str(repo),
             "--cpu-instances", str(instances), "--force", *extra]
     if gen_repo(args) != 0:
         raise SystemExit(f"building {name} failed")
+
+
+def without_sharing(model: layout.BuiltModel) -> None:
+    """Remove ENABLE_WEIGHT_SHARING from a libtorch model's config (its hash recorded anew)."""
+    from generator.repository.config import write_config
+
+    config = model.config
+    del config.parameters[SHARING]
+    write_config(model.path, config, "Rewritten by benchmarks/shared_weights.py: weight sharing"
+                 " off.")
+    model.reread()
+
+
+def pytorch_backend() -> bool:
+    from generator.serve.triton_install import default_backend_dirs, has_pytorch_backend
+
+    return any(has_pytorch_backend(Path(d)) for d in default_backend_dirs())
 
 
 def exercise(server: EmbeddedServer, model: layout.BuiltModel, clients: int = 8) -> None:
@@ -107,6 +136,32 @@ def measure(server: EmbeddedServer, model: layout.BuiltModel, idle_s: float) -> 
         time.sleep(0.2)
     return {"pss": pss, "peak_pss": max(peak.pss or 0, pss), "kinds": kinds,
             "stubs": len(stubs), "load_seconds": seconds}
+
+
+def measure_in_server(repo: Path, warm: layout.BuiltModel, model: layout.BuiltModel,
+                      idle_s: float, log_path: Path) -> dict:
+    """Like ``measure`` for a model whose instances run inside the server (libtorch), on a
+    server of its own (a long-lived server's heap would lend it what earlier models freed) with
+    ``warm`` loaded first (the backend's libraries): the PSS the server process gains from
+    before the model's load, idle and at the peak under load."""
+    import psutil
+
+    with EmbeddedServer(repo, Ports(*free_ports(3)), log_path=log_path) as server:
+        for one in (warm, model):
+            start = time.perf_counter()
+            before = total_memory([psutil.Process(server.pid)]).pss
+            (status,) = server.load([one])
+            seconds = time.perf_counter() - start
+            if status.state != READY:
+                raise SystemExit(f"{one.name}: {status.state}: {status.reason}")
+        proc = psutil.Process(server.pid)
+        loaded = total_memory([proc]).pss
+        with PeakMemory([proc], every=0.1) as peak:
+            exercise(server, model)
+        time.sleep(idle_s)
+        pss = total_memory([proc]).pss
+    return {"pss": pss - before, "peak_pss": max(peak.pss or 0, pss) - before,
+            "loaded_pss": loaded - before, "load_seconds": seconds}
 
 
 KINDS = ("weights file", "heap and anonymous", "libraries", "shared memory (requests)", "other")
@@ -207,10 +262,43 @@ def main(argv=None) -> int:
             build(repo, source, names[setting, kind], args.instances, [*flag, *extra])
     models = {key: layout.BuiltModel(repo / f"{name}_python") for key, name in names.items()}
     weights = weight_bytes(models["mapped", "model"])
+    libtorch = {}
+    if pytorch_backend():
+        for setting, sharing in LIBTORCH.items():
+            for kind, source, extra in (
+                    ("model", args.model, []),
+                    ("tiny", args.baseline, [f"--input={i}" for i in
+                                             args.baseline_input or [BASELINE_INPUT]])):
+                name = f"{kind}_{setting.replace(' ', '_')}"
+                build(repo, source, name, args.instances, extra, variant="libtorch")
+                libtorch[setting, kind] = layout.BuiltModel(repo / f"{name}_libtorch")
+                if not sharing:
+                    without_sharing(libtorch[setting, kind])
+        # loaded first: the backend's own libraries are in the server before the measurement
+        build(repo, args.baseline, "backend", 1,
+              [f"--input={i}" for i in args.baseline_input or [BASELINE_INPUT]], "libtorch")
+        warm = layout.BuiltModel(repo / "backend_libtorch")
+    else:
+        print("libtorch: not measured -- no PyTorch backend found (GEN_REPO_BACKEND_DIRECTORY)")
     rounds = []
     with EmbeddedServer(repo, Ports(*free_ports(3)), log_path=out / "tritonserver.log") as server:
         for r in range(args.rounds):
             row = {}
+            for setting in (list(LIBTORCH) if r % 2 == 0 else list(reversed(LIBTORCH))
+                            ) if libtorch else []:
+                got = {kind: measure_in_server(repo, warm, libtorch[setting, kind],
+                                               args.idle_seconds, out / "libtorch.log")
+                       for kind in ("model", "tiny")}
+                row[setting] = {
+                    **got, "copies": (got["model"]["pss"] - got["tiny"]["pss"]) / weights,
+                    "peak_copies": (got["model"]["peak_pss"] - got["tiny"]["peak_pss"]) / weights,
+                    "loaded_copies": (got["model"]["loaded_pss"] - got["tiny"]["loaded_pss"])
+                    / weights}
+                print(f"round {r + 1} {setting}: the model adds"
+                      f" {row[setting]['loaded_copies']:.2f} copies of its weights to the server"
+                      f" once loaded, {row[setting]['copies']:.2f} idle after requests,"
+                      f" {row[setting]['peak_copies']:.2f} at the peak under load; load"
+                      f" {got['model']['load_seconds']:.1f} s", flush=True)
             order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
             for setting in order:
                 got = {kind: measure(server, models[setting, kind], args.idle_seconds)
@@ -236,6 +324,12 @@ def main(argv=None) -> int:
                "floor": statistics.median(r[s]["tiny"]["pss"] / r[s]["tiny"]["stubs"]
                                           for r in rounds)}
            for s in SETTINGS}
+    for s in LIBTORCH:
+        if libtorch:
+            med[s] = {"copies": statistics.median(r[s]["copies"] for r in rounds),
+                      "loaded": statistics.median(r[s]["loaded_copies"] for r in rounds),
+                      "peak": statistics.median(r[s]["peak_copies"] for r in rounds),
+                      "load": statistics.median(r[s]["model"]["load_seconds"] for r in rounds)}
     layouts = ", ".join(f"{s} {layout_of(models[s, 'model'])}" for s in SETTINGS)
     lines = [f"{args.model}, {args.instances} CPU instances, weights {weights / 2**20:.1f} MiB;"
              f" medians of {args.rounds} rounds (settings alternating); the layout the build's"
@@ -247,6 +341,18 @@ def main(argv=None) -> int:
     for s in SETTINGS:
         lines.append(f"| {s} | {med[s]['copies']:.2f} | {med[s]['peak']:.2f} |"
                      f" {med[s]['load']:.1f} | {med[s]['floor'] / 2**20:.0f} |")
+    for s, sharing in LIBTORCH.items():
+        if s in med:
+            lines.append(f"| {s} ({SHARING} {'true' if sharing else 'absent'}; the server"
+                         f" process) | {med[s]['copies']:.2f} | {med[s]['peak']:.2f} |"
+                         f" {med[s]['load']:.1f} | - |")
+    if not libtorch:
+        lines.append("| libtorch | not measured: no PyTorch backend found | | | |")
+    else:
+        lines += ["", "libtorch, what the model adds to the server once loaded, before any request"
+                  " (copies of the weights): " + ", ".join(
+                      f"{s} {med[s]['loaded']:.2f}" for s in LIBTORCH) + "; the server does not"
+                  " give back what the forward passes freed (the idle column)"]
     lines += ["", "What the model adds idle, by kind of memory (copies of the weights):", "",
               "| weights | " + " | ".join(KINDS) + " |", "|---|" + "---|" * len(KINDS)]
     for s in SETTINGS:
