@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ..errors import GenRepoError
 from . import control
 from .ports import Ports
 from .triton_install import TritonInstall, links_this_torch, server_env, torch_lib_dir
@@ -18,11 +19,30 @@ from .triton_install import TritonInstall, links_this_torch, server_env, torch_l
 EXIT_TIMEOUT_S = 10  # --exit-timeout-secs: how long tritonserver waits for in-flight requests
 
 
+# Off where every model's config is complete: the Python backend otherwise starts one more
+# process per model load to ask its model.py to complete the config (it imports torch: ~2.4 s of a
+# resnet50 load to READY here, 3.8 s -> 1.4 s with one instance).
+NO_AUTO_COMPLETE = "--disable-auto-complete-config"
+
+
+def complete_configs(repo) -> bool:
+    """True for a local repository of at least one model, every one built by gen-repo (its
+    config.pbtxt complete: nothing for a backend to fill in)."""
+    from ..repository import layout
+
+    try:
+        models = layout.list_models(repo)
+    except (OSError, GenRepoError):  # remote (S3), missing or empty: leave it to the backends
+        return False
+    return all(m.built_by_gen_repo for m in models)
+
+
 def server_args(repo: str, ports: Ports, backend_dir: str | None = None, *, listen: str,
-                control_key: str) -> list[str]:
+                control_key: str, auto_complete: bool = True) -> list[str]:
     """tritonserver flags (without the binary), shared by the embedded server and the container:
     explicit model control, restricted to requests that carry ``control_key``; HTTP, gRPC and
-    metrics bound to ``listen``."""
+    metrics bound to ``listen``; the backends' config auto-completion off unless
+    ``auto_complete``."""
     args = [f"--model-repository={repo}"]
     if backend_dir:
         args.append(f"--backend-directory={backend_dir}")
@@ -30,7 +50,8 @@ def server_args(repo: str, ports: Ports, backend_dir: str | None = None, *, list
                    *control.address_flags(listen),
                    f"--http-port={ports.http}", f"--grpc-port={ports.grpc}",
                    f"--metrics-port={ports.metrics}", "--log-verbose=0",
-                   f"--exit-timeout-secs={EXIT_TIMEOUT_S}"]
+                   f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+                   *([] if auto_complete else [NO_AUTO_COMPLETE])]
 
 
 def torch_library_dirs(backends: Mapping[str, Path]) -> list[Path]:

@@ -23,7 +23,7 @@ from ..repository.config import release_needs
 from ..repository.layout import PACKED_ENV_PARAM
 from ..repository.s3 import is_s3_url
 from . import control
-from .arguments import server_args
+from .arguments import complete_configs, server_args
 from .lifecycle import BUILTIN_BACKENDS, TritonServer
 from .ports import Ports
 
@@ -110,7 +110,8 @@ def run_kwargs(repo: str | Path, ports: Ports, options: DockerOptions, name: str
         image=options.image,
         command=["tritonserver", *server_args(str(repo) if remote else CONTAINER_REPO, inside,
                                               listen=bind,
-                                              control_key=control_key or control.new_key())],
+                                              control_key=control_key or control.new_key(),
+                                              auto_complete=not complete_configs(repo))],
         name=name,
         detach=True,
         auto_remove=False,  # removed by us after its log is saved

@@ -26,7 +26,7 @@ from .. import progress
 from ..errors import ToolError
 from ..machine import cache_dir
 from . import logs
-from .arguments import embedded_env, server_args, torch_library_dirs
+from .arguments import complete_configs, embedded_env, server_args, torch_library_dirs
 from .lifecycle import BUILTIN_BACKENDS, TritonServer
 from .logs import CappedLog
 from .ports import Ports
@@ -80,7 +80,7 @@ class EmbeddedServer(TritonServer):
     def command(self) -> list[str]:
         return [str(self.install.binary), *server_args(
             str(self.repo), self.ports, str(self.backend_dir), listen=self.listen,
-            control_key=self.control_key)]
+            control_key=self.control_key, auto_complete=not complete_configs(self.repo))]
 
     def backends_note(self, needs_pytorch: bool = False) -> tuple[str, str | None]:
         """What serve says about its backends: the line naming the backend directories used and
