@@ -7,7 +7,8 @@ the instances take to load.
                                                   [--idle-seconds 2.5]
 
 Builds the model's python variant three times with ``gen-repo build``: "before" (weights inside
-the archive, every import at load: ``--no-mapped-weights --no-deferred-imports``), "archive"
+the archive, every import at load: ``--no-mapped-weights --no-deferred-imports``; served by a
+server with the backends' config auto-completion on, as gen-repo started it before), "archive"
 (``--no-mapped-weights``) and "mapped" (the default), and a baseline the same way, each with
 ``--cpu-instances N``: a conv net with ~10 k weights that takes resnet50's input and answers
 1000 logits through the same kinds of layers (tests/fixtures/weights.py:tiny_convnet; ``--baseline``/``--baseline-input`` for other
@@ -53,7 +54,8 @@ from generator.status import READY  # noqa: E402
 
 BASELINE = f"{HERE.parent}/tests/fixtures/weights.py:tiny_convnet"
 BASELINE_INPUT = "x:float32:3,224,224"  # resnet50's
-# "before": as the python variant was built before mapped weights and deferred imports
+# "before": as the python variant was built, and served (the backends' config auto-completion on),
+# before mapped weights, deferred imports and complete configs served as such
 SETTINGS = {"before": ["--no-mapped-weights", "--no-deferred-imports"],
             "archive": ["--no-mapped-weights"], "mapped": ["--mapped-weights"]}
 
@@ -281,7 +283,10 @@ def main(argv=None) -> int:
     else:
         print("libtorch: not measured -- no PyTorch backend found (GEN_REPO_BACKEND_DIRECTORY)")
     rounds = []
-    with EmbeddedServer(repo, Ports(*free_ports(3)), log_path=out / "tritonserver.log") as server:
+    with EmbeddedServer(repo, Ports(*free_ports(3)), log_path=out / "tritonserver.log") as server, \
+            EmbeddedServer(repo, Ports(*free_ports(3)), log_path=out / "tritonserver-before.log",
+                           auto_complete=True) as old_server:
+        servers = {s: old_server if s == "before" else server for s in SETTINGS}
         for r in range(args.rounds):
             row = {}
             for setting in (list(LIBTORCH) if r % 2 == 0 else list(reversed(LIBTORCH))
@@ -301,7 +306,7 @@ def main(argv=None) -> int:
                       f" {got['model']['load_seconds']:.1f} s", flush=True)
             order = list(SETTINGS) if r % 2 == 0 else list(reversed(SETTINGS))
             for setting in order:
-                got = {kind: measure(server, models[setting, kind], args.idle_seconds)
+                got = {kind: measure(servers[setting], models[setting, kind], args.idle_seconds)
                        for kind in ("model", "tiny")}
                 row[setting] = {
                     **got, "copies": (got["model"]["pss"] - got["tiny"]["pss"]) / weights,

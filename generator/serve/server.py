@@ -52,10 +52,14 @@ class EmbeddedServer(TritonServer):
     release = EMBEDDED_RELEASE
 
     def __init__(self, repo, ports: Ports = Ports(), log_path=None,
-                 backend_dirs: Sequence[str | Path] | None = None, **kw):
+                 backend_dirs: Sequence[str | Path] | None = None,
+                 auto_complete: bool | None = None, **kw):
         """``backend_dirs``: extra backend directories; None = those GEN_REPO_BACKEND_DIRECTORY
-        names, or when it is unset /opt/tritonserver/backends if it holds a PyTorch backend."""
+        names, or when it is unset /opt/tritonserver/backends if it holds a PyTorch backend.
+        ``auto_complete``: the backends' config auto-completion; None = off where every model
+        of the repository was built by gen-repo (arguments.complete_configs), at each start."""
         super().__init__(repo, ports, log_path, **kw)
+        self.auto_complete = auto_complete
         self.install = TritonInstall.locate()
         # where the extra backend directories come from, or why there are none (for serve)
         system = triton_install.SYSTEM_BACKENDS
@@ -80,7 +84,9 @@ class EmbeddedServer(TritonServer):
     def command(self) -> list[str]:
         return [str(self.install.binary), *server_args(
             str(self.repo), self.ports, str(self.backend_dir), listen=self.listen,
-            control_key=self.control_key, auto_complete=not complete_configs(self.repo))]
+            control_key=self.control_key,
+            auto_complete=not complete_configs(self.repo) if self.auto_complete is None
+            else self.auto_complete)]
 
     def backends_note(self, needs_pytorch: bool = False) -> tuple[str, str | None]:
         """What serve says about its backends: the line naming the backend directories used and

@@ -36,3 +36,12 @@ def test_missing_empty_or_remote_repositories_keep_auto_completion(tmp_path):
     assert not complete_configs(tmp_path / "missing")
     assert not complete_configs(tmp_path)  # no models
     assert not complete_configs("s3://bucket/models")
+
+
+def test_the_embedded_server_decides_from_its_repository_unless_told(tmp_path):
+    from generator.serve.server import EmbeddedServer
+
+    assert NO_AUTO_COMPLETE in EmbeddedServer(EXAMPLE, backend_dirs=()).command()
+    assert NO_AUTO_COMPLETE not in EmbeddedServer(EXAMPLE, backend_dirs=(),
+                                                  auto_complete=True).command()
+    assert NO_AUTO_COMPLETE not in EmbeddedServer(tmp_path, backend_dirs=()).command()
