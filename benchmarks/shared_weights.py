@@ -149,14 +149,14 @@ def measure_in_server(repo: Path, warm: layout.BuiltModel, model: layout.BuiltMo
     import psutil
 
     with EmbeddedServer(repo, Ports(*free_ports(3)), log_path=log_path) as server:
+        proc = psutil.Process(server.pid)
         for one in (warm, model):
             start = time.perf_counter()
-            before = total_memory([psutil.Process(server.pid)]).pss
+            before = total_memory([proc]).pss  # the last one's: before the model's load
             (status,) = server.load([one])
             seconds = time.perf_counter() - start
             if status.state != READY:
                 raise SystemExit(f"{one.name}: {status.state}: {status.reason}")
-        proc = psutil.Process(server.pid)
         loaded = total_memory([proc]).pss
         with PeakMemory([proc], every=0.1) as peak:
             exercise(server, model)
@@ -230,6 +230,12 @@ def layout_of(model: layout.BuiltModel) -> str:
         else CONTIGUOUS
 
 
+def above_baseline(got: dict, key: str, weights: int) -> float:
+    """What the model measured (``got["model"][key]``, bytes) above the baseline's
+    (``got["tiny"][key]``), in copies of the weights' ``weights`` bytes."""
+    return (got["model"][key] - got["tiny"][key]) / weights
+
+
 def weight_bytes(model: layout.BuiltModel) -> int:
     import torch
 
@@ -253,13 +259,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    baseline_inputs = [f"--input={i}" for i in args.baseline_input or [BASELINE_INPUT]]
     repo = Path(tempfile.mkdtemp(prefix="shared-weights-")) / "repo"
     names = {}
+    sources = (("model", args.model, []), ("tiny", args.baseline, baseline_inputs))
     for setting, flag in SETTINGS.items():
-        for kind, source, extra in (
-                ("model", args.model, []),
-                ("tiny", args.baseline, [f"--input={i}" for i in
-                                         args.baseline_input or [BASELINE_INPUT]])):
+        for kind, source, extra in sources:
             names[setting, kind] = f"{kind}_{setting}"
             build(repo, source, names[setting, kind], args.instances, [*flag, *extra])
     models = {key: layout.BuiltModel(repo / f"{name}_python") for key, name in names.items()}
@@ -267,18 +272,14 @@ def main(argv=None) -> int:
     libtorch = {}
     if pytorch_backend():
         for setting, sharing in LIBTORCH.items():
-            for kind, source, extra in (
-                    ("model", args.model, []),
-                    ("tiny", args.baseline, [f"--input={i}" for i in
-                                             args.baseline_input or [BASELINE_INPUT]])):
+            for kind, source, extra in sources:
                 name = f"{kind}_{setting.replace(' ', '_')}"
                 build(repo, source, name, args.instances, extra, variant="libtorch")
                 libtorch[setting, kind] = layout.BuiltModel(repo / f"{name}_libtorch")
                 if not sharing:
                     without_sharing(libtorch[setting, kind])
         # loaded first: the backend's own libraries are in the server before the measurement
-        build(repo, args.baseline, "backend", 1,
-              [f"--input={i}" for i in args.baseline_input or [BASELINE_INPUT]], "libtorch")
+        build(repo, args.baseline, "backend", 1, baseline_inputs, "libtorch")
         warm = layout.BuiltModel(repo / "backend_libtorch")
     else:
         print("libtorch: not measured -- no PyTorch backend found (GEN_REPO_BACKEND_DIRECTORY)")
@@ -294,11 +295,9 @@ def main(argv=None) -> int:
                 got = {kind: measure_in_server(repo, warm, libtorch[setting, kind],
                                                args.idle_seconds, out / "libtorch.log")
                        for kind in ("model", "tiny")}
-                row[setting] = {
-                    **got, "copies": (got["model"]["pss"] - got["tiny"]["pss"]) / weights,
-                    "peak_copies": (got["model"]["peak_pss"] - got["tiny"]["peak_pss"]) / weights,
-                    "loaded_copies": (got["model"]["loaded_pss"] - got["tiny"]["loaded_pss"])
-                    / weights}
+                row[setting] = {**got, "copies": above_baseline(got, "pss", weights),
+                                "peak_copies": above_baseline(got, "peak_pss", weights),
+                                "loaded_copies": above_baseline(got, "loaded_pss", weights)}
                 print(f"round {r + 1} {setting}: the model adds"
                       f" {row[setting]['loaded_copies']:.2f} copies of its weights to the server"
                       f" once loaded, {row[setting]['copies']:.2f} idle after requests,"
@@ -309,8 +308,8 @@ def main(argv=None) -> int:
                 got = {kind: measure(servers[setting], models[setting, kind], args.idle_seconds)
                        for kind in ("model", "tiny")}
                 row[setting] = {
-                    **got, "copies": (got["model"]["pss"] - got["tiny"]["pss"]) / weights,
-                    "peak_copies": (got["model"]["peak_pss"] - got["tiny"]["peak_pss"]) / weights,
+                    **got, "copies": above_baseline(got, "pss", weights),
+                    "peak_copies": above_baseline(got, "peak_pss", weights),
                     "kinds": {k: (got["model"]["kinds"][k] - got["tiny"]["kinds"][k]) / weights
                               for k in KINDS},
                     "breakdown": load_breakdown(models[setting, "model"])}
